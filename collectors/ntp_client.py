@@ -1,0 +1,258 @@
+"""Concurrent NTP client: one asyncio task per server, validated exchanges, kernel RX timestamps.
+
+Each attempt uses a fresh connected UDP socket with an ephemeral port (RFC 9109), so
+the kernel drops datagrams from any other address or port and reports ICMP
+port-unreachable as ConnectionRefusedError. The receive instant T4 comes from
+SO_TIMESTAMPNS (the kernel's stamp when the datagram arrived), so Python's own
+scheduling latency does not inflate the measured delay; `rx_latency_ns` records how
+much later user space read it. Timeouts follow each server's measured RTTs (RFC 6298).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from timekit.address import ServerAddress
+from timekit.collectors.ntp_packet import (
+    NtpHeader,
+    build_request,
+    new_nonce,
+    validate_reply,
+)
+from timekit.collectors.rto import RtoEstimator
+from timekit.collectors.server_policy import ServerState
+from timekit.samples import NtpSample
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux asm-generic value
+RECV_BUF = 1280  # > any NTP packet with extension fields we accept; bigger -> MSG_TRUNC
+CMSG_BUF = socket.CMSG_SPACE(64)
+BURST_COUNT = 4  # chrony iburst: a short burst for a new server...
+BURST_SPACING_S = 2.0  # ...2 s apart...
+POLL_SPACING_S = 64.0  # ...then no faster than 64 s for a public server
+LOCAL_BURST_SPACING_S = 0.1  # loopback / lab servers are polled fast
+LOCAL_POLL_SPACING_S = 1.0
+DNS_TIMEOUT_S = 5.0
+MAX_IN_FLIGHT = 256
+STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic disagreement over one exchange
+
+_TIMESPEC = struct.Struct("@qq")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    """How many attempts per server, how far apart, and the timeout cap (seconds)."""
+
+    count: int = BURST_COUNT
+    interval_s: float | None = None  # None: chrony-like default spacing
+    timeout_s: float = 2.0
+
+    def spacing_s(self, attempt: int, server: ServerAddress) -> float:
+        """Seconds between the start of attempt `attempt` and the next one."""
+        if self.interval_s is not None:
+            return self.interval_s
+        burst, poll = ((LOCAL_BURST_SPACING_S, LOCAL_POLL_SPACING_S) if server.is_loopback
+                       else (BURST_SPACING_S, POLL_SPACING_S))
+        return burst if attempt + 1 < BURST_COUNT else poll
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Mutable scratch for one exchange."""
+
+    nonce: int
+    t1_ns: int = 0
+    mono_send_ns: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _realtime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return sec * 1_000_000_000 + nsec
+    return None
+
+
+def _fail(server: ServerAddress, code: str, detail: str, address: str | None = None,
+          timeout_s: float | None = None) -> NtpSample:
+    return NtpSample(server=server.name, ok=False, error=code, t_local_ns=_realtime_ns(),
+                     address=address, timeout_s=timeout_s, detail=detail)
+
+
+def _sample_from(server: ServerAddress, address: str, h: NtpHeader | None, **kw: object) -> NtpSample:
+    hdr: dict[str, object] = {}
+    if h is not None:
+        hdr = dict(stratum=h.stratum, leap=h.leap, root_delay_s=h.root_delay_s,
+                   root_dispersion_s=h.root_dispersion_s, refid=h.refid_text,
+                   version=h.version, poll=h.poll, precision=h.precision)
+    return NtpSample(server=server.name, address=address, **hdr, **kw)  # type: ignore[arg-type]
+
+
+async def resolve(server: ServerAddress) -> list[tuple[int, tuple]]:
+    """Resolve to (family, sockaddr) pairs in resolver order; raise OSError on failure."""
+    loop = asyncio.get_running_loop()
+    infos = await asyncio.wait_for(
+        loop.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
+                         proto=socket.IPPROTO_UDP), DNS_TIMEOUT_S)
+    seen, out = set(), []
+    for family, _t, _p, _c, sockaddr in infos:
+        if (family, sockaddr) not in seen:
+            seen.add((family, sockaddr))
+            out.append((family, sockaddr))
+    return out
+
+
+def _format_addr(family: int, sockaddr: tuple) -> str:
+    return f"[{sockaddr[0]}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{sockaddr[1]}"
+
+
+async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
+                     timeout_s: float) -> NtpSample:
+    """One validated request/reply exchange with an absolute deadline of `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    address = _format_addr(family, sockaddr)
+    att = _Attempt(nonce=new_nonce())
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass  # no kernel timestamps on this platform: user-space T4
+        try:
+            sock.connect(sockaddr)
+        except OSError as exc:
+            return _fail(server, "network", f"connect: {exc.strerror or exc}", address, timeout_s)
+        done: asyncio.Future[NtpSample] = loop.create_future()
+        request = build_request(att.nonce)
+
+        def on_readable() -> None:
+            while not done.done():
+                try:
+                    data, anc, flags, _ = sock.recvmsg(RECV_BUF, CMSG_BUF)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    done.set_result(_fail(server, "network", exc.strerror or str(exc),
+                                          address, timeout_s))
+                    return
+                user_rx_ns = _realtime_ns()
+                mono_recv_ns = time.monotonic_ns()
+                kernel_rx_ns = _kernel_rx_ns(anc)
+                t4_ns = kernel_rx_ns if kernel_rx_ns is not None else user_rx_ns
+                # Wall-clock step during the exchange: realtime and monotonic spans disagree.
+                wall_span = user_rx_ns - att.t1_ns
+                mono_span = mono_recv_ns - att.mono_send_ns
+                if abs(wall_span - mono_span) > STEP_TOLERANCE_NS + mono_span // 1000:
+                    done.set_result(_fail(
+                        server, "clock_stepped",
+                        f"local clock stepped {(wall_span - mono_span) / 1e9:+.6f} s mid-exchange",
+                        address, timeout_s))
+                    return
+                v = validate_reply(data, nonce=att.nonce, t1_ns=att.t1_ns, t4_ns=t4_ns,
+                                   truncated=bool(flags & socket.MSG_TRUNC))
+                if not v.final:
+                    att.rejected.append((v.error or "", v.detail))
+                    continue
+                done.set_result(_sample_from(
+                    server, address, v.header, ok=v.ok, error=v.error, t_local_ns=t4_ns,
+                    offset_s=v.offset_s, delay_s=v.delay_s, t1_ns=att.t1_ns, t2_ns=v.t2_ns,
+                    t3_ns=v.t3_ns, t4_ns=t4_ns,
+                    rx_timestamp="kernel" if kernel_rx_ns is not None else "user",
+                    rx_latency_ns=user_rx_ns - t4_ns, timeout_s=timeout_s,
+                    detail=v.detail or None))
+
+        loop.add_reader(sock.fileno(), on_readable)
+        try:
+            att.mono_send_ns = time.monotonic_ns()
+            att.t1_ns = _realtime_ns()
+            try:
+                sock.send(request)
+            except OSError as exc:
+                return _fail(server, "network", f"send: {exc.strerror or exc}", address, timeout_s)
+            try:
+                return await asyncio.wait_for(asyncio.shield(done), timeout_s)
+            except TimeoutError:
+                if att.rejected:  # only junk arrived: report what it was, not a bare timeout
+                    code, detail = att.rejected[-1]
+                    return _fail(server, code, f"{detail}; {len(att.rejected)} bad datagram(s), "
+                                 "no valid reply before the deadline", address, timeout_s)
+                return _fail(server, "timeout", f"no reply within {timeout_s:.3f} s",
+                             address, timeout_s)
+        finally:
+            loop.remove_reader(sock.fileno())
+            if not done.done():
+                done.cancel()
+
+
+Emit = Callable[[NtpSample], None]
+
+
+async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerState,
+                        emit: Emit, limiter: asyncio.Semaphore) -> None:
+    """All attempts for one server, spaced per the plan; every attempt is emitted."""
+    loop = asyncio.get_running_loop()
+    rto = RtoEstimator(plan.timeout_s, state.srtt_s, state.rttvar_s, state.rto_s)
+    addrs: list[tuple[int, tuple]] | None = None
+    for attempt in range(plan.count):
+        started = loop.time()
+        held = state.held(_realtime_ns())
+        if held is not None:
+            emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"))
+        else:
+            if addrs is None:
+                try:
+                    addrs = await resolve(server)
+                except (OSError, TimeoutError) as exc:
+                    msg = getattr(exc, "strerror", None) or str(exc) or "resolver timed out"
+                    emit(_fail(server, "network", f"cannot resolve {server.host}: {msg}"))
+                    return
+            sample = await _query_any(server, addrs, rto, limiter)
+            state.last_query_ns = sample.t_local_ns
+            if sample.ok and sample.t1_ns is not None and sample.t4_ns is not None:
+                rto.observe((sample.t4_ns - sample.t1_ns) / 1e9)
+            elif sample.error == "timeout":
+                rto.backoff()
+            if sample.error in ("kod_rate", "kod_deny", "kod_rstr"):
+                state.on_kod(sample.error, sample.poll or 0, sample.t_local_ns)
+            state.srtt_s, state.rttvar_s, state.rto_s = rto.srtt_s, rto.rttvar_s, rto.rto_s
+            emit(sample)
+        if attempt + 1 < plan.count:
+            await asyncio.sleep(max(0.0, started + plan.spacing_s(attempt, server) - loop.time()))
+
+
+async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto: RtoEstimator,
+                     limiter: asyncio.Semaphore) -> NtpSample:
+    """Query the first address; on a network error try the next ones within the same deadline."""
+    loop = asyncio.get_running_loop()
+    timeout_s = rto.timeout_s()
+    deadline = loop.time() + timeout_s
+    sample = _fail(server, "network", "no address")
+    async with limiter:
+        for family, sockaddr in addrs:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            sample = await query_once(server, family, sockaddr, remaining)
+            if sample.error != "network":
+                return sample
+    return sample
+
+
+async def sample_servers(servers: Sequence[ServerAddress], plan: QueryPlan,
+                         states: dict[str, ServerState], emit: Emit,
+                         max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    """Sample every server concurrently; one slow server never holds up the others."""
+    limiter = asyncio.Semaphore(max_in_flight)
+    async with asyncio.TaskGroup() as tg:
+        for s in servers:
+            tg.create_task(sample_server(s, plan, states.setdefault(s.name, ServerState(s.name)),
+                                         emit, limiter))

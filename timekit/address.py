@@ -1,0 +1,86 @@
+"""Server addresses: `HOST`, `HOST:PORT`, `[v6]:PORT`, `v6` -> normalised (host, port)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from timekit.errors import UsageError
+
+DEFAULT_NTP_PORT = 123
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """A server as the user named it, normalised to host and port."""
+
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        """Normalised `host:port` (`[v6]:port` for IPv6 literals)."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for 127.0.0.0/8, ::1 and `localhost`: polled fast by default."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _port(text: str, original: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"bad port in server address {original!r}: {text!r} is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise UsageError(f"bad port in server address {original!r}: {port} is not in 1-65535")
+    return port
+
+
+def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:
+    """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT` or a bare IPv6 literal; raise UsageError."""
+    original = text
+    text = text.strip()
+    if not text:
+        raise UsageError("empty server address")
+    if text.startswith("["):
+        m = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", text)
+        if not m:
+            raise UsageError(f"malformed server address {original!r} (use [v6addr]:port)")
+        host, port_text = m.group(1), m.group(2)
+        try:
+            host = str(ipaddress.IPv6Address(host.split("%")[0])) + (
+                "%" + host.split("%")[1] if "%" in host else "")
+        except ValueError:
+            raise UsageError(f"malformed IPv6 address in {original!r}") from None
+        port = default_port if port_text is None else _port(port_text, original)
+        return ServerAddress(host, port)
+    if text.count(":") > 1:  # bare IPv6 literal, no port
+        try:
+            return ServerAddress(str(ipaddress.IPv6Address(text)), default_port)
+        except ValueError:
+            raise UsageError(f"malformed server address {original!r}") from None
+    host, sep, port_text = text.partition(":")
+    port = _port(port_text, original) if sep else default_port
+    if not host:
+        raise UsageError(f"malformed server address {original!r}: no host")
+    try:
+        host = str(ipaddress.IPv4Address(host))
+    except ValueError:
+        if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+            raise UsageError(f"malformed host name in server address {original!r}") from None
+        host = host.lower().rstrip(".")
+    return ServerAddress(host, port)

@@ -1,0 +1,295 @@
+"""The `timekit` command line: parse, call, render. Errors become one stderr line + exit code.
+
+Exit codes: 0 ok; 1 runtime failure; 2 bad input (address, config, option); 75 another
+run holds the collect lock; 130 interrupted (what was collected is kept).
+Heavy libraries (pandas, scipy, matplotlib) are imported only inside commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from timekit.errors import TimekitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure time and its uncertainty: NTP offsets, clocks, drift, intervals.")
+sample_app = typer.Typer(no_args_is_help=True, help="Take samples now and store them.")
+lab_app = typer.Typer(no_args_is_help=True, help="The reference lab: NTP servers on loopback "
+                      "with known offsets, drifts and faults.")
+servers_app = typer.Typer(no_args_is_help=True, help="Per-server state kept between runs "
+                          "(kiss-o'-death holds, adaptive timeouts).")
+app.add_typer(sample_app, name="sample")
+app.add_typer(lab_app, name="lab")
+app.add_typer(servers_app, name="servers")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+DbOpt = Annotated[Path | None, typer.Option("--db", help="SQLite store (default $TIMEKIT_DB, "
+                                            "else ~/.local/share/timekit/timekit.db).")]
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def emit_json(doc: Any) -> None:
+    """Write exactly one JSON document to stdout."""
+    sys.stdout.write(json.dumps(_jsonable(doc), allow_nan=False) + "\n")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def warn(msg: str) -> None:
+    """One diagnostic line on stderr."""
+    print(f"timekit: {msg}", file=sys.stderr)
+
+
+def _open_store(db: Path | None) -> Any:
+    from timekit.store import Store
+
+    return Store.open(db)
+
+
+def _parse_servers(servers: list[str]) -> list[Any]:
+    from timekit.address import parse_server
+
+    parsed = [parse_server(s) for s in servers]
+    seen: set[str] = set()
+    return [s for s in parsed if not (s.name in seen or seen.add(s.name))]
+
+
+def _progress(total: int, label: str) -> Any:
+    """A rich progress bar on stderr when it is a terminal, else a no-op."""
+    if not sys.stderr.isatty() or total <= 1:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=_console(stderr=True), transient=True)
+    prog.start()
+    prog.add_task(label, total=total)
+    return prog
+
+
+# ----------------------------------------------------------------------------- sample
+@sample_app.command("ntp")
+def sample_ntp_cmd(
+    servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT.")],
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="Attempts per server.")] = 4,
+    interval: Annotated[float | None, typer.Option(
+        min=0.0, help="Seconds between attempts to one server (default: a 4-query burst, "
+        "2 s apart, then 64 s; 0.1 s / 1 s for loopback).")] = None,
+    timeout: Annotated[float, typer.Option(
+        min=0.001, max=60.0, help="Cap of the per-server adaptive timeout, seconds.")] = 2.0,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Query NTP servers (concurrently) and store every attempt, valid or not."""
+    from timekit.collectors.ntp_client import QueryPlan
+    from timekit.sampling import sample_ntp
+
+    targets = _parse_servers(servers)
+    plan = QueryPlan(count=count, interval_s=interval, timeout_s=timeout)
+    with _open_store(db) as store:
+        prog = _progress(count * len(targets), "sampling")
+        try:
+            run = sample_ntp(store, targets, plan,
+                             on_sample=(lambda _s: prog.advance(0)) if prog else None)
+        finally:
+            if prog:
+                prog.stop()
+    if as_json:
+        emit_json({"samples": run.samples})
+    else:
+        from timekit.render import ntp_summary_table
+
+        _console().print(ntp_summary_table(run.samples))
+    for name in run.unresolved:
+        warn(f"cannot resolve {name.rsplit(':', 1)[0].strip('[]')}: unknown host")
+    if run.unresolved:
+        raise typer.Exit(2)
+
+
+@sample_app.command("clocks")
+def sample_clocks_cmd(
+    duration: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds to sample.")] = 2.0,
+    rate: Annotated[float, typer.Option(min=0.01, max=10_000.0, help="Snapshots per second.")] = 20.0,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Sample REALTIME against MONOTONIC/RAW/BOOTTIME/TAI and the kernel's adjtimex state."""
+    from timekit.sampling import sample_clocks_run
+
+    with _open_store(db) as store:
+        run = sample_clocks_run(store, duration, rate)
+    doc = {"clocks": run.report, "kernel": run.kernel, "resolution_ns": run.resolution_ns,
+           "read_cost_ns": run.read_cost_ns}
+    if as_json:
+        emit_json(doc)
+    else:
+        from timekit.render import clocks_text
+
+        _console().print(clocks_text(run))
+
+
+# ----------------------------------------------------------------------------- collect
+@app.command("collect")
+def collect_cmd(
+    config: Annotated[Path, typer.Option("--config", help="TOML config (see README).")],
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for an overlapping run "
+                                        "before exiting 75.")] = 0.0,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """One cron-sized run of everything the config names; overlapping runs never interleave."""
+    from timekit.collect import collect
+
+    result = collect(config, db, wait_s=wait)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        from timekit.render import collect_text
+
+        _console().print(collect_text(result))
+    if result.budget_exceeded:
+        warn(f"run budget exceeded: kept {len(result.ntp.samples)} samples, the rest was not taken")
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- servers
+@servers_app.command("list")
+def servers_list_cmd(as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Show what is remembered per server: holds after kiss-o'-death, RTT estimates."""
+    with _open_store(db) as store:
+        states = list(store.server_states().values())
+    if as_json:
+        emit_json({"servers": states})
+    else:
+        from timekit.render import server_states_table
+
+        _console().print(server_states_table(states))
+
+
+@servers_app.command("reset")
+def servers_reset_cmd(servers: Annotated[list[str], typer.Argument()], as_json: JsonOpt = False,
+                      db: DbOpt = None) -> None:
+    """Forget a server's kiss-o'-death hold (after its operator allowed us again)."""
+    names = [s.name for s in _parse_servers(servers)]
+    with _open_store(db) as store:
+        states = store.server_states()
+        for n in names:
+            if n in states:
+                states[n].reset()
+        store.save_server_states(states[n] for n in names if n in states)
+    if as_json:
+        emit_json({"reset": names})
+    else:
+        print("reset: " + ", ".join(names))
+
+
+# ----------------------------------------------------------------------------- lab
+LabDirOpt = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default "
+                                                "$TIMEKIT_LAB_DIR or /tmp/timekit-lab-UID).")]
+
+
+@lab_app.command("start")
+def lab_start_cmd(lab_dir: LabDirOpt = None,
+                  chrony: Annotated[bool, typer.Option(help="Start chronyd servers.")] = True,
+                  as_json: JsonOpt = False) -> None:
+    """Start chronyd servers (known offset and drift) and the fault-injection server."""
+    from timekit.lab.manager import start_lab
+
+    lab = start_lab(lab_dir, chrony=None if not chrony else
+                    __import__("timekit.lab.manager", fromlist=["x"]).DEFAULT_CHRONY)
+    _lab_status(lab, as_json)
+
+
+@lab_app.command("status")
+def lab_status_cmd(lab_dir: LabDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List lab servers with their address, kind, and true offset right now."""
+    from timekit.lab.manager import Lab, default_lab_dir
+
+    _lab_status(Lab.load(lab_dir or default_lab_dir()), as_json)
+
+
+@lab_app.command("stop")
+def lab_stop_cmd(lab_dir: LabDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop every lab process."""
+    from timekit.lab.manager import Lab, default_lab_dir
+
+    lab = Lab.load(lab_dir or default_lab_dir())
+    lab.stop()
+    if as_json:
+        emit_json({"stopped": len(lab.servers)})
+    else:
+        print(f"lab stopped ({len(lab.servers)} servers)")
+
+
+@lab_app.command("compare")
+def lab_compare_cmd(lab_dir: LabDirOpt = None, as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Compare stored samples of lab servers with their ground truth (offset error per server)."""
+    from timekit.lab.manager import Lab, default_lab_dir
+    from timekit.lab.truth import compare_with_truth
+
+    lab = Lab.load(lab_dir or default_lab_dir())
+    with _open_store(db) as store:
+        rows = compare_with_truth(lab, store)
+    if as_json:
+        emit_json({"servers": rows})
+    else:
+        from timekit.render import compare_table
+
+        _console().print(compare_table(rows))
+
+
+def _lab_status(lab: Any, as_json: bool) -> None:
+    from timekit.lab.truth import lab_status_rows
+
+    rows = lab_status_rows(lab)
+    if as_json:
+        emit_json({"directory": str(lab.directory), "servers": rows})
+    else:
+        from timekit.render import lab_table
+
+        _console().print(lab_table(rows, lab.directory))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, map errors to one line and an exit code."""
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="timekit")
+    except TimekitError as exc:
+        print(f"timekit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else str(exc), file=sys.stderr)
+        return 2
+    except click.ClickException as exc:
+        print(f"timekit: error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("timekit: interrupted; samples taken so far are stored", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""`timekit collect`: one cron-sized run of everything a config names, under the run lock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from timekit.collectors.ntp_client import QueryPlan
+from timekit.config import load_config
+from timekit.runlock import run_lock
+from timekit.sampling import (
+    ClockRun,
+    NtpRun,
+    due_servers,
+    realtime_ns,
+    sample_clocks_run,
+    sample_ntp,
+)
+from timekit.store import Store, default_db_path
+
+
+@dataclass
+class CollectResult:
+    ntp: NtpRun
+    clocks: ClockRun | None
+    budget_exceeded: bool
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
+                               "budget_exceeded": self.budget_exceeded}
+        if self.clocks is not None:
+            doc["clocks"] = self.clocks.report
+            doc["kernel"] = self.clocks.kernel
+        return doc
+
+
+def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectResult:
+    """Load config, take the lock (or raise LockedError), sample NTP then clocks, store all."""
+    config = load_config(config_path)
+    db_path = Path(db) if db is not None else default_db_path()
+    started = time.monotonic()
+    with run_lock(db_path, wait_s), Store.open(db_path) as store:
+        due, skipped = due_servers(store, config, realtime_ns())
+        plan = QueryPlan(count=config.count, interval_s=config.interval_s, timeout_s=config.timeout_s)
+        ntp = (sample_ntp(store, due, plan, command="collect", budget_s=config.budget_s)
+               if due else NtpRun())
+        ntp.skipped = skipped
+        clocks = None
+        remaining = config.budget_s - (time.monotonic() - started)
+        if config.clocks_enabled and remaining > 0:
+            clocks = sample_clocks_run(store, min(config.clocks_duration_s, remaining),
+                                       config.clocks_rate_hz, command="collect")
+        return CollectResult(ntp, clocks, ntp.budget_exceeded)

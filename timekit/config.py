@@ -1,0 +1,114 @@
+"""The `timekit collect` config file (TOML): which servers, how often, what else to sample.
+
+    [ntp]
+    servers = ["127.0.0.1:11123", "time.example.org"]
+    count = 4            # attempts per server per run
+    interval_s = 2.0     # optional; default: chrony-like spacing (fast for loopback)
+    timeout_s = 2.0      # cap of the adaptive per-server timeout
+    min_poll_s = 64      # cron rule: skip a server queried less than this ago (floor 15 s)
+
+    [clocks]
+    enabled = true
+    duration_s = 1.0
+    rate_hz = 20
+
+    [run]
+    budget_s = 50        # abort and keep what is complete past this (below a cron minute)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from timekit.address import ServerAddress, parse_server
+from timekit.errors import UsageError
+
+MIN_POLL_FLOOR_S = 15.0
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """A validated collect config. Durations in seconds."""
+
+    servers: tuple[ServerAddress, ...] = ()
+    count: int = 4
+    interval_s: float | None = None
+    timeout_s: float = 2.0
+    min_poll_s: float = 64.0
+    clocks_enabled: bool = True
+    clocks_duration_s: float = 1.0
+    clocks_rate_hz: float = 20.0
+    budget_s: float = 50.0
+    source: str = field(default="", compare=False)
+
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "ntp": {"servers": list, "count": int, "interval_s": (int, float), "timeout_s": (int, float),
+            "min_poll_s": (int, float)},
+    "clocks": {"enabled": bool, "duration_s": (int, float), "rate_hz": (int, float)},
+    "run": {"budget_s": (int, float)},
+}
+
+
+def _positive(path: str, name: str, value: float, lo: float = 0.0, hi: float = 1e9) -> float:
+    if not lo < value <= hi:
+        raise UsageError(f"{path}: {name} = {value} is out of range ({lo} < value <= {hi})")
+    return float(value)
+
+
+def load_config(path: Path | str) -> CollectConfig:
+    """Read and validate a TOML config; raise UsageError naming the file and the problem."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file {p} does not exist") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {p} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {p} is not valid TOML: {exc}") from None
+    return config_from_dict(raw, str(p))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConfig:
+    """Validate a parsed config mapping (unknown sections/keys are errors, not ignored)."""
+    for section, body in raw.items():
+        if section not in _SCHEMA:
+            raise UsageError(f"{source}: unknown section [{section}] (known: {', '.join(_SCHEMA)})")
+        if not isinstance(body, dict):
+            raise UsageError(f"{source}: [{section}] must be a table")
+        for key, value in body.items():
+            want = _SCHEMA[section].get(key)
+            if want is None:
+                raise UsageError(f"{source}: unknown key {section}.{key}")
+            if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
+                raise UsageError(f"{source}: {section}.{key} has the wrong type ({value!r})")
+    ntp, clocks, run = raw.get("ntp", {}), raw.get("clocks", {}), raw.get("run", {})
+    servers = ntp.get("servers", [])
+    if not all(isinstance(s, str) for s in servers):
+        raise UsageError(f"{source}: ntp.servers must be a list of strings")
+    count = ntp.get("count", 4)
+    if not 1 <= count <= 10_000:
+        raise UsageError(f"{source}: ntp.count = {count} is out of range (1-10000)")
+    interval = ntp.get("interval_s")
+    min_poll = ntp.get("min_poll_s", 64.0)
+    if min_poll < MIN_POLL_FLOOR_S:
+        raise UsageError(f"{source}: ntp.min_poll_s = {min_poll} is below the {MIN_POLL_FLOOR_S:.0f} s "
+                         "floor (be kind to NTP servers)")
+    return CollectConfig(
+        servers=tuple(parse_server(s) for s in servers),
+        count=count,
+        interval_s=None if interval is None else _positive(source, "ntp.interval_s", interval, hi=3600),
+        timeout_s=_positive(source, "ntp.timeout_s", ntp.get("timeout_s", 2.0), hi=60),
+        min_poll_s=float(min_poll),
+        clocks_enabled=clocks.get("enabled", True),
+        clocks_duration_s=_positive(source, "clocks.duration_s", clocks.get("duration_s", 1.0), hi=3600),
+        clocks_rate_hz=_positive(source, "clocks.rate_hz", clocks.get("rate_hz", 20.0), hi=10_000),
+        budget_s=_positive(source, "run.budget_s", run.get("budget_s", 50.0), hi=86_400),
+        source=source,
+    )

@@ -1,0 +1,1 @@
+"""The reference lab: real chronyd servers under libfaketime plus a fault-injection server."""

@@ -1,0 +1,245 @@
+"""Fault-injection NTP server: many loopback ports from one process, each with a behaviour.
+
+chronyd will not send kiss-o'-death, forged origins, garbled packets or steps on
+demand; this server does, with exactly known truth. A `good` port answers with
+server time = realtime + offset + drift·(t − start) (+ step after `step_after_s`),
+adds a symmetric path delay (`delay_s`, half before T2, half after T3, so the offset
+is unaffected) and optional asymmetric spikes (outbound only: offset error = spike/2).
+
+Run: `python -m timekit.lab.faultserver SPEC.json READY.json`. SPEC lists ports
+(`port` 0 = pick a free one); READY is written atomically once every socket is bound,
+with the real ports and `start_ns` (the CLOCK_REALTIME anchor of every drift).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from timekit.collectors.ntp_packet import encode_reply, unix_ns_to_ts64
+from timekit.units import NS_PER_S
+
+# Behaviours that are not plain good replies; the README's fault table lists each.
+FAULT_KINDS = (
+    "good", "silent", "empty", "short", "len50", "tail68", "oversize", "bad_mode", "mode5",
+    "bad_version", "bogus_origin", "origin_zero", "zero_transmit", "zero_receive", "unsync_li3",
+    "stratum16", "kod_rate", "kod_deny", "kod_rstr", "kod_other", "kod_rate_bad_origin",
+    "kod_rate_poll127", "bad_root_distance", "t3_before_t2", "reftime_future", "duplicate",
+    "junk_then_good", "other_port", "refid_weird",
+)
+
+
+@dataclass
+class PortSpec:
+    """One port's behaviour. Offsets s, drift ppm, delays s; probabilities in [0, 1]."""
+
+    kind: str = "good"
+    port: int = 0
+    host: str = "127.0.0.1"
+    offset_s: float = 0.0
+    drift_ppm: float = 0.0
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss: float = 0.0
+    spike_prob: float = 0.0
+    spike_s: float = 0.0
+    step_after_s: float | None = None
+    step_s: float = 0.0
+    stratum: int = 2
+    root_delay_s: float = 0.0001
+    root_dispersion_s: float = 0.0001
+    seed: int = 0
+    name: str = ""
+
+    def server_offset_s(self, t_ns: int, start_ns: int) -> float:
+        """True offset (server − real) at realtime `t_ns`, seconds."""
+        elapsed_s = (t_ns - start_ns) / NS_PER_S
+        step = self.step_s if self.step_after_s is not None and elapsed_s >= self.step_after_s else 0.0
+        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step
+
+
+@dataclass
+class _Port:
+    spec: PortSpec
+    transport: asyncio.DatagramTransport | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    requests: int = 0
+
+
+def _now_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+class FaultServer:
+    """All ports of one process. `start_ns` anchors every port's drift."""
+
+    def __init__(self, specs: list[PortSpec]) -> None:
+        for s in specs:
+            if s.kind not in FAULT_KINDS:
+                raise ValueError(f"unknown fault kind {s.kind!r}")
+        self.ports = [_Port(s, rng=random.Random(s.seed or i + 1)) for i, s in enumerate(specs)]
+        self.start_ns = _now_ns()
+        self._side_sock: socket.socket | None = None
+
+    def _server_ns(self, p: _Port, real_ns: int) -> int:
+        return real_ns + round(p.spec.server_offset_s(real_ns, self.start_ns) * NS_PER_S)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for p in self.ports:
+            family = socket.AF_INET6 if ":" in p.spec.host else socket.AF_INET
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda p=p: _Protocol(self, p), local_addr=(p.spec.host, p.spec.port), family=family)
+            p.transport = transport  # type: ignore[assignment]
+            p.spec.port = transport.get_extra_info("sockname")[1]
+        self._side_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._side_sock.bind(("127.0.0.1", 0))
+
+    def on_request(self, p: _Port, data: bytes, addr: Any) -> None:
+        p.requests += 1
+        s = p.spec
+        if len(data) < 48 or s.kind == "silent" or (s.loss and p.rng.random() < s.loss):
+            return
+        origin = struct.unpack_from("!Q", data, 40)[0]
+        version = (data[0] >> 3) & 7
+        spike = s.spike_s if s.spike_prob and p.rng.random() < s.spike_prob else 0.0
+        jitter = p.rng.uniform(0, s.jitter_s) if s.jitter_s else 0.0
+        before_s = s.delay_s / 2 + spike + jitter / 2
+        after_s = s.delay_s / 2 + jitter / 2
+        loop = asyncio.get_running_loop()
+        if before_s > 0:
+            loop.call_later(before_s, self._reply, p, origin, version, addr, after_s)
+        else:
+            self._reply(p, origin, version, addr, after_s)
+
+    def _reply(self, p: _Port, origin: int, version: int, addr: Any, after_s: float) -> None:
+        t2 = self._server_ns(p, _now_ns())
+        t3 = self._server_ns(p, _now_ns())
+        packet = self._packet(p, origin, version, t2, t3)
+        if after_s > 0:
+            asyncio.get_running_loop().call_later(after_s, self._send, p, packet, addr)
+        else:
+            self._send(p, packet, addr)
+
+    def _send(self, p: _Port, packet: bytes | list[bytes], addr: Any) -> None:
+        assert p.transport is not None
+        if p.spec.kind == "other_port" and self._side_sock is not None:
+            self._side_sock.sendto(packet if isinstance(packet, bytes) else packet[0], addr)
+            return
+        for pkt in packet if isinstance(packet, list) else [packet]:
+            p.transport.sendto(pkt, addr)
+
+    def _packet(self, p: _Port, origin: int, version: int, t2: int, t3: int) -> bytes | list[bytes]:
+        s, k = p.spec, p.spec.kind
+        f: dict[str, Any] = dict(
+            origin_ts=origin, receive_ts=unix_ns_to_ts64(t2), transmit_ts=unix_ns_to_ts64(t3),
+            reference_ts=unix_ns_to_ts64(t3 - 16 * NS_PER_S), version=version, stratum=s.stratum,
+            root_delay_s=s.root_delay_s, root_dispersion_s=s.root_dispersion_s,
+            refid=b"\x7f\x00\x00\x01", poll=4,
+        )
+        if k.startswith("kod_"):
+            code = {"kod_rate": b"RATE", "kod_deny": b"DENY", "kod_rstr": b"RSTR",
+                    "kod_other": b"XFOO", "kod_rate_bad_origin": b"RATE",
+                    "kod_rate_poll127": b"RATE"}[k]
+            f.update(stratum=0, leap=3, refid=code, reference_ts=0)
+            if k == "kod_rate_bad_origin":
+                f["origin_ts"] = origin ^ 0xFFFF
+            if k == "kod_rate_poll127":
+                f["poll"] = 127
+        elif k in ("bad_mode", "mode5"):
+            f["mode"] = 3 if k == "bad_mode" else 5
+        elif k == "bad_version":
+            f["version"] = 5
+        elif k == "bogus_origin":
+            f["origin_ts"] = origin ^ (1 << 40)
+        elif k == "origin_zero":
+            f["origin_ts"] = 0
+        elif k == "zero_transmit":
+            f["transmit_ts"] = 0
+        elif k == "zero_receive":
+            f["receive_ts"] = 0
+        elif k == "unsync_li3":
+            f["leap"] = 3
+        elif k == "stratum16":
+            f["stratum"] = 16
+        elif k == "bad_root_distance":
+            f["root_dispersion_s"] = 20.0
+        elif k == "t3_before_t2":
+            f["receive_ts"] = unix_ns_to_ts64(t3 + NS_PER_S)
+        elif k == "reftime_future":
+            f["reference_ts"] = unix_ns_to_ts64(t3 + 3600 * NS_PER_S)
+        elif k == "refid_weird":
+            f.update(stratum=1, refid=b"=cm\xff")
+        pkt = encode_reply(**f)
+        if k == "empty":
+            return b""
+        if k == "short":
+            return pkt[:47]
+        if k == "len50":
+            return pkt + b"\0\0"
+        if k == "tail68":
+            return pkt + b"\0" * 20
+        if k == "oversize":
+            return pkt + b"\0" * (2000 - 48)
+        if k == "duplicate":
+            return [pkt, pkt]
+        if k == "junk_then_good":
+            return [encode_reply(**{**f, "origin_ts": origin ^ 1}), pkt]
+        return pkt
+
+    def ready_info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "start_ns": self.start_ns,
+                "ports": [asdict(p.spec) for p in self.ports]}
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: FaultServer, port: _Port) -> None:
+        self.server, self.port = server, port
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.server.on_request(self.port, data, addr)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temp file in the same directory, fsync, rename into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+async def serve(specs: list[PortSpec], ready_path: Path) -> None:
+    server = FaultServer(specs)
+    await server.start()
+    write_json_atomic(ready_path, server.ready_info())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m timekit.lab.faultserver SPEC.json READY.json", file=sys.stderr)
+        return 2
+    specs = [PortSpec(**d) for d in json.loads(Path(args[0]).read_text())["ports"]]
+    asyncio.run(serve(specs, Path(args[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

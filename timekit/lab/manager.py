@@ -1,0 +1,239 @@
+"""The lab as a whole: start/stop/status of chronyd servers and the fault server, with truth.
+
+A lab is a directory holding `lab.json`: every server's address, kind, pid and its
+ground truth (offset at `start_ns`, drift, optional step), so any process (tests,
+`timekit lab status`, benchmarks) can ask "what is this server's true offset now?".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from timekit.errors import CollectorError, UsageError
+from timekit.lab.faultserver import FAULT_KINDS, PortSpec, write_json_atomic
+from timekit.units import NS_PER_S
+
+STATE_FILE = "lab.json"
+READY_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class ChronySpec:
+    """A chronyd server to run under libfaketime: offset s, drift ppm (server vs true)."""
+
+    name: str
+    offset_s: float
+    drift_ppm: float
+
+
+# The default lab: opposite drifts and offsets, big enough to see in seconds.
+DEFAULT_CHRONY = (
+    ChronySpec("chrony-ahead", 0.250, 100.0),
+    ChronySpec("chrony-behind", -0.080, -200.0),
+    ChronySpec("chrony-near", 0.002, 20.0),
+)
+DEFAULT_GOOD_FAULT_PORTS = (
+    PortSpec(name="jittery", offset_s=0.030, drift_ppm=-50.0, jitter_s=0.002, spike_prob=0.1,
+             spike_s=0.050),
+    PortSpec(name="stepper", offset_s=0.050, step_after_s=30.0, step_s=0.200),
+    PortSpec(name="falseticker", offset_s=2.5),
+    PortSpec(name="lossy", offset_s=-0.010, loss=0.3),
+)
+
+
+@dataclass
+class LabServer:
+    """One lab server and its truth. Offsets s (server − true), drift ppm, instants ns."""
+
+    name: str
+    address: str
+    kind: str  # 'chrony' or a fault kind ('good', 'kod_rate', ...)
+    pid: int
+    offset_s: float = 0.0
+    drift_ppm: float = 0.0
+    start_ns: int = 0
+    step_after_s: float | None = None
+    step_s: float = 0.0
+
+    def true_offset_at(self, t_ns: int) -> float:
+        """True offset of this server against the local clock at realtime `t_ns`, seconds."""
+        elapsed_s = (t_ns - self.start_ns) / NS_PER_S
+        step = self.step_s if self.step_after_s is not None and elapsed_s >= self.step_after_s else 0.0
+        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step
+
+    @property
+    def answers_truthfully(self) -> bool:
+        """True for servers whose good replies carry their configured truth."""
+        return self.kind in ("chrony", "good", "tail68", "duplicate", "junk_then_good")
+
+
+@dataclass
+class Lab:
+    """A running (or described) lab rooted at `directory`."""
+
+    directory: Path
+    servers: list[LabServer] = field(default_factory=list)
+    extra_pids: list[int] = field(default_factory=list)
+
+    def server(self, name: str) -> LabServer:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def by_address(self) -> dict[str, LabServer]:
+        return {s.address: s for s in self.servers}
+
+    def save(self) -> None:
+        write_json_atomic(self.directory / STATE_FILE, {
+            "servers": [asdict(s) for s in self.servers], "extra_pids": self.extra_pids})
+
+    @classmethod
+    def load(cls, directory: Path) -> Lab:
+        path = directory / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"no lab running in {directory} (start one: timekit lab start)") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"lab state {path} is unreadable: {exc}") from None
+        return cls(directory, [LabServer(**s) for s in raw["servers"]], raw.get("extra_pids", []))
+
+    def pids(self) -> list[int]:
+        return sorted({s.pid for s in self.servers} | set(self.extra_pids))
+
+    def stop(self) -> None:
+        """Terminate every lab process (SIGTERM, then SIGKILL after 3 s) and drop the state."""
+        pids = self.pids()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            if pid_alive(pid):
+                _signal(pid, signal.SIGKILL)
+        (self.directory / STATE_FILE).unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def default_lab_dir() -> Path:
+    """$TIMEKIT_LAB_DIR, else $XDG_RUNTIME_DIR/timekit-lab, else /tmp/timekit-lab-UID."""
+    env = os.environ.get("TIMEKIT_LAB_DIR")
+    if env:
+        return Path(env)
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(run) / "timekit-lab" if run else Path(tempfile.gettempdir()) / f"timekit-lab-{os.getuid()}"
+
+
+def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = True,
+                       name: str = "faults") -> tuple[int, dict[str, Any]]:
+    """Start the fault-injection server process; return (pid, its ready info with real ports)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path, ready_path = directory / f"{name}.spec.json", directory / f"{name}.ready.json"
+    ready_path.unlink(missing_ok=True)
+    write_json_atomic(spec_path, {"ports": [asdict(s) for s in specs]})
+    log = open(directory / f"{name}.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "timekit.lab.faultserver", str(spec_path), str(ready_path)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
+    log.close()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ready_path.exists():
+            return proc.pid, json.loads(ready_path.read_text())
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    tail = (directory / f"{name}.log").read_text(errors="replace")[-400:]
+    raise CollectorError(f"fault server did not start: {tail.strip() or 'no output'}")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] | None = DEFAULT_CHRONY,
+              good_ports: tuple[PortSpec, ...] = DEFAULT_GOOD_FAULT_PORTS,
+              fault_kinds: tuple[str, ...] | None = None, detach: bool = True) -> Lab:
+    """Start chronyd servers and the fault server; write lab.json; return the Lab.
+
+    `fault_kinds` defaults to every kind in FAULT_KINDS except `good`, one port each.
+    On any failure, whatever was started is stopped again (no stray processes).
+    """
+    directory = directory or default_lab_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / STATE_FILE).exists():
+        old = Lab.load(directory)
+        if any(pid_alive(p) for p in old.pids()):
+            raise UsageError(f"a lab is already running in {directory} (timekit lab stop)")
+    lab = Lab(directory)
+    try:
+        if chrony:
+            from timekit.lab.chrony import ChronyServer, lab_prerequisites
+
+            missing = lab_prerequisites()
+            if missing:
+                raise CollectorError("cannot start chronyd servers: " + "; ".join(missing))
+            for spec in chrony:
+                srv = ChronyServer.start(_free_udp_port(), spec.offset_s, spec.drift_ppm,
+                                         directory / spec.name, detach=detach)
+                lab.servers.append(LabServer(
+                    spec.name, _address("127.0.0.1", srv.port), "chrony", srv.pid,
+                    offset_s=srv.truth.offset_s, drift_ppm=srv.truth.drift_ppm,
+                    start_ns=srv.truth.start_ns))
+                lab.save()
+        kinds = [k for k in FAULT_KINDS if k != "good"] if fault_kinds is None else list(fault_kinds)
+        specs = [PortSpec(**{**asdict(p), "kind": "good"}) for p in good_ports]
+        specs += [PortSpec(kind=k, name=k) for k in kinds]
+        if specs:
+            pid, ready = start_fault_server(directory, specs, detach=detach)
+            for p in ready["ports"]:
+                lab.servers.append(LabServer(
+                    p["name"] or p["kind"], _address(p["host"], p["port"]), p["kind"], pid,
+                    offset_s=p["offset_s"], drift_ppm=p["drift_ppm"], start_ns=ready["start_ns"],
+                    step_after_s=p["step_after_s"], step_s=p["step_s"]))
+        lab.save()
+    except BaseException:
+        lab.stop()
+        raise
+    return lab
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

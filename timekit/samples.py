@@ -1,0 +1,49 @@
+"""Value types for stored samples. Instants are int ns (`_ns`), durations float s (`_s`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class NtpSample:
+    """One NTP query attempt, ok or not. The first ten fields are the DESIGN.md JSON contract."""
+
+    server: str
+    ok: bool
+    error: str | None
+    t_local_ns: int  # CLOCK_REALTIME when the reply arrived (or the attempt ended)
+    offset_s: float | None = None  # reference - local
+    delay_s: float | None = None
+    stratum: int | None = None
+    leap: int | None = None
+    root_delay_s: float | None = None
+    root_dispersion_s: float | None = None
+    address: str | None = None  # resolved ip:port actually queried
+    refid: str | None = None
+    version: int | None = None
+    poll: int | None = None
+    precision: int | None = None
+    t1_ns: int | None = None  # our send instant (never sent on the wire)
+    t2_ns: int | None = None  # server receive
+    t3_ns: int | None = None  # server transmit
+    t4_ns: int | None = None  # our receive instant (kernel timestamp when available)
+    rx_timestamp: str | None = None  # 'kernel' (SO_TIMESTAMPNS) or 'user'
+    rx_latency_ns: int | None = None  # user-space read minus kernel receive timestamp
+    timeout_s: float | None = None  # the adaptive timeout this attempt used
+    detail: str | None = None  # why it was rejected, in words
+
+    @property
+    def root_distance_s(self) -> float | None:
+        """delay/2 + root delay/2 + root dispersion: the half-width this sample vouches for."""
+        if self.delay_s is None or self.root_delay_s is None or self.root_dispersion_s is None:
+            return None
+        return self.delay_s / 2 + self.root_delay_s / 2 + self.root_dispersion_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def column_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

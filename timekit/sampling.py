@@ -1,0 +1,142 @@
+"""Sampling runs: drive the collectors, store every attempt as it completes, keep server state.
+
+This is the glue between `collectors/` (which only measure) and the store; the CLI
+and library call it. Samples are committed one by one, so Ctrl-C, a budget abort or
+`kill -9` keeps every attempt that finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from timekit.address import ServerAddress
+from timekit.collectors.ntp_client import QueryPlan, sample_servers
+from timekit.config import CollectConfig
+from timekit.samples import NtpSample
+from timekit.store import Store
+from timekit.units import NS_PER_S
+
+
+def realtime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+@dataclass
+class NtpRun:
+    """What one sampling run did."""
+
+    samples: list[NtpSample] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # servers skipped by the cron poll floor
+    budget_exceeded: bool = False
+    interrupted: bool = False
+
+    @property
+    def unresolved(self) -> list[str]:
+        return sorted({s.server for s in self.samples
+                       if s.error == "network" and (s.detail or "").startswith("cannot resolve")})
+
+
+def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, *,
+               command: str = "sample ntp", budget_s: float | None = None,
+               on_sample: Callable[[NtpSample], None] | None = None) -> NtpRun:
+    """Query `servers` per `plan`; commit each attempt as it completes; persist server state."""
+    run = NtpRun()
+    states = store.server_states()
+    run_id = store.begin_run(command, realtime_ns())
+
+    def emit(sample: NtpSample) -> None:
+        store.add_ntp_samples([sample], run_id)
+        run.samples.append(sample)
+        if on_sample is not None:
+            on_sample(sample)
+
+    status = "ok"
+    try:
+        coro = sample_servers(servers, plan, states, emit)
+        asyncio.run(asyncio.wait_for(coro, budget_s) if budget_s else coro)
+    except TimeoutError:
+        run.budget_exceeded, status = True, "budget_exceeded"
+    except KeyboardInterrupt:
+        run.interrupted, status = True, "interrupted"
+        raise
+    finally:
+        touched = {s.name for s in servers}
+        store.save_server_states(st for name, st in states.items() if name in touched)
+        store.end_run(run_id, realtime_ns(), status)
+    return run
+
+
+def due_servers(store: Store, config: CollectConfig, now_ns: int) -> tuple[list[ServerAddress], list[str]]:
+    """Cron rule: servers not queried within `min_poll_s` and not held by a KoD (FAULTS T5)."""
+    states = store.server_states()
+    due, skipped = [], []
+    for s in config.servers:
+        st = states.get(s.name)
+        if st is not None and now_ns - st.last_query_ns < config.min_poll_s * NS_PER_S:
+            skipped.append(s.name)
+        else:
+            due.append(s)
+    return due, skipped
+
+
+@dataclass
+class ClockRun:
+    """One clock-sampling run: the analysed series, the kernel's view, and read costs."""
+
+    report: object  # timekit.collectors.clocks.ClockReport
+    kernel: object | None  # timekit.collectors.adjtimex.KernelClockState
+    resolution_ns: dict[str, int]
+    read_cost_ns: dict[str, float]
+    n_stored: int
+
+
+def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
+                      on_snapshot: Callable[[object], None] | None = None,
+                      command: str = "sample clocks") -> ClockRun:
+    """Sample the clocks for `duration_s` at `rate_hz`, analyse, store snapshots and events.
+
+    Ctrl-C stops sampling early; what was read is still analysed and stored.
+    """
+    from timekit.collectors.adjtimex import read_kernel_state
+    from timekit.collectors.clocks import (
+        analyze_clock_series,
+        clock_resolution,
+        read_cost_ns,
+        sample_clocks,
+    )
+
+    run_id = store.begin_run(command, realtime_ns())
+    snaps: list = []
+    status = "ok"
+
+    def keep(snap: object) -> None:
+        snaps.append(snap)
+        if on_snapshot is not None:
+            on_snapshot(snap)
+
+    try:
+        sample_clocks(duration_s, rate_hz, on_snapshot=keep)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    kernel = read_kernel_state()
+    report = analyze_clock_series(snaps)
+    krow = {}
+    if kernel is not None:
+        krow = dict(kernel_state=kernel.state, kernel_unsynchronized=int(kernel.unsynchronized),
+                    kernel_offset_s=kernel.offset_s, kernel_frequency_ppm=kernel.frequency_ppm,
+                    kernel_maxerror_s=kernel.maxerror_s, kernel_esterror_s=kernel.esterror_s,
+                    kernel_status=kernel.status_bits, kernel_tai_offset_s=kernel.tai_offset_s)
+    rows = [dict(t_local_ns=s.realtime_ns, monotonic_ns=s.monotonic_ns, raw_ns=s.raw_ns,
+                 boottime_ns=s.boottime_ns, tai_ns=s.tai_ns,
+                 bracket_ns=max(s.brackets_ns()), **krow) for s in snaps]
+    events = [dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
+              for e in (*report.steps, *report.suspends)]
+    store.add_clock_rows(rows, events, run_id)
+    store.end_run(run_id, realtime_ns(), status)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return ClockRun(report, kernel, clock_resolution(), read_cost_ns(batches=11, calls_per_batch=100),
+                    len(rows))

@@ -1,0 +1,256 @@
+"""The sample store: one SQLite file in WAL mode, schema versioned by `user_version`.
+
+Every write transaction starts with BEGIN IMMEDIATE (a deferred read-then-write
+transaction fails instantly under contention), waits on `busy_timeout`, and commits
+each attempt as it completes, so a crash or `kill -9` loses at most the attempt in
+flight and never a committed one. A file that is not SQLite, or is SQLite but not
+ours (`application_id`), or is from a newer timekit, is refused with one clear line.
+Durability: synchronous=NORMAL survives any process crash; on power loss the last
+few commits may roll back (SQLite WAL semantics), never corrupting the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from timekit.collectors.server_policy import ServerState
+from timekit.errors import StoreError
+from timekit.samples import NtpSample
+
+APPLICATION_ID = 0x544B4954  # "TKIT"
+BUSY_TIMEOUT_MS = 15_000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_NTP_COLUMNS = NtpSample.column_names()
+
+MIGRATIONS: list[str] = [
+    # v1: samples, clock observations, per-server state, runs
+    "CREATE TABLE ntp_samples (id INTEGER PRIMARY KEY, run_id INTEGER, server TEXT NOT NULL,"
+    " ok INTEGER NOT NULL, error TEXT, t_local_ns INTEGER NOT NULL, offset_s REAL, delay_s REAL,"
+    " stratum INTEGER, leap INTEGER, root_delay_s REAL, root_dispersion_s REAL, address TEXT,"
+    " refid TEXT, version INTEGER, poll INTEGER, precision INTEGER, t1_ns INTEGER, t2_ns INTEGER,"
+    " t3_ns INTEGER, t4_ns INTEGER, rx_timestamp TEXT, rx_latency_ns INTEGER, timeout_s REAL,"
+    " detail TEXT);\n"
+    "CREATE INDEX ntp_samples_server_t ON ntp_samples(server, t_local_ns);\n"
+    "CREATE INDEX ntp_samples_t ON ntp_samples(t_local_ns);\n"
+    "CREATE TABLE clock_samples (id INTEGER PRIMARY KEY, run_id INTEGER,"
+    " t_local_ns INTEGER NOT NULL, monotonic_ns INTEGER NOT NULL, raw_ns INTEGER NOT NULL,"
+    " boottime_ns INTEGER NOT NULL, tai_ns INTEGER, bracket_ns INTEGER,"
+    " kernel_state TEXT, kernel_unsynchronized INTEGER, kernel_offset_s REAL,"
+    " kernel_frequency_ppm REAL, kernel_maxerror_s REAL, kernel_esterror_s REAL,"
+    " kernel_status INTEGER, kernel_tai_offset_s INTEGER);\n"
+    "CREATE INDEX clock_samples_t ON clock_samples(t_local_ns);\n"
+    "CREATE TABLE clock_events (id INTEGER PRIMARY KEY, run_id INTEGER, kind TEXT NOT NULL,"
+    " t_local_ns INTEGER NOT NULL, magnitude_s REAL NOT NULL);\n"
+    "CREATE TABLE server_state (server TEXT PRIMARY KEY, srtt_s REAL, rttvar_s REAL, rto_s REAL,"
+    " hold_until_ns INTEGER NOT NULL DEFAULT 0, hold_reason TEXT,"
+    " kod_backoff_s REAL NOT NULL DEFAULT 0, last_query_ns INTEGER NOT NULL DEFAULT 0);\n"
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY, command TEXT NOT NULL, started_ns INTEGER NOT NULL,"
+    " finished_ns INTEGER, status TEXT);\n",
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_STATE_COLUMNS = [f.name for f in fields(ServerState)]
+
+
+def default_db_path() -> Path:
+    """$TIMEKIT_DB, else $XDG_DATA_HOME/timekit/timekit.db, else ~/.local/share/timekit/timekit.db.
+
+    The same rule applies to root (/root/.local/share/timekit/timekit.db).
+    """
+    env = os.environ.get("TIMEKIT_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "timekit" / "timekit.db"
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except IsADirectoryError:
+        raise StoreError(f"database path {path} is a directory") from None
+    except PermissionError:
+        raise StoreError(f"cannot read database {path}: permission denied") from None
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not a timekit database (not an SQLite file)")
+
+
+class Store:
+    """An open sample store. Use `Store.open(path)`; close with `.close()` or `with`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Store:
+        """Open (and create/migrate) the store; raise StoreError with one clear line."""
+        p = Path(path) if path is not None else default_db_path()
+        if p.exists():
+            _check_header(p)
+        elif not create:
+            raise StoreError(f"no database at {p} (run `timekit sample ntp ...` first)")
+        else:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create directory {p.parent}: {exc.strerror}") from None
+        try:
+            conn = sqlite3.connect(p, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {p}: {exc}") from None
+        store = cls(conn, p)
+        try:
+            store._setup()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"database {p} is corrupt or unreadable: {exc}") from None
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def _setup(self) -> None:
+        c = self.conn
+        c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and has_tables):
+            raise StoreError(f"{self.path} is an SQLite database of another program, not timekit's")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema v{version}, newer than this timekit "
+                             f"(v{SCHEMA_VERSION}); upgrade timekit")
+        if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"cannot put {self.path} in WAL mode (got {mode}); "
+                                 "is it on a network file system?")
+        c.execute("PRAGMA synchronous = NORMAL")
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under lock
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v].split(";\n"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.conn.execute("ROLLBACK")
+            raise StoreError(f"cannot commit to {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runs -------------------------------------------------------------------------
+    def begin_run(self, command: str, started_ns: int) -> int:
+        with self.write() as c:
+            cur = c.execute("INSERT INTO runs(command, started_ns, status) VALUES (?, ?, 'running')",
+                            (command, started_ns))
+            return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int, finished_ns: int, status: str) -> None:
+        with self.write() as c:
+            c.execute("UPDATE runs SET finished_ns = ?, status = ? WHERE id = ?",
+                      (finished_ns, status, run_id))
+
+    # --- NTP samples --------------------------------------------------------------------
+    def add_ntp_samples(self, samples: Iterable[NtpSample], run_id: int | None = None) -> int:
+        """Insert attempts in one transaction; returns how many."""
+        rows = [(run_id, *(getattr(s, c) for c in _NTP_COLUMNS)) for s in samples]
+        if not rows:
+            return 0
+        marks = ", ".join("?" * (len(_NTP_COLUMNS) + 1))
+        with self.write() as c:
+            c.executemany(f"INSERT INTO ntp_samples(run_id, {', '.join(_NTP_COLUMNS)}) "
+                          f"VALUES ({marks})", rows)
+        return len(rows)
+
+    def ntp_samples(self, server: str | None = None, since_ns: int | None = None,
+                    ok_only: bool = False) -> list[NtpSample]:
+        """Stored attempts, oldest first, optionally filtered."""
+        where, args = self._where(server, since_ns, ok_only)
+        try:
+            cur = self.conn.execute(
+                f"SELECT {', '.join(_NTP_COLUMNS)} FROM ntp_samples{where} ORDER BY t_local_ns, id",
+                args)
+            return [NtpSample(**{**dict(zip(_NTP_COLUMNS, row, strict=True)), "ok": bool(row[1])})
+                    for row in cur]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
+
+    @staticmethod
+    def _where(server: str | None, since_ns: int | None, ok_only: bool) -> tuple[str, list[Any]]:
+        conds, args = [], []
+        if server is not None:
+            conds.append("server = ?")
+            args.append(server)
+        if since_ns is not None:
+            conds.append("t_local_ns >= ?")
+            args.append(since_ns)
+        if ok_only:
+            conds.append("ok = 1")
+        return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+    def count_ntp_samples(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM ntp_samples").fetchone()[0])
+
+    # --- clock observations ----------------------------------------------------------------
+    def add_clock_rows(self, rows: list[dict[str, Any]], events: list[dict[str, Any]],
+                       run_id: int | None = None) -> None:
+        """Insert clock snapshots (dicts keyed by clock_samples columns) and clock events."""
+        with self.write() as c:
+            for r in rows:
+                cols = ["run_id", *r]
+                c.execute(f"INSERT INTO clock_samples({', '.join(cols)}) "
+                          f"VALUES ({', '.join('?' * len(cols))})", [run_id, *r.values()])
+            for e in events:
+                c.execute("INSERT INTO clock_events(run_id, kind, t_local_ns, magnitude_s) "
+                          "VALUES (?, ?, ?, ?)", (run_id, e["kind"], e["t_local_ns"], e["magnitude_s"]))
+
+    # --- per-server state ------------------------------------------------------------------
+    def server_states(self) -> dict[str, ServerState]:
+        cur = self.conn.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM server_state")
+        return {row[0]: ServerState(**dict(zip(_STATE_COLUMNS, row, strict=True))) for row in cur}
+
+    def save_server_states(self, states: Iterable[ServerState]) -> None:
+        rows = [tuple(asdict(s).values()) for s in states]
+        with self.write() as c:
+            c.executemany(f"INSERT OR REPLACE INTO server_state({', '.join(_STATE_COLUMNS)}) "
+                          f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})", rows)

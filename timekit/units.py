@@ -1,0 +1,33 @@
+"""Unit constants and conversions, in one place (instants are int ns, durations float s)."""
+
+from __future__ import annotations
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+NS_PER_US = 1_000
+PPM = 1e-6
+
+# NTP timestamps count seconds since 1900-01-01; Unix since 1970-01-01.
+NTP_UNIX_DELTA_S = 2_208_988_800
+NTP_ERA_S = 1 << 32  # one NTP era: 2**32 seconds (~136 years)
+FRAC_PER_S = 1 << 32  # NTP fixed point: 2**32 fractional units per second
+
+
+def ns_to_s(ns: int) -> float:
+    """Duration in integer ns -> float seconds."""
+    return ns / NS_PER_S
+
+
+def s_to_ns(s: float) -> int:
+    """Duration in float seconds -> integer ns (rounded)."""
+    return round(s * NS_PER_S)
+
+
+def unix_ns_to_ntp_fixed(unix_ns: int) -> int:
+    """Unix-epoch ns -> unbounded NTP fixed point (2**-32 s units since 1900, no era wrap)."""
+    return ((unix_ns + NTP_UNIX_DELTA_S * NS_PER_S) << 32) // NS_PER_S
+
+
+def ntp_fixed_to_unix_ns(fixed: int) -> int:
+    """Unbounded NTP fixed point -> Unix-epoch ns (rounded to nearest ns)."""
+    return ((fixed * NS_PER_S + (1 << 31)) >> 32) - NTP_UNIX_DELTA_S * NS_PER_S
