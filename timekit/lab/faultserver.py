@@ -72,6 +72,7 @@ class PortSpec:
 class _Port:
     spec: PortSpec
     transport: asyncio.DatagramTransport | None = None
+    sock: socket.socket | None = None
     rng: random.Random = field(default_factory=random.Random)
     requests: int = 0
 
@@ -98,10 +99,13 @@ class FaultServer:
         loop = asyncio.get_running_loop()
         for p in self.ports:
             family = socket.AF_INET6 if ":" in p.spec.host else socket.AF_INET
+            p.sock = socket.socket(family, socket.SOCK_DGRAM)
+            p.sock.bind((p.spec.host, p.spec.port))
+            p.sock.setblocking(False)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda p=p: _Protocol(self, p), local_addr=(p.spec.host, p.spec.port), family=family)
+                lambda p=p: _Protocol(self, p), sock=p.sock)
             p.transport = transport  # type: ignore[assignment]
-            p.spec.port = transport.get_extra_info("sockname")[1]
+            p.spec.port = p.sock.getsockname()[1]
         self._side_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._side_sock.bind(("127.0.0.1", 0))
 
@@ -132,12 +136,15 @@ class FaultServer:
             self._send(p, packet, addr)
 
     def _send(self, p: _Port, packet: bytes | list[bytes], addr: Any) -> None:
-        assert p.transport is not None
         if p.spec.kind == "other_port" and self._side_sock is not None:
             self._side_sock.sendto(packet if isinstance(packet, bytes) else packet[0], addr)
             return
+        assert p.sock is not None  # the raw socket: asyncio drops empty datagrams, we must not
         for pkt in packet if isinstance(packet, list) else [packet]:
-            p.transport.sendto(pkt, addr)
+            try:
+                p.sock.sendto(pkt, addr)
+            except OSError:
+                pass  # client gone: nothing to do
 
     def _packet(self, p: _Port, origin: int, version: int, t2: int, t3: int) -> bytes | list[bytes]:
         s, k = p.spec, p.spec.kind

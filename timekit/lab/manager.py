@@ -23,6 +23,7 @@ from timekit.lab.faultserver import FAULT_KINDS, PortSpec, write_json_atomic
 from timekit.units import NS_PER_S
 
 STATE_FILE = "lab.json"
+_CHILDREN: dict[int, Any] = {}  # our children (Popen or ChronyServer), reaped by Lab.stop
 READY_TIMEOUT_S = 15.0
 
 
@@ -122,6 +123,8 @@ class Lab:
         for pid in pids:
             if pid_alive(pid):
                 _signal(pid, signal.SIGKILL)
+        for pid in pids:
+            reap(pid)
         (self.directory / STATE_FILE).unlink(missing_ok=True)
 
 
@@ -130,6 +133,19 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def reap(pid: int) -> None:
+    """Wait for a child we started (no zombie, no ResourceWarning); no-op for others."""
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None and not isinstance(proc, subprocess.Popen):
+        proc.stop()  # a ChronyServer: stops, waits, removes its pidfile
+    elif proc is not None:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def pid_alive(pid: int) -> bool:
@@ -171,11 +187,13 @@ def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = Tr
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if ready_path.exists():
+            _CHILDREN[proc.pid] = proc
             return proc.pid, json.loads(ready_path.read_text())
         if proc.poll() is not None:
             break
         time.sleep(0.02)
     proc.kill()
+    proc.wait(5)
     tail = (directory / f"{name}.log").read_text(errors="replace")[-400:]
     raise CollectorError(f"fault server did not start: {tail.strip() or 'no output'}")
 
@@ -209,6 +227,7 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
             for spec in chrony:
                 srv = ChronyServer.start(_free_udp_port(), spec.offset_s, spec.drift_ppm,
                                          directory / spec.name, detach=detach)
+                _CHILDREN[srv.pid] = srv
                 lab.servers.append(LabServer(
                     spec.name, _address("127.0.0.1", srv.port), "chrony", srv.pid,
                     offset_s=srv.truth.offset_s, drift_ppm=srv.truth.drift_ppm,

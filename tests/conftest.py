@@ -1,0 +1,51 @@
+"""Shared fixtures: one reference lab per test session (real chronyd + the fault server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from timekit.address import parse_server
+from timekit.collectors.ntp_client import QueryPlan, sample_servers
+from timekit.collectors.server_policy import ServerState
+from timekit.lab.manager import Lab, start_lab
+from timekit.samples import NtpSample
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The default lab (3 chronyd servers, good fault ports, one port per fault kind)."""
+    from timekit.lab.chrony import lab_prerequisites
+
+    missing = lab_prerequisites()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail("lab prerequisites missing in CI: " + "; ".join(missing))
+        pytest.skip("lab prerequisites missing: " + "; ".join(missing))
+    the_lab = start_lab(tmp_path_factory.mktemp("lab"), detach=False)
+    yield the_lab
+    the_lab.stop()
+
+
+def sample(addresses: list[str], count: int = 1, interval_s: float = 0.05, timeout_s: float = 0.5,
+           states: dict[str, ServerState] | None = None) -> list[NtpSample]:
+    """Sample servers concurrently through the real client; returns every attempt."""
+    out: list[NtpSample] = []
+    asyncio.run(sample_servers([parse_server(a) for a in addresses],
+                               QueryPlan(count=count, interval_s=interval_s, timeout_s=timeout_s),
+                               {} if states is None else states, out.append))
+    return out
+
+
+def run_cli(*args: str, db: Path | None = None, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+    """Run the real `timekit` console entry point in a subprocess."""
+    cmd = [sys.executable, "-m", "timekit.cli", *args]
+    if db is not None:
+        cmd += ["--db", str(db)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]

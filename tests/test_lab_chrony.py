@@ -1,0 +1,253 @@
+"""The reference lab: real chronyd servers under libfaketime with known offsets and drifts.
+
+Every lab measurement here is checked against ServerTruth with a tiny raw NTP
+client written in this file (integer 64-bit fixed point, no ntplib), so the
+lab's truth is verified independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from timekit.errors import CollectorError
+from timekit.lab.chrony import (
+    ChronyClient,
+    ChronyServer,
+    ServerTruth,
+    build_shim,
+    faketime_spec,
+    lab_prerequisites,
+)
+
+NS_PER_S = 1_000_000_000
+NTP_UNIX_DELTA_S = 2_208_988_800
+
+MISSING = lab_prerequisites()
+needs_lab = pytest.mark.skipif(bool(MISSING), reason="reference lab unavailable: " + "; ".join(MISSING))
+
+FAST = (0.250, 100.0)  # +250 ms, +100 ppm
+SLOW = (-0.080, -200.0)  # -80 ms, -200 ppm
+DRIFT_WINDOW_S = 5.0
+OFFSET_TOL_S = 0.002
+DRIFT_TOL_PPM = 15.0
+DELAY_MAX_S = 0.005
+
+
+# --------------------------------------------------------------------------- raw NTP client
+
+
+@dataclass(frozen=True)
+class Reply:
+    t1_ns: int
+    t2_ns: int
+    t3_ns: int
+    t4_ns: int
+    leap: int
+    stratum: int
+
+    @property
+    def offset_s(self) -> float:
+        # theta = ((T2 - T1) + (T3 - T4)) / 2, summed in integer ns
+        return ((self.t2_ns - self.t1_ns) + (self.t3_ns - self.t4_ns)) / 2 / NS_PER_S
+
+    @property
+    def delay_s(self) -> float:
+        # delta = (T4 - T1) - (T3 - T2)
+        return ((self.t4_ns - self.t1_ns) - (self.t3_ns - self.t2_ns)) / NS_PER_S
+
+    @property
+    def mid_ns(self) -> int:
+        return (self.t1_ns + self.t4_ns) // 2
+
+
+def _to_fixed(unix_ns: int) -> int:
+    return ((unix_ns + NTP_UNIX_DELTA_S * NS_PER_S) << 32) // NS_PER_S
+
+
+def _from_fixed(fixed: int) -> int:
+    # era 0 (1900-2036) is enough for a test running now
+    return ((fixed * NS_PER_S + (1 << 31)) >> 32) - NTP_UNIX_DELTA_S * NS_PER_S
+
+
+def ntp_query(port: int, timeout_s: float = 1.0) -> Reply:
+    """One 48-byte mode-3 request to 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout_s)
+        t1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        tx = _to_fixed(t1)
+        req = bytes([(0 << 6) | (4 << 3) | 3]) + bytes(39) + struct.pack("!Q", tx)
+        s.sendto(req, ("127.0.0.1", port))
+        data = s.recv(1024)
+        t4 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    assert len(data) >= 48
+    assert data[0] & 0x7 == 4, "mode must be 4 (server)"
+    origin, rx, txs = struct.unpack("!QQQ", data[24:48])
+    assert origin == tx, "origin must echo our transmit timestamp"
+    return Reply(t1, _from_fixed(rx), _from_fixed(txs), t4, data[0] >> 6, data[1])
+
+
+def best_of(port: int, n: int = 5) -> Reply:
+    """The lowest-delay reply of a short burst."""
+    replies = [ntp_query(port) for _ in range(n)]
+    return min(replies, key=lambda r: r.delay_s)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Lab:
+    fast: ChronyServer
+    slow: ChronyServer
+    client: ChronyClient
+    first: dict[str, Reply]
+    t0_mono_ns: int
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if MISSING:
+        pytest.skip("reference lab unavailable: " + "; ".join(MISSING))
+    root = tmp_path_factory.mktemp("lab")
+    cache = root / "cache"
+    started: list[ChronyServer | ChronyClient] = []
+    try:
+        fast = ChronyServer.start(free_port(), *FAST, workdir=root / "fast", cache_dir=cache)
+        started.append(fast)
+        slow = ChronyServer.start(free_port(), *SLOW, workdir=root / "slow", cache_dir=cache)
+        started.append(slow)
+        client = ChronyClient.start(fast.port, root / "client", poll=-2)
+        started.append(client)
+        first = {"fast": best_of(fast.port), "slow": best_of(slow.port)}
+        yield Lab(fast, slow, client, first, time.monotonic_ns())
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def _wait_until(t0_mono_ns: int, seconds: float) -> None:
+    remaining = seconds - (time.monotonic_ns() - t0_mono_ns) / NS_PER_S
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_truth_offset_at_is_the_line() -> None:
+    tr = ServerTruth(offset_s=0.25, drift_ppm=100.0, start_ns=1_000 * NS_PER_S)
+    assert tr.offset_at(1_000 * NS_PER_S) == 0.25
+    # 10 s later at +100 ppm: +1 ms
+    assert tr.offset_at(1_010 * NS_PER_S) == pytest.approx(0.251, abs=1e-12)
+    # before the anchor the line extends backwards
+    assert tr.offset_at(990 * NS_PER_S) == pytest.approx(0.249, abs=1e-12)
+    assert ServerTruth.from_dict(tr.to_dict()) == tr
+
+
+def test_faketime_spec_signs_and_rate() -> None:
+    assert faketime_spec(0.25, 100.0) == "+0.250000000 x1.000100000000"
+    assert faketime_spec(-0.08, -200.0) == "-0.080000000 x0.999800000000"
+    assert faketime_spec(0.0, 0.0) == "+0.000000000 x1.000000000000"
+
+
+# --------------------------------------------------------------------------- lab
+
+
+@pytest.mark.lab
+@needs_lab
+@pytest.mark.parametrize("name", ["fast", "slow"])
+def test_server_offset_matches_truth(lab: Lab, name: str) -> None:
+    server: ChronyServer = getattr(lab, name)
+    r = lab.first[name]
+    truth_s = server.truth.offset_at(r.mid_ns)
+    assert abs(r.offset_s - truth_s) < OFFSET_TOL_S, (r.offset_s, truth_s)
+    # the shim works: without it T2 is the real clock and delay is about -offset
+    assert -0.0001 < r.delay_s < DELAY_MAX_S, r.delay_s
+    assert r.stratum == 1
+    assert r.leap != 3
+
+
+@pytest.mark.lab
+@needs_lab
+def test_server_drift_matches_truth(lab: Lab) -> None:
+    _wait_until(lab.t0_mono_ns, DRIFT_WINDOW_S)
+    for name in ("fast", "slow"):
+        server: ChronyServer = getattr(lab, name)
+        a, b = lab.first[name], best_of(server.port)
+        elapsed_s = (b.mid_ns - a.mid_ns) / NS_PER_S
+        assert elapsed_s >= DRIFT_WINDOW_S - 0.5
+        measured_ppm = (b.offset_s - a.offset_s) / elapsed_s * 1e6
+        assert abs(measured_ppm - server.truth.drift_ppm) < DRIFT_TOL_PPM, (name, measured_ppm)
+        assert abs(b.offset_s - server.truth.offset_at(b.mid_ns)) < OFFSET_TOL_S
+
+
+@pytest.mark.lab
+@needs_lab
+def test_chrony_client_agrees_with_truth(lab: Lab) -> None:
+    """chronyd as a client is an independent measurement of the same server."""
+    _wait_until(lab.t0_mono_ns, DRIFT_WINDOW_S + 1.0)
+    tr = lab.client.tracking()
+    t_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    assert tr["ref_id"] == "7F000001"
+    assert tr["stratum"] == 2
+    # chrony's system_time_s: positive = local slow of NTP time (server 0.25 s ahead)
+    assert abs(tr["system_time_s"] - lab.fast.truth.offset_at(t_ns)) < OFFSET_TOL_S
+    # chrony's frequency: negative = local slow; the server gains 100 ppm
+    assert abs(tr["frequency_ppm"] - (-lab.fast.truth.drift_ppm)) < DRIFT_TOL_PPM
+    ss = lab.client.sourcestats()
+    assert ss["name"] == "127.0.0.1"
+    assert ss["n_samples"] >= 3
+    # synchronised to the source: residual offset and frequency are near zero
+    assert abs(ss["offset_s"]) < 0.001
+    assert abs(ss["frequency_ppm"]) < DRIFT_TOL_PPM
+
+
+@pytest.mark.lab
+@needs_lab
+def test_detached_server_reattach_and_stop(tmp_path: Path) -> None:
+    srv = ChronyServer.start(free_port(), 0.0, 0.0, tmp_path / "d", detach=True, cache_dir=tmp_path / "cache")
+    try:
+        assert os.getsid(srv.pid) == srv.pid  # own session: survives the parent
+        again = ChronyServer.from_dict(srv.to_dict())
+        assert again.alive()
+        assert again.truth == srv.truth
+        again.stop()
+        again.stop()  # idempotent
+        assert not again.alive()
+        assert not (tmp_path / "d" / "chronyd.pid").exists()
+    finally:
+        srv.stop()
+    assert not srv.alive()
+
+
+@pytest.mark.lab
+@needs_lab
+def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(CollectorError, match=f"port 127.0.0.1:{port} is already in use"):
+            ChronyServer.start(port, 0.1, 0.0, tmp_path / "x", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.lab
+@needs_lab
+def test_build_shim_is_cached(tmp_path: Path) -> None:
+    so = build_shim(tmp_path)
+    mtime = so.stat().st_mtime_ns
+    assert build_shim(tmp_path) == so
+    assert so.stat().st_mtime_ns == mtime  # not rebuilt

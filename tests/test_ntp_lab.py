@@ -1,0 +1,175 @@
+"""The NTP collector against the lab: real chronyd truth, every fault, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import sample
+from timekit.collectors.server_policy import KOD_MAX_BACKOFF_S, ServerState
+from timekit.lab.faultserver import PortSpec
+from timekit.lab.manager import Lab, LabServer, reap, start_fault_server
+from timekit.units import NS_PER_S
+
+OFFSET_BOUND_S = 1e-3  # measured offset vs configured truth (seen: < 100 µs)
+DRIFT_BOUND_PPM = 15.0  # fitted growth of offset vs configured drift over ~6 s
+
+
+def chrony_servers(lab: Lab) -> list[LabServer]:
+    return [s for s in lab.servers if s.kind == "chrony"]
+
+
+def test_chrony_offsets_match_configured_truth(lab: Lab) -> None:
+    servers = chrony_servers(lab)
+    assert {round(s.offset_s, 3) for s in servers} >= {0.250, -0.080}
+    got = sample([s.address for s in servers], count=6, interval_s=0.1)
+    truth = lab.by_address()
+    assert len(got) == 6 * len(servers)
+    for s in got:
+        assert s.ok, (s.server, s.error, s.detail)
+        err = s.offset_s - truth[s.server].true_offset_at(s.t_local_ns)
+        assert abs(err) < OFFSET_BOUND_S, (s.server, s.offset_s, err)
+        assert s.delay_s is not None and 0 <= s.delay_s < 0.005  # shim works: no half-skewed replies
+        assert s.rx_timestamp == "kernel" and s.rx_latency_ns is not None and s.rx_latency_ns >= 0
+
+
+def test_offset_growth_matches_configured_drift(lab: Lab) -> None:
+    """Fit offset vs time over ~6 s on the lower-delay half of the samples.
+
+    On this VM a lab chronyd woken from idle reads its (faked) clock late by the wake-up
+    latency w (tens of µs): delay grows by w and offset by w/2, so low-delay samples carry
+    the truth (measured: 0.1 s polling gives 117 µs median delay, back-to-back 7 µs).
+    """
+    servers = chrony_servers(lab)
+    got = sample([s.address for s in servers], count=60, interval_s=0.1)
+    for srv in servers:
+        ss = [s for s in got if s.server == srv.address and s.ok]
+        assert len(ss) >= 55
+        cutoff = float(np.median([s.delay_s for s in ss]))
+        ss = [s for s in ss if s.delay_s <= cutoff]  # type: ignore[operator]
+        t_s = np.array([(s.t_local_ns - ss[0].t_local_ns) / NS_PER_S for s in ss])
+        off = np.array([s.offset_s for s in ss])
+        slope_ppm = np.polyfit(t_s, off, 1)[0] * 1e6
+        # the server runs drift_ppm fast, so reference - local grows at +drift_ppm
+        assert slope_ppm == pytest.approx(srv.drift_ppm, abs=DRIFT_BOUND_PPM), srv.name
+
+
+EXPECTED = {
+    "silent": {"timeout"}, "empty": {"malformed"}, "short": {"malformed"}, "len50": {"malformed"},
+    "oversize": {"malformed"}, "tail68": {None}, "bad_mode": {"bad_mode"}, "mode5": {"bad_mode"},
+    "bad_version": {"bad_version"}, "bogus_origin": {"bogus_origin"}, "origin_zero": {"bogus_origin"},
+    "zero_transmit": {"zero_transmit"}, "zero_receive": {"invalid"}, "unsync_li3": {"unsynchronized"},
+    "stratum16": {"unsynchronized"}, "kod_rate": {"kod_rate", "rate_limited"},
+    "kod_deny": {"kod_deny", "denied"}, "kod_rstr": {"kod_rstr", "denied"}, "kod_other": {"kod_other"},
+    "kod_rate_bad_origin": {"bogus_origin"}, "kod_rate_poll127": {"kod_rate", "rate_limited"},
+    "bad_root_distance": {"bad_root_distance"}, "t3_before_t2": {"invalid"},
+    "reftime_future": {"invalid"}, "duplicate": {None}, "junk_then_good": {None},
+    "other_port": {"timeout"}, "refid_weird": {None},
+}
+
+
+def test_every_fault_kind_is_rejected_with_its_code(lab: Lab) -> None:
+    faults = [s for s in lab.servers if s.kind in EXPECTED]
+    assert {s.kind for s in faults} == set(EXPECTED)  # the lab serves every kind
+    states: dict[str, ServerState] = {}
+    got = sample([s.address for s in faults], count=3, interval_s=0.05, timeout_s=0.3, states=states)
+    kind_of = {s.address: s.kind for s in faults}
+    for kind in EXPECTED:
+        codes = [s.error for s in got if kind_of[s.server] == kind]
+        assert len(codes) == 3 and set(codes) == EXPECTED[kind], (kind, codes)
+    for s in got:
+        if not s.ok:
+            assert s.offset_s is None and s.delay_s is None  # never used for analysis
+    # a KoD first, then we hold back ourselves without sending
+    for kind, first, then in (("kod_rate", "kod_rate", "rate_limited"), ("kod_deny", "kod_deny", "denied")):
+        codes = [s.error for s in got if kind_of[s.server] == kind]
+        assert codes == [first, then, then]
+    poll127 = next(s.address for s in faults if s.kind == "kod_rate_poll127")
+    assert states[poll127].kod_backoff_s == KOD_MAX_BACKOFF_S  # poll 127 not adopted (N16)
+    bad_origin_kod = next(s.address for s in faults if s.kind == "kod_rate_bad_origin")
+    assert states[bad_origin_kod].hold_reason is None  # N15: a forged KoD changes nothing
+    weird = next(s for s in got if kind_of[s.server] == "refid_weird")
+    assert weird.refid == "=cm\\xff"
+
+
+@pytest.fixture(scope="module")
+def delayed_ports(tmp_path_factory: pytest.TempPathFactory):
+    """60 good ports with 200 ms path delay, and an IPv6 server."""
+    specs = [PortSpec(name=f"slow{i}", offset_s=0.001 * i, delay_s=0.2) for i in range(60)]
+    specs.append(PortSpec(name="v6", host="::1", offset_s=-0.3, drift_ppm=300))
+    d = tmp_path_factory.mktemp("faults")
+    pid, ready = start_fault_server(d, specs, detach=False)
+    yield ready
+    os.kill(pid, signal.SIGTERM)
+    reap(pid)
+
+
+def _addr(p: dict) -> str:
+    return f"[{p['host']}]:{p['port']}" if ":" in p["host"] else f"{p['host']}:{p['port']}"
+
+
+def test_many_servers_are_sampled_concurrently(delayed_ports: dict) -> None:
+    slow = [p for p in delayed_ports["ports"] if p["name"].startswith("slow")]
+    t0 = time.monotonic()
+    got = sample([_addr(p) for p in slow], count=1, timeout_s=2.0)
+    wall_s = time.monotonic() - t0
+    assert all(s.ok for s in got) and len(got) == 60
+    # one after another this would take 60 × 0.2 s = 12 s
+    assert wall_s < 3.0, wall_s
+    for s, p in zip(sorted(got, key=lambda s: s.server), sorted(slow, key=_addr), strict=True):
+        assert s.delay_s == pytest.approx(0.2, abs=0.05)
+        # symmetric delay: offset unaffected, up to the Python server's own timer skew when
+        # 60 of its replies fall due at once (seen: 1 ms)
+        assert s.offset_s == pytest.approx(p["offset_s"], abs=5e-3)
+
+
+def test_a_silent_server_does_not_hold_up_others(lab: Lab) -> None:
+    silent = next(s for s in lab.servers if s.kind == "silent")
+    good = lab.server("chrony-ahead")
+    t0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    got = sample([silent.address, good.address], count=3, interval_s=0.1, timeout_s=1.5)
+    good_done = max(s.t_local_ns for s in got if s.server == good.address)
+    assert (good_done - t0) / NS_PER_S < 1.0  # the good server finished long before 3 × 1.5 s
+
+
+def test_ipv6_server(delayed_ports: dict) -> None:
+    v6 = next(p for p in delayed_ports["ports"] if p["name"] == "v6")
+    got = sample([_addr(v6)], count=3)
+    assert all(s.ok for s in got)
+    assert got[0].address is not None and got[0].address.startswith("[::1]:")
+    elapsed = (got[0].t_local_ns - delayed_ports["start_ns"]) / NS_PER_S
+    assert got[0].offset_s == pytest.approx(-0.3 + 300e-6 * elapsed, abs=OFFSET_BOUND_S)
+
+
+def test_stepping_server_is_measured_on_both_sides_of_its_step(tmp_path: Path) -> None:
+    spec = PortSpec(name="step", offset_s=0.1, step_after_s=1.0, step_s=-0.4)
+    pid, ready = start_fault_server(tmp_path, [spec], detach=False)
+    try:
+        step_ns = ready["start_ns"] + int(spec.step_after_s * NS_PER_S)  # type: ignore[operator]
+        got = sample([_addr(ready["ports"][0])], count=20, interval_s=0.1)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        reap(pid)
+    before = [s.offset_s for s in got if s.ok and s.t_local_ns < step_ns - 10_000_000]
+    after = [s.offset_s for s in got if s.ok and s.t_local_ns > step_ns + 10_000_000]
+    assert len(before) >= 3 and len(after) >= 3
+    assert statistics.median(before) == pytest.approx(0.1, abs=OFFSET_BOUND_S)
+    assert statistics.median(after) == pytest.approx(-0.3, abs=OFFSET_BOUND_S)
+
+
+def test_closed_port_is_network_error_not_a_hang() -> None:  # T2
+    t0 = time.monotonic()
+    got = sample(["127.0.0.1:9"], count=1, timeout_s=5.0)
+    assert got[0].error == "network" and "refused" in (got[0].detail or "").lower()
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_unknown_host_is_network_error() -> None:  # T3
+    got = sample(["no-such-host.invalid"], count=2, timeout_s=0.5)
+    assert len(got) == 1 and got[0].error == "network" and "cannot resolve" in (got[0].detail or "")
