@@ -43,7 +43,8 @@ def sample(addresses: list[str], count: int = 1, interval_s: float = 0.05, timeo
     return out
 
 
-def run_cli(*args: str, db: Path | None = None, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+def run_cli(*args: str, db: Path | None = None, timeout: float = 60,
+            **kw: object) -> subprocess.CompletedProcess:
     """Run the real `timekit` console entry point in a subprocess."""
     cmd = [sys.executable, "-m", "timekit.cli", *args]
     if db is not None:

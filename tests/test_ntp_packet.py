@@ -117,8 +117,9 @@ def test_unwrap_picks_nearest_era() -> None:
         ({"transmit_ts": 0}, False, b"", "zero_transmit"),  # N21
         ({"receive_ts": 0}, False, b"", "invalid"),
         ({"root_dispersion_s": 20.0}, False, b"", "bad_root_distance"),  # N25
-        ({"root_delay_s": 2.0, "root_dispersion_s": 15.0}, False, b"", "bad_root_distance"),  # 16.0: inclusive
-        ({"root_delay_s": 1.0, "root_dispersion_s": 14.0}, False, b"", None),  # 14.5 s is still sane
+        # root distance exactly 16.0 s: the boundary is inclusive
+        ({"root_delay_s": 2.0, "root_dispersion_s": 15.0}, False, b"", "bad_root_distance"),
+        ({"root_delay_s": 1.0, "root_dispersion_s": 14.0}, False, b"", None),  # 14.5 s: sane
     ],
 )
 def test_validation_codes(fields: dict, truncated: bool, tail: bytes, code: str | None) -> None:

@@ -52,7 +52,9 @@ def emit_json(doc: Any) -> None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # pipes and files get full-width tables (no truncated addresses); terminals their own width
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
 
 
 def warn(msg: str) -> None:
@@ -284,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timekit: error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, click.exceptions.Abort):
-        print("timekit: interrupted; samples taken so far are stored", file=sys.stderr)
-        return 130
+        rv = 130
     except BrokenPipeError:
         return 1
+    if rv == 130:  # typer maps KeyboardInterrupt to Exit(130)
+        print("timekit: interrupted; samples taken so far are stored", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
 

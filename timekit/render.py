@@ -53,7 +53,7 @@ def clocks_text(run: Any) -> str:
              f"(median bracket {r.median_bracket_ns} ns, max {r.max_bracket_ns} ns)",
              f"slew (REALTIME vs MONOTONIC_RAW): "
              f"{'-' if r.slew_ppm is None else f'{r.slew_ppm:+.3f} ppm'}",
-             f"TAI - REALTIME: {'-' if r.tai_offset_s is None else f'{r.tai_offset_s:.0f} s'}"]
+             f"TAI - REALTIME: {'-' if r.tai_offset_s is None else f'{round(r.tai_offset_s):d} s'}"]
     for e in (*r.steps, *r.suspends):
         lines.append(f"{e.kind}: {fmt_s(e.magnitude_s)} at t={e.t_realtime_ns}")
     if not r.steps and not r.suspends:
@@ -88,8 +88,10 @@ def lab_table(rows: list[dict[str, Any]], directory: Path) -> Table:
     for col in ("name", "address", "kind", "alive", "offset now", "drift ppm"):
         t.add_column(col)
     for r in rows:
+        truthful = r["kind"] in ("chrony", "good")
         t.add_row(r["name"], r["address"], r["kind"], "yes" if r["alive"] else "NO",
-                  fmt_s(r["true_offset_now_s"]), f"{r['drift_ppm']:+.1f}")
+                  fmt_s(r["true_offset_now_s"]) if truthful else "-",
+                  f"{r['drift_ppm']:+.1f}" if truthful else "-")
     return t
 
 
@@ -98,7 +100,7 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("name", "address", "ok/total", "median error", "max |error|", "median delay",
                 "errors"):
         t.add_column(col)
-    for r in rows:
+    for r in (r for r in rows if r["n_total"]):
         t.add_row(r["name"], r["address"], f"{r['n_ok']}/{r['n_total']}",
                   fmt_s(r.get("error_median_s")), fmt_s(r.get("error_max_abs_s"), False),
                   fmt_s(r.get("delay_median_s"), False), ", ".join(r["errors"]) or "-")

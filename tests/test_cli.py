@@ -1,0 +1,216 @@
+"""The real `timekit` CLI in subprocesses: JSON contracts, bad input, collect, locks, Ctrl-C."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from timekit.lab.manager import Lab
+
+CONTRACT = {"server": str, "ok": bool, "error": (str, type(None)), "t_local_ns": int,
+            "offset_s": (float, type(None)), "delay_s": (float, type(None)),
+            "stratum": (int, type(None)), "leap": (int, type(None)),
+            "root_delay_s": (float, type(None)), "root_dispersion_s": (float, type(None))}
+
+
+def assert_one_clean_line(proc: subprocess.CompletedProcess, needle: str) -> None:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_sample_ntp_json_contract(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.server("chrony-ahead"), lab.server("chrony-behind")
+    proc = run_cli("sample", "ntp", a.address, b.address, "--count", "3", "--interval", "0.1",
+                   "--json", db=tmp_path / "t.db")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one JSON document, nothing else on stdout
+    assert len(doc["samples"]) == 6
+    for s in doc["samples"]:
+        for field, typ in CONTRACT.items():
+            assert isinstance(s[field], typ), (field, s[field])
+        assert s["ok"] and s["error"] is None
+        truth = lab.by_address()[s["server"]].true_offset_at(s["t_local_ns"])
+        assert abs(s["offset_s"] - truth) < 1e-3
+    with sqlite3.connect(tmp_path / "t.db") as c:  # every attempt stored
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
+
+
+def test_sample_ntp_stores_rejected_attempts_with_codes(lab: Lab, tmp_path: Path) -> None:
+    kod = next(s for s in lab.servers if s.kind == "kod_deny")
+    db = tmp_path / "t.db"
+    first = json.loads(run_cli("sample", "ntp", kod.address, "--count", "1", "--json", db=db).stdout)
+    assert [s["error"] for s in first["samples"]] == ["kod_deny"]
+    # the DENY survives between runs: the next run does not query the server at all
+    second = json.loads(run_cli("sample", "ntp", kod.address, "--count", "2", "--json", db=db).stdout)
+    assert [s["error"] for s in second["samples"]] == ["denied", "denied"]
+    listing = json.loads(run_cli("servers", "list", "--json", db=db).stdout)
+    assert listing["servers"][0]["hold_reason"] == "kod_deny"
+    assert run_cli("servers", "reset", kod.address, db=db).returncode == 0
+    third = json.loads(run_cli("sample", "ntp", kod.address, "--count", "1", "--json", db=db).stdout)
+    assert [s["error"] for s in third["samples"]] == ["kod_deny"]  # asked again after reset
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples WHERE offset_s IS NOT NULL").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["sample", "ntp", "no-such-host.invalid", "--count", "1"], 2, "cannot resolve no-such-host.invalid"),
+    (["sample", "ntp", "127.0.0.1:70000"], 2, "not in 1-65535"),
+    (["sample", "ntp", "127.0.0.1:abc"], 2, "not a number"),
+    (["sample", "ntp", "[::1"], 2, "malformed"),
+    (["sample", "ntp", "127.0.0.1", "--count", "0"], 2, "--count"),
+    (["sample", "ntp", "127.0.0.1", "--timeout", "-1"], 2, "--timeout"),
+    (["collect", "--config", "/nonexistent/timekit.toml"], 2, "does not exist"),
+    (["lab", "status", "--dir", "/nonexistent/lab"], 2, "no lab running"),
+])
+def test_bad_input_one_line_nonzero(tmp_path: Path, args: list[str], code: int, needle: str) -> None:
+    proc = run_cli(*args, db=tmp_path / "t.db") if args[0] != "lab" else run_cli(*args)
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    if args[:3] == ["sample", "ntp", "no-such-host.invalid"]:
+        assert "cannot resolve" in proc.stderr and "Traceback" not in proc.stderr
+    else:
+        assert_one_clean_line(proc, needle)
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("[ntp\nservers = 1", "not valid TOML"),
+    ("[ntp]\nservers = ['127.0.0.1:0']", "not in 1-65535"),
+    ("[ntp]\ncount = 'many'", "wrong type"),
+    ("[ntp]\nmin_poll_s = 1", "below the 15 s floor"),
+    ("[nonsense]\nx = 1", "unknown section"),
+    ("[ntp]\nservrs = []", "unknown key ntp.servrs"),
+])
+def test_malformed_config(tmp_path: Path, content: str, needle: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(content)
+    proc = run_cli("collect", "--config", str(cfg), db=tmp_path / "t.db")
+    assert proc.returncode == 2
+    assert_one_clean_line(proc, needle)
+    assert not (tmp_path / "t.db").exists()  # bad config: nothing written
+
+
+def test_unreadable_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "dir.toml"
+    cfg.mkdir()
+    proc = run_cli("collect", "--config", str(cfg), db=tmp_path / "t.db")
+    assert proc.returncode == 2
+    assert_one_clean_line(proc, "cannot read config")
+
+
+@pytest.mark.parametrize("content", [b"not a database at all", b"SQLite format 3\x00" + b"\x01" * 500])
+def test_corrupt_db_one_line(tmp_path: Path, content: bytes) -> None:
+    db = tmp_path / "t.db"
+    db.write_bytes(content)
+    proc = run_cli("sample", "clocks", "--duration", "0.1", db=db)
+    assert proc.returncode == 1
+    assert_one_clean_line(proc, str(db))
+    assert db.read_bytes() == content
+
+
+def write_config(tmp_path: Path, servers: list[str], **ntp: object) -> Path:
+    cfg = tmp_path / "timekit.toml"
+    extra = "".join(f"{k} = {v}\n" for k, v in ntp.items())
+    cfg.write_text(f"[ntp]\nservers = {json.dumps(servers)}\ncount = 3\ninterval_s = 0.05\n{extra}"
+                   "[clocks]\nduration_s = 0.2\nrate_hz = 20\n")
+    return cfg
+
+
+def test_collect_stores_and_respects_min_poll(lab: Lab, tmp_path: Path) -> None:  # T5
+    servers = [lab.server("chrony-ahead").address, lab.server("chrony-near").address]
+    cfg = write_config(tmp_path, servers)
+    db = tmp_path / "t.db"
+    first = run_cli("collect", "--config", str(cfg), "--json", db=db)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert len(doc["samples"]) == 6 and all(s["ok"] for s in doc["samples"])
+    assert doc["clocks"]["n_samples"] >= 3
+    second = json.loads(run_cli("collect", "--config", str(cfg), "--json", db=db).stdout)
+    assert second["samples"] == [] and sorted(second["skipped"]) == sorted(servers)
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
+        assert c.execute("SELECT count(*) FROM clock_samples").fetchone()[0] >= 6
+
+
+def test_overlapping_collect_exits_75_without_touching_db(lab: Lab, tmp_path: Path) -> None:  # S1
+    cfg = write_config(tmp_path, [lab.server("chrony-ahead").address])
+    db = tmp_path / "t.db"
+    fd = os.open(str(db) + ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        proc = run_cli("collect", "--config", str(cfg), db=db)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 75
+    assert_one_clean_line(proc, "another timekit run")
+    assert not db.exists()
+    assert run_cli("collect", "--config", str(cfg), db=db).returncode == 0  # lock gone with holder
+
+
+def test_two_collects_at_once_both_land(lab: Lab, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, [lab.server("chrony-behind").address])
+    db = tmp_path / "t.db"
+    cmd = [sys.executable, "-m", "timekit.cli", "collect", "--config", str(cfg), "--wait", "30",
+           "--db", str(db)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    codes = [p.wait(60) for p in procs]
+    for p in procs:
+        assert p.stderr is not None
+        p.stderr.close()
+    assert codes == [0, 0]
+    with sqlite3.connect(db) as c:
+        # the second run waited for the lock, then skipped the server (queried < 64 s ago)
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 3
+        assert c.execute("SELECT count(*) FROM runs WHERE status = 'ok'").fetchone()[0] >= 2
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_ctrl_c_keeps_what_was_collected(lab: Lab, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "sample", "ntp",
+                             lab.server("chrony-near").address, "--count", "1000", "--interval", "0.05",
+                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    with sqlite3.connect(db) as c:
+        n = c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1").fetchone()[0]
+        status = c.execute("SELECT status FROM runs").fetchone()[0]
+    assert 5 <= n < 1000
+    assert status == "interrupted"
+
+
+def test_sample_clocks_json(tmp_path: Path) -> None:
+    proc = run_cli("sample", "clocks", "--duration", "0.3", "--rate", "20", "--json", db=tmp_path / "t.db")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["clocks"]["n_samples"] == 7  # 0.3 s × 20 Hz + 1
+    assert doc["clocks"]["steps"] == [] and abs(doc["clocks"]["slew_ppm"]) < 1000
+    assert doc["kernel"] is None or isinstance(doc["kernel"]["unsynchronized"], bool)
+    assert all(v > 0 for v in doc["read_cost_ns"].values())
+
+
+def test_lab_status_reports_truth(lab: Lab) -> None:
+    proc = run_cli("lab", "status", "--dir", str(lab.directory), "--json")
+    doc = json.loads(proc.stdout)
+    ahead = next(s for s in doc["servers"] if s["name"] == "chrony-ahead")
+    assert ahead["alive"] and ahead["drift_ppm"] == 100.0
+    assert ahead["true_offset_now_s"] == pytest.approx(0.250, abs=0.01)
+
+
+def test_help_lists_commands() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("sample", "collect", "lab", "servers"):
+        assert cmd in proc.stdout
