@@ -235,7 +235,7 @@ async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto:
     loop = asyncio.get_running_loop()
     timeout_s = rto.timeout_s()
     deadline = loop.time() + timeout_s
-    sample = _fail(server, "network", "no address")
+    sample: NtpSample | None = None
     async with limiter:
         for family, sockaddr in addrs:
             remaining = deadline - loop.time()
@@ -244,7 +244,7 @@ async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto:
             sample = await query_once(server, family, sockaddr, remaining)
             if sample.error != "network":
                 return sample
-    return sample
+    return sample or _fail(server, "network", "no usable address", timeout_s=timeout_s)
 
 
 async def sample_servers(servers: Sequence[ServerAddress], plan: QueryPlan,

@@ -173,3 +173,30 @@ def test_closed_port_is_network_error_not_a_hang() -> None:  # T2
 def test_unknown_host_is_network_error() -> None:  # T3
     got = sample(["no-such-host.invalid"], count=2, timeout_s=0.5)
     assert len(got) == 1 and got[0].error == "network" and "cannot resolve" in (got[0].detail or "")
+
+
+def test_wall_clock_step_during_exchange_is_caught(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N24/C1: the realtime clock steps back 1 s between send and receive (injected)."""
+    import timekit.collectors.ntp_client as client
+
+    real = client._realtime_ns
+    calls = {"n": 0}
+
+    def stepping_clock() -> int:
+        calls["n"] += 1
+        # reads: 1 = KoD-hold check, 2 = T1 (just before send), 3 = receive: 1 s behind
+        return real() - (NS_PER_S if calls["n"] > 2 else 0)
+
+    monkeypatch.setattr(client, "_realtime_ns", stepping_clock)
+    got = sample([lab.server("chrony-near").address], count=1)
+    assert got[0].error == "clock_stepped" and got[0].offset_s is None
+    assert "-1.0" in (got[0].detail or "")
+
+
+def test_junk_never_extends_the_deadline(lab: Lab) -> None:
+    """N13: a server that only sends forged replies costs exactly the timeout, then its code."""
+    bogus = next(s for s in lab.servers if s.kind == "bogus_origin")
+    t0 = time.monotonic()
+    got = sample([bogus.address], count=1, timeout_s=0.3)
+    assert got[0].error == "bogus_origin"
+    assert 0.29 <= time.monotonic() - t0 < 0.6
