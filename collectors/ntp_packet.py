@@ -22,7 +22,7 @@ Validation order, each failure with its DESIGN.md error code:
     transmit timestamp 0 ............................. zero_transmit
     receive 0, T3 < T2, T3-T2 > 4 s, reftime > T3 .... invalid
     root delay/2 + root dispersion >= 16 s ........... bad_root_distance
-    delay < 0 ........................................ invalid
+    delay < -(2**precision + 1 µs) ................... invalid (smaller negatives: noise, clamped to 0)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ LEAP_UNSYNC = 3
 MAX_STRATUM = 16
 MAX_ROOT_DISTANCE_S = 16.0  # RFC 5905 MAXDISP; chrony rejects at >= as well
 MAX_SERVER_INTERVAL_S = 4.0  # chrony MAX_SERVER_INTERVAL: T3 - T2 beyond this is bogus
+LOCAL_PRECISION_S = 1e-6  # our clock reads and kernel stamps: well within 1 µs
 KOD_CODES = {b"RATE": "kod_rate", b"DENY": "kod_deny", b"RSTR": "kod_rstr"}
 
 _HEADER = struct.Struct("!BBbbII4sQQQQ")
@@ -201,8 +202,13 @@ def validate_reply(
     if root_distance_s >= MAX_ROOT_DISTANCE_S:
         return _reject("bad_root_distance", h, f"root distance {root_distance_s:.3f} s")
     delay_fixed = (t4 - t1) - (t3 - t2)
-    if delay_fixed < 0:
+    # Clock reads quantise both ends: a delay below zero by less than the server's stated
+    # precision plus our own read granularity is measurement noise, clamped to 0 (RFC 5905
+    # clamps at the precision); anything further below is a broken exchange.
+    tolerance_fixed = int((2.0 ** h.precision + LOCAL_PRECISION_S) * FRAC_PER_S)
+    if delay_fixed < -tolerance_fixed:
         return _reject("invalid", h, "negative round-trip delay")
+    delay_fixed = max(delay_fixed, 0)
     offset2_fixed = (t2 - t1) + (t3 - t4)
     return ReplyVerdict(
         error=None, header=h,

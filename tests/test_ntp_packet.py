@@ -157,6 +157,16 @@ def test_negative_delay_is_invalid() -> None:  # N24: T4 < T1 after a realtime s
     assert v.error == "invalid"
 
 
+def test_tiny_negative_delay_within_precision_is_clamped() -> None:
+    # server precision 2**-20 s = 0.95 µs, + 1 µs ours: -1.5 µs is quantisation noise
+    data, t4 = reply_for(T1, offset_ns=0, delay_ns=0, precision=-20)
+    v = validate_reply(data, nonce=NONCE, t1_ns=T1, t4_ns=t4 - 1_500)
+    assert v.ok and v.delay_s == 0.0
+    assert v.offset_s == pytest.approx(750e-9, abs=1e-9)  # half the 1.5 µs shortfall
+    v = validate_reply(data, nonce=NONCE, t1_ns=T1, t4_ns=t4 - 3_000)  # beyond 1.95 µs
+    assert v.error == "invalid"
+
+
 def test_non_final_errors_keep_waiting_and_authentic_ones_settle() -> None:
     data, t4 = reply_for(T1, 0, 0, origin_ts=7)
     assert not validate_reply(data, nonce=NONCE, t1_ns=T1, t4_ns=t4).final
