@@ -131,7 +131,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
             sock.connect(sockaddr)
         except OSError as exc:
             return _fail(server, "network", f"connect: {exc.strerror or exc}", address, timeout_s)
-        done: asyncio.Future[NtpSample] = loop.create_future()
+        done: asyncio.Future[NtpSample | None] = loop.create_future()  # None: deadline passed
         request = build_request(att.nonce)
 
         def on_readable() -> None:
@@ -178,15 +178,18 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 sock.send(request)
             except OSError as exc:
                 return _fail(server, "network", f"send: {exc.strerror or exc}", address, timeout_s)
+            timer = loop.call_later(timeout_s, lambda: done.done() or done.set_result(None))
             try:
-                return await asyncio.wait_for(asyncio.shield(done), timeout_s)
-            except TimeoutError:
-                if att.rejected:  # only junk arrived: report what it was, not a bare timeout
-                    code, detail = att.rejected[-1]
-                    return _fail(server, code, f"{detail}; {len(att.rejected)} bad datagram(s), "
-                                 "no valid reply before the deadline", address, timeout_s)
-                return _fail(server, "timeout", f"no reply within {timeout_s:.3f} s",
-                             address, timeout_s)
+                result = await done
+            finally:
+                timer.cancel()
+            if result is not None:
+                return result
+            if att.rejected:  # only junk arrived: report what it was, not a bare timeout
+                code, detail = att.rejected[-1]
+                return _fail(server, code, f"{detail}; {len(att.rejected)} bad datagram(s), "
+                             "no valid reply before the deadline", address, timeout_s)
+            return _fail(server, "timeout", f"no reply within {timeout_s:.3f} s", address, timeout_s)
         finally:
             loop.remove_reader(sock.fileno())
             if not done.done():
@@ -226,7 +229,9 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
             state.srtt_s, state.rttvar_s, state.rto_s = rto.srtt_s, rto.rttvar_s, rto.rto_s
             emit(sample)
         if attempt + 1 < plan.count:
-            await asyncio.sleep(max(0.0, started + plan.spacing_s(attempt, server) - loop.time()))
+            pause_s = started + plan.spacing_s(attempt, server) - loop.time()
+            if pause_s > 0:
+                await asyncio.sleep(pause_s)
 
 
 async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto: RtoEstimator,
