@@ -32,7 +32,8 @@ async def _timekit_once(addresses: list[str]) -> tuple[float, list[NtpSample]]:
     plan = QueryPlan(count=1, interval_s=0.0, timeout_s=TIMEOUT_S)
     t0 = mono_s()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sample_servers([parse_server(a) for a in addresses], plan, {}, out.append),
+        await asyncio.wait_for(sample_servers([parse_server(a) for a in addresses], plan, {},
+                                             lambda s, _st: out.append(s)),
                                TIMEKIT_CAP_S)
     return mono_s() - t0, out
 

@@ -119,7 +119,7 @@ async def _poll(address: str, port: int, n: int, truth: ServerTruth, cap_s: floa
     plan = QueryPlan(count=n, interval_s=1 / RATE_HZ, timeout_s=TIMEOUT_S)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(
-            sample_servers([parse_server(address)], plan, {}, tk.append),
+            sample_servers([parse_server(address)], plan, {}, lambda s, _st: tk.append(s)),
             _ntplib_loop(port, n, t0, truth, nl)), cap_s)
     return tk, nl
 

@@ -34,7 +34,8 @@ async def _timekit_sequential(address: str, n: int) -> tuple[float, list[NtpSamp
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
             sample_servers([parse_server(address)], QueryPlan(count=n, interval_s=0.0,
-                                                                timeout_s=TIMEOUT_S), {}, out.append),
+                                                                timeout_s=TIMEOUT_S), {},
+                           lambda s, _st: out.append(s)),
             ROUND_CAP_S)
     return mono_s() - t0, out
 
@@ -49,7 +50,8 @@ async def _timekit_concurrent(address: str, n: int, k: int) -> tuple[float, list
     async def all_tasks() -> None:
         async with asyncio.TaskGroup() as tg:
             for _ in range(k):
-                tg.create_task(sample_server(server, plan, ServerState(server.name), out.append, limiter))
+                tg.create_task(sample_server(server, plan, ServerState(server.name),
+                                                    lambda s, _st: out.append(s), limiter))
 
     t0 = mono_s()
     with contextlib.suppress(TimeoutError):

@@ -11,14 +11,17 @@ much later user space read it. Timeouts follow each server's measured RTTs (RFC 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress
 from timekit.collectors.ntp_packet import (
+    NON_FINAL_ERRORS,
     NtpHeader,
     build_request,
     new_nonce,
@@ -97,12 +100,39 @@ def _sample_from(server: ServerAddress, address: str, h: NtpHeader | None, **kw:
     return NtpSample(server=server.name, address=address, **hdr, **kw)  # type: ignore[arg-type]
 
 
-async def resolve(server: ServerAddress) -> list[tuple[int, tuple]]:
-    """Resolve to (family, sockaddr) pairs in resolver order; raise OSError on failure."""
+async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) pairs in resolver order; raise OSError (gaierror) or TimeoutError.
+
+    IP literals skip the resolver. Names are resolved in a daemon thread, so a hung
+    resolver costs at most `timeout_s` and never delays exit (asyncio's default executor
+    would be joined at the end of asyncio.run).
+    """
+    try:
+        ip = ipaddress.ip_address(server.host.split("%")[0])
+    except ValueError:
+        pass
+    else:
+        if ip.version == 6:
+            return [(socket.AF_INET6, (server.host, server.port, 0, 0))]
+        return [(socket.AF_INET, (server.host, server.port))]
     loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(
-        loop.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
-                         proto=socket.IPPROTO_UDP), DNS_TIMEOUT_S)
+    fut: asyncio.Future[list] = loop.create_future()
+
+    def settle(result: list | None, exc: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(result or [])
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
+                                       proto=socket.IPPROTO_UDP)
+        except OSError as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, infos, None)
+
+    threading.Thread(target=lookup, name=f"dns-{server.host}", daemon=True).start()
+    infos = await asyncio.wait_for(fut, timeout_s)
     seen, out = set(), []
     for family, _t, _p, _c, sockaddr in infos:
         if (family, sockaddr) not in seen:
@@ -196,7 +226,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 done.cancel()
 
 
-Emit = Callable[[NtpSample], None]
+Emit = Callable[[NtpSample, ServerState], None]  # called once per attempt, state already updated
 
 
 async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerState,
@@ -209,29 +239,40 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
         started = loop.time()
         held = state.held(_realtime_ns())
         if held is not None:
-            emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"))
+            emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"), state)
         else:
             if addrs is None:
                 try:
                     addrs = await resolve(server)
+                except socket.gaierror as exc:
+                    emit(_fail(server, "network", _dns_detail(server, exc)), state)
+                    return
                 except (OSError, TimeoutError) as exc:
-                    msg = getattr(exc, "strerror", None) or str(exc) or "resolver timed out"
-                    emit(_fail(server, "network", f"cannot resolve {server.host}: {msg}"))
+                    emit(_fail(server, "network", f"DNS lookup of {server.host} failed: "
+                               f"{getattr(exc, 'strerror', None) or 'timed out'}"), state)
                     return
             sample = await _query_any(server, addrs, rto, limiter)
             state.last_query_ns = sample.t_local_ns
             if sample.ok and sample.t1_ns is not None and sample.t4_ns is not None:
                 rto.observe((sample.t4_ns - sample.t1_ns) / 1e9)
-            elif sample.error == "timeout":
-                rto.backoff()
+                state.kod_backoff_s /= 2  # a good exchange lets an old KoD backoff decay
+            elif sample.error == "timeout" or sample.error in NON_FINAL_ERRORS:
+                rto.backoff()  # lost, or only junk before the deadline: both cost a full wait
             if sample.error in ("kod_rate", "kod_deny", "kod_rstr"):
                 state.on_kod(sample.error, sample.poll or 0, sample.t_local_ns)
             state.srtt_s, state.rttvar_s, state.rto_s = rto.srtt_s, rto.rttvar_s, rto.rto_s
-            emit(sample)
+            emit(sample, state)
         if attempt + 1 < plan.count:
             pause_s = started + plan.spacing_s(attempt, server) - loop.time()
             if pause_s > 0:
                 await asyncio.sleep(pause_s)
+
+
+def _dns_detail(server: ServerAddress, exc: socket.gaierror) -> str:
+    """'cannot resolve' only for a name that does not exist (bad input); else transient."""
+    if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+        return f"cannot resolve {server.host}: unknown host"
+    return f"DNS lookup of {server.host} failed: {exc.strerror or exc}"
 
 
 async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto: RtoEstimator,

@@ -44,6 +44,7 @@ MAX_STRATUM = 16
 MAX_ROOT_DISTANCE_S = 16.0  # RFC 5905 MAXDISP; chrony rejects at >= as well
 MAX_SERVER_INTERVAL_S = 4.0  # chrony MAX_SERVER_INTERVAL: T3 - T2 beyond this is bogus
 LOCAL_PRECISION_S = 1e-6  # our clock reads and kernel stamps: well within 1 µs
+MAX_TRUSTED_PRECISION_LOG2 = -16  # cap on the server's claimed precision for the delay clamp
 KOD_CODES = {b"RATE": "kod_rate", b"DENY": "kod_deny", b"RSTR": "kod_rstr"}
 
 _HEADER = struct.Struct("!BBbbII4sQQQQ")
@@ -205,7 +206,9 @@ def validate_reply(
     # Clock reads quantise both ends: a delay below zero by less than the server's stated
     # precision plus our own read granularity is measurement noise, clamped to 0 (RFC 5905
     # clamps at the precision); anything further below is a broken exchange.
-    tolerance_fixed = int((2.0 ** h.precision + LOCAL_PRECISION_S) * FRAC_PER_S)
+    # (the server's precision field is untrusted: never allow more than 2**-16 s ~ 15 µs)
+    server_precision_s = 2.0 ** min(h.precision, MAX_TRUSTED_PRECISION_LOG2)
+    tolerance_fixed = int((server_precision_s + LOCAL_PRECISION_S) * FRAC_PER_S)
     if delay_fixed < -tolerance_fixed:
         return _reject("invalid", h, "negative round-trip delay")
     delay_fixed = max(delay_fixed, 0)

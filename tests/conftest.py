@@ -39,7 +39,8 @@ def sample(addresses: list[str], count: int = 1, interval_s: float = 0.05, timeo
     out: list[NtpSample] = []
     asyncio.run(sample_servers([parse_server(a) for a in addresses],
                                QueryPlan(count=count, interval_s=interval_s, timeout_s=timeout_s),
-                               {} if states is None else states, out.append))
+                               {} if states is None else states,
+                               lambda s, _st: out.append(s)))
     return out
 
 

@@ -86,7 +86,9 @@ def test_bad_input_one_line_nonzero(tmp_path: Path, args: list[str], code: int, 
     ("[ntp\nservers = 1", "not valid TOML"),
     ("[ntp]\nservers = ['127.0.0.1:0']", "not in 1-65535"),
     ("[ntp]\ncount = 'many'", "wrong type"),
-    ("[ntp]\nmin_poll_s = 1", "below the 15 s floor"),
+    ("[ntp]\nmin_poll_s = 1", "outside 15-86400 s"),
+    ("[ntp]\nmin_poll_s = nan", "outside 15-86400 s"),
+    ("[ntp]\ntimeout_s = inf", "out of range"),
     ("[nonsense]\nx = 1", "unknown section"),
     ("[ntp]\nservrs = []", "unknown key ntp.servrs"),
 ])
@@ -214,3 +216,38 @@ def test_help_lists_commands() -> None:
     assert proc.returncode == 0
     for cmd in ("sample", "collect", "lab", "servers"):
         assert cmd in proc.stdout
+
+
+def test_corrupt_page_gives_one_line(tmp_path: Path, lab: Lab) -> None:  # S9: not just the header
+    db = tmp_path / "t.db"
+    assert run_cli("sample", "ntp", lab.server("chrony-near").address, "--count", "50",
+                   "--interval", "0", db=db).returncode == 0
+    page = 4096
+    with open(db, "r+b") as fh:  # garbage over the third page (a table b-tree page)
+        fh.seek(2 * page)
+        fh.write(b"\xa5" * page)
+    before = db.read_bytes()
+    for args in (["servers", "list"], ["sample", "ntp", lab.server("chrony-near").address, "--count", "1"]):
+        proc = run_cli(*args, db=db)
+        assert proc.returncode == 1
+        assert_one_clean_line(proc, "corrupt")
+    assert db.read_bytes() == before  # refused to write
+
+
+def test_lab_stop_never_kills_a_recycled_pid(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "lab.json").write_text(json.dumps({"servers": [
+            {"name": "x", "address": "127.0.0.1:1", "kind": "chrony", "pid": bystander.pid}]}))
+        assert run_cli("lab", "stop", "--dir", str(tmp_path)).returncode == 0
+        time.sleep(0.2)
+        assert bystander.poll() is None  # still running: not one of ours
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_lab_start_unwritable_dir_one_line() -> None:
+    proc = run_cli("lab", "start", "--dir", "/etc/passwd/lab")
+    assert proc.returncode == 2
+    assert_one_clean_line(proc, "cannot create lab directory")

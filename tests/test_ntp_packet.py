@@ -185,3 +185,13 @@ def test_large_ns_instants_roundtrip_through_fixed_point() -> None:  # C15
 
     for t in (T1, 0, 2**62, (2**32 - NTP_UNIX_DELTA_S) * NS_PER_S + 1):
         assert ntp_fixed_to_unix_ns(unix_ns_to_ntp_fixed(t)) == t
+
+
+def test_server_cannot_buy_a_big_negative_delay_with_its_precision_field() -> None:
+    # precision +2 would claim 4 s of slack: a 3.9 s server hold would pass as delay 0
+    t2 = T1
+    t3 = T1 + 3_900_000_000
+    data = encode_reply(origin_ts=NONCE, receive_ts=unix_ns_to_ts64(t2), transmit_ts=unix_ns_to_ts64(t3),
+                        precision=2)
+    v = validate_reply(data, nonce=NONCE, t1_ns=T1, t4_ns=T1 + 10_000)
+    assert v.error == "invalid"

@@ -161,3 +161,17 @@ def test_kill_9_loses_no_committed_sample(tmp_path: Path) -> None:  # S2, S6
         assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(committed) == 500
     assert set(committed) <= stored  # every reported commit survived kill -9
+
+
+def test_attempt_and_its_server_state_commit_together(tmp_path: Path) -> None:  # KoD survives kill -9
+    from timekit.collectors.server_policy import ServerState
+
+    st_ = ServerState("k:1")
+    st_.on_kod("kod_rate", poll=6, now_ns=BIG_NS)
+    with Store.open(tmp_path / "t.db") as st:
+        st.add_attempt(NtpSample("k:1", False, "kod_rate", BIG_NS), st_)
+    with Store.open(tmp_path / "t.db") as st:  # a fresh process view
+        again = st.server_states()["k:1"]
+        assert st.count_ntp_samples() == 1
+    assert again.hold_reason == "kod_rate" and again.kod_backoff_s == 64.0  # 2**6 s asked
+    assert again.held(BIG_NS + 63 * 10**9) == "rate_limited"

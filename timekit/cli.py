@@ -8,6 +8,7 @@ Heavy libraries (pandas, scipy, matplotlib) are imported only inside commands th
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="timekit")
     except TimekitError as exc:
-        print(f"timekit: error: {exc}", file=sys.stderr)
+        print(f"timekit: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
         print(exc.ctx.get_help() if exc.ctx else str(exc), file=sys.stderr)
@@ -288,6 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         rv = 130
     except BrokenPipeError:
+        return 1
+    except OSError as exc:  # disk full, read-only file system, ...: one line, no traceback
+        print(f"timekit: error: {exc.strerror or exc}"
+              f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: still one line (TIMEKIT_DEBUG=1 shows the traceback)
+        if os.environ.get("TIMEKIT_DEBUG"):
+            raise
+        print(f"timekit: internal error: {type(exc).__name__}: {exc} "
+              "(set TIMEKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
     if rv == 130:  # typer maps KeyboardInterrupt to Exit(130)
         print("timekit: interrupted; samples taken so far are stored", file=sys.stderr)

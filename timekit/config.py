@@ -54,7 +54,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 def _positive(path: str, name: str, value: float, lo: float = 0.0, hi: float = 1e9) -> float:
-    if not lo < value <= hi:
+    if not lo < value <= hi:  # also false for nan
         raise UsageError(f"{path}: {name} = {value} is out of range ({lo} < value <= {hi})")
     return float(value)
 
@@ -97,9 +97,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         raise UsageError(f"{source}: ntp.count = {count} is out of range (1-10000)")
     interval = ntp.get("interval_s")
     min_poll = ntp.get("min_poll_s", 64.0)
-    if min_poll < MIN_POLL_FLOOR_S:
-        raise UsageError(f"{source}: ntp.min_poll_s = {min_poll} is below the {MIN_POLL_FLOOR_S:.0f} s "
-                         "floor (be kind to NTP servers)")
+    if not MIN_POLL_FLOOR_S <= min_poll <= 86_400:  # (nan fails this too)
+        raise UsageError(f"{source}: ntp.min_poll_s = {min_poll} is outside {MIN_POLL_FLOOR_S:.0f}-86400 s "
+                         "(the floor keeps us kind to NTP servers)")
     return CollectConfig(
         servers=tuple(parse_server(s) for s in servers),
         count=count,

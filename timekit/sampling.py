@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
+from timekit.collectors.server_policy import ServerState
 from timekit.config import CollectConfig
+from timekit.errors import TimekitError
 from timekit.samples import NtpSample
 from timekit.store import Store
 from timekit.units import NS_PER_S
@@ -47,25 +49,35 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
     states = store.server_states()
     run_id = store.begin_run(command, realtime_ns())
 
-    def emit(sample: NtpSample) -> None:
-        store.add_ntp_samples([sample], run_id)
+    def emit(sample: NtpSample, state: ServerState) -> None:
+        store.add_attempt(sample, state, run_id)  # the sample and its server's state, one commit
         run.samples.append(sample)
         if on_sample is not None:
             on_sample(sample)
 
-    status = "ok"
+    status = "failed"
     try:
         coro = sample_servers(servers, plan, states, emit)
         asyncio.run(asyncio.wait_for(coro, budget_s) if budget_s else coro)
+        status = "ok"
     except TimeoutError:
         run.budget_exceeded, status = True, "budget_exceeded"
     except KeyboardInterrupt:
         run.interrupted, status = True, "interrupted"
         raise
+    except BaseExceptionGroup as group:  # a task failed: surface our own error, not the group
+        ours = group.subgroup(lambda e: isinstance(e, TimekitError | KeyboardInterrupt))
+        if ours is None:
+            raise
+        first: BaseException = ours
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     finally:
-        touched = {s.name for s in servers}
-        store.save_server_states(st for name, st in states.items() if name in touched)
-        store.end_run(run_id, realtime_ns(), status)
+        try:
+            store.end_run(run_id, realtime_ns(), status)
+        except TimekitError:
+            pass  # the store failed mid-run: the error that got us here is the one to report
     return run
 
 

@@ -26,6 +26,7 @@ from timekit.samples import NtpSample
 APPLICATION_ID = 0x544B4954  # "TKIT"
 BUSY_TIMEOUT_MS = 15_000
 SQLITE_MAGIC = b"SQLite format 3\x00"
+QUICK_CHECK_MAX_BYTES = 64 << 20  # quick_check on open up to 64 MiB (~0.1 s); bigger: on error only
 
 _NTP_COLUMNS = NtpSample.column_names()
 
@@ -120,9 +121,13 @@ class Store:
     def _setup(self) -> None:
         c = self.conn
         c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        app_id = c.execute("PRAGMA application_id").fetchone()[0]
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        c.execute("BEGIN")  # one read snapshot: a concurrent first-time migration is all or nothing
+        try:
+            app_id = c.execute("PRAGMA application_id").fetchone()[0]
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        finally:
+            c.execute("COMMIT")
         if app_id not in (0, APPLICATION_ID) or (app_id == 0 and has_tables):
             raise StoreError(f"{self.path} is an SQLite database of another program, not timekit's")
         if version > SCHEMA_VERSION:
@@ -134,6 +139,11 @@ class Store:
                 raise StoreError(f"cannot put {self.path} in WAL mode (got {mode}); "
                                  "is it on a network file system?")
         c.execute("PRAGMA synchronous = NORMAL")
+        if has_tables and self.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+            verdict = c.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                raise StoreError(f"database {self.path} is corrupt ({verdict}); refusing to write. "
+                                 "Move it aside to start a new one")
         if version < SCHEMA_VERSION:
             self._migrate()
 
@@ -156,14 +166,29 @@ class Store:
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK")
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from None
+            self._rollback()
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite may already have done so)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Reads: turn SQLite's errors (corrupt page, I/O) into one-line StoreErrors."""
+        try:
+            yield self.conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
 
     def close(self) -> None:
         try:
@@ -206,14 +231,12 @@ class Store:
                     ok_only: bool = False) -> list[NtpSample]:
         """Stored attempts, oldest first, optionally filtered."""
         where, args = self._where(server, since_ns, ok_only)
-        try:
-            cur = self.conn.execute(
+        with self.reading() as c:
+            cur = c.execute(
                 f"SELECT {', '.join(_NTP_COLUMNS)} FROM ntp_samples{where} ORDER BY t_local_ns, id",
                 args)
             return [NtpSample(**{**dict(zip(_NTP_COLUMNS, row, strict=True)), "ok": bool(row[1])})
                     for row in cur]
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc}") from None
 
     @staticmethod
     def _where(server: str | None, since_ns: int | None, ok_only: bool) -> tuple[str, list[Any]]:
@@ -229,7 +252,8 @@ class Store:
         return (" WHERE " + " AND ".join(conds) if conds else ""), args
 
     def count_ntp_samples(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM ntp_samples").fetchone()[0])
+        with self.reading() as c:
+            return int(c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0])
 
     # --- clock observations ----------------------------------------------------------------
     def add_clock_rows(self, rows: list[dict[str, Any]], events: list[dict[str, Any]],
@@ -246,11 +270,24 @@ class Store:
 
     # --- per-server state ------------------------------------------------------------------
     def server_states(self) -> dict[str, ServerState]:
-        cur = self.conn.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM server_state")
-        return {row[0]: ServerState(**dict(zip(_STATE_COLUMNS, row, strict=True))) for row in cur}
+        with self.reading() as c:
+            cur = c.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM server_state")
+            return {row[0]: ServerState(**dict(zip(_STATE_COLUMNS, row, strict=True))) for row in cur}
 
     def save_server_states(self, states: Iterable[ServerState]) -> None:
-        rows = [tuple(asdict(s).values()) for s in states]
         with self.write() as c:
-            c.executemany(f"INSERT OR REPLACE INTO server_state({', '.join(_STATE_COLUMNS)}) "
-                          f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})", rows)
+            self._put_states(c, states)
+
+    @staticmethod
+    def _put_states(c: sqlite3.Connection, states: Iterable[ServerState]) -> None:
+        rows = [tuple(asdict(s).values()) for s in states]
+        c.executemany(f"INSERT OR REPLACE INTO server_state({', '.join(_STATE_COLUMNS)}) "
+                      f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})", rows)
+
+    def add_attempt(self, sample: NtpSample, state: ServerState, run_id: int | None = None) -> None:
+        """Commit one attempt together with its server's state (a KoD hold lands with its sample)."""
+        marks = ", ".join("?" * (len(_NTP_COLUMNS) + 1))
+        with self.write() as c:
+            c.execute(f"INSERT INTO ntp_samples(run_id, {', '.join(_NTP_COLUMNS)}) VALUES ({marks})",
+                      (run_id, *(getattr(sample, col) for col in _NTP_COLUMNS)))
+            self._put_states(c, [state])

@@ -35,8 +35,9 @@ FAULT_KINDS = (
     "bad_version", "bogus_origin", "origin_zero", "zero_transmit", "zero_receive", "unsync_li3",
     "stratum16", "kod_rate", "kod_deny", "kod_rstr", "kod_other", "kod_rate_bad_origin",
     "kod_rate_poll127", "bad_root_distance", "t3_before_t2", "reftime_future", "duplicate",
-    "junk_then_good", "other_port", "refid_weird",
+    "junk_then_good", "other_port", "refid_weird", "junk_flood",
 )
+JUNK_FLOOD_EVERY_S = 0.05  # junk_flood: a forged reply every 50 ms for 1 s, never a genuine one
 
 
 @dataclass
@@ -113,6 +114,12 @@ class FaultServer:
         p.requests += 1
         s = p.spec
         if len(data) < 48 or s.kind == "silent" or (s.loss and p.rng.random() < s.loss):
+            return
+        if s.kind == "junk_flood":
+            loop = asyncio.get_running_loop()
+            junk = encode_reply(origin_ts=p.rng.getrandbits(64), receive_ts=1, transmit_ts=1)
+            for k in range(int(1.0 / JUNK_FLOOD_EVERY_S)):
+                loop.call_later(k * JUNK_FLOOD_EVERY_S, self._send, p, junk, addr)
             return
         origin = struct.unpack_from("!Q", data, 40)[0]
         version = (data[0] >> 3) & 7

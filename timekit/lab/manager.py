@@ -110,7 +110,9 @@ class Lab:
         return cls(directory, [LabServer(**s) for s in raw["servers"]], raw.get("extra_pids", []))
 
     def pids(self) -> list[int]:
-        return sorted({s.pid for s in self.servers} | set(self.extra_pids))
+        """Pids recorded for this lab that still belong to it (never a recycled pid)."""
+        recorded = {s.pid for s in self.servers} | set(self.extra_pids)
+        return sorted(p for p in recorded if is_lab_process(p, self.directory))
 
     def stop(self) -> None:
         """Terminate every lab process (SIGTERM, then SIGKILL after 3 s) and drop the state."""
@@ -146,6 +148,16 @@ def reap(pid: int) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def is_lab_process(pid: int, directory: Path) -> bool:
+    """True if `pid` runs a lab program (chronyd / the fault server) with files in `directory`."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    text = b" ".join(args).decode(errors="replace")
+    return ("chronyd" in text or "timekit.lab.faultserver" in text) and str(directory) in text
 
 
 def pid_alive(pid: int) -> bool:
@@ -210,11 +222,14 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
     `fault_kinds` defaults to every kind in FAULT_KINDS except `good`, one port each.
     On any failure, whatever was started is stopped again (no stray processes).
     """
-    directory = directory or default_lab_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = (directory or default_lab_dir()).absolute()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create lab directory {directory}: {exc.strerror}") from None
     if (directory / STATE_FILE).exists():
         old = Lab.load(directory)
-        if any(pid_alive(p) for p in old.pids()):
+        if any(pid_alive(p) for p in old.pids()):  # a stale lab.json (after a reboot) is ignored
             raise UsageError(f"a lab is already running in {directory} (timekit lab stop)")
     lab = Lab(directory)
     try:
