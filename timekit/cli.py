@@ -86,7 +86,8 @@ def _progress(total: int, label: str) -> Any:
     prog = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=_console(stderr=True), transient=True)
     prog.start()
-    prog.add_task(label, total=total)
+    task = prog.add_task(label, total=total)
+    prog.tick = lambda: prog.advance(task)  # type: ignore[attr-defined]
     return prog
 
 
@@ -113,7 +114,7 @@ def sample_ntp_cmd(
         prog = _progress(count * len(targets), "sampling")
         try:
             run = sample_ntp(store, targets, plan,
-                             on_sample=(lambda _s: prog.advance(0)) if prog else None)
+                             on_sample=(lambda _s: prog.tick()) if prog else None)
         finally:
             if prog:
                 prog.stop()
@@ -216,10 +217,9 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
                   chrony: Annotated[bool, typer.Option(help="Start chronyd servers.")] = True,
                   as_json: JsonOpt = False) -> None:
     """Start chronyd servers (known offset and drift) and the fault-injection server."""
-    from timekit.lab.manager import start_lab
+    from timekit.lab.manager import DEFAULT_CHRONY, start_lab
 
-    lab = start_lab(lab_dir, chrony=None if not chrony else
-                    __import__("timekit.lab.manager", fromlist=["x"]).DEFAULT_CHRONY)
+    lab = start_lab(lab_dir, chrony=DEFAULT_CHRONY if chrony else None)
     _lab_status(lab, as_json)
 
 
