@@ -132,6 +132,11 @@ class ClockReport:
 # --------------------------------------------------------------------------- reads
 
 
+def realtime_ns() -> int:
+    """CLOCK_REALTIME now, integer ns since the Unix epoch: timekit's one wall-clock read."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
 def read_bracketed(clock_id: int, tries: int = 5) -> BracketedRead:
     """Read CLOCK_REALTIME bracketed by `clock_id`, keeping the tightest of `tries`.
 

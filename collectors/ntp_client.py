@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from timekit.address import ServerAddress
+from timekit.address import ServerAddress, format_hostport
+from timekit.collectors.clocks import realtime_ns as _realtime_ns  # module-level: tests inject steps
 from timekit.collectors.ntp_packet import (
     NON_FINAL_ERRORS,
     NtpHeader,
@@ -30,6 +31,7 @@ from timekit.collectors.ntp_packet import (
 from timekit.collectors.rto import RtoEstimator
 from timekit.collectors.server_policy import ServerState
 from timekit.samples import NtpSample
+from timekit.units import NS_PER_S
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux asm-generic value
 RECV_BUF = 1280  # > any NTP packet with extension fields we accept; bigger -> MSG_TRUNC
@@ -73,15 +75,11 @@ class _Attempt:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _realtime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME)
-
-
 def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data)
-            return sec * 1_000_000_000 + nsec
+            return sec * NS_PER_S + nsec
     return None
 
 
@@ -141,15 +139,11 @@ async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> li
     return out
 
 
-def _format_addr(family: int, sockaddr: tuple) -> str:
-    return f"[{sockaddr[0]}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{sockaddr[1]}"
-
-
 async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                      timeout_s: float) -> NtpSample:
     """One validated request/reply exchange with an absolute deadline of `timeout_s`."""
     loop = asyncio.get_running_loop()
-    address = _format_addr(family, sockaddr)
+    address = format_hostport(sockaddr[0], sockaddr[1])
     att = _Attempt(nonce=new_nonce())
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
@@ -184,7 +178,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 if abs(wall_span - mono_span) > STEP_TOLERANCE_NS + mono_span // 1000:
                     done.set_result(_fail(
                         server, "clock_stepped",
-                        f"local clock stepped {(wall_span - mono_span) / 1e9:+.6f} s mid-exchange",
+                        f"local clock stepped {(wall_span - mono_span) / NS_PER_S:+.6f} s mid-exchange",
                         address, timeout_s))
                     return
                 v = validate_reply(data, nonce=att.nonce, t1_ns=att.t1_ns, t4_ns=t4_ns,
@@ -254,7 +248,7 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
             sample = await _query_any(server, addrs, rto, limiter)
             state.last_query_ns = sample.t_local_ns
             if sample.ok and sample.t1_ns is not None and sample.t4_ns is not None:
-                rto.observe((sample.t4_ns - sample.t1_ns) / 1e9)
+                rto.observe((sample.t4_ns - sample.t1_ns) / NS_PER_S)
                 state.kod_backoff_s /= 2  # a good exchange lets an old KoD backoff decay
             elif sample.error == "timeout" or sample.error in NON_FINAL_ERRORS:
                 rto.backoff()  # lost, or only junk before the deadline: both cost a full wait

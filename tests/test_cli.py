@@ -201,13 +201,18 @@ def test_sample_clocks_json(tmp_path: Path) -> None:
     assert doc["clocks"]["steps"] == [] and abs(doc["clocks"]["slew_ppm"]) < 1000
     assert doc["kernel"] is None or isinstance(doc["kernel"]["unsynchronized"], bool)
     assert all(v > 0 for v in doc["read_cost_ns"].values())
+    with sqlite3.connect(tmp_path / "t.db") as c:  # the one kernel read sits on the last row only
+        rows = c.execute("SELECT kernel_state FROM clock_samples ORDER BY id").fetchall()
+    assert len(rows) == 7
+    assert [r[0] for r in rows[:-1]] == [None] * 6
+    assert rows[-1][0] == (doc["kernel"]["state"] if doc["kernel"] else None)
 
 
 def test_lab_status_reports_truth(lab: Lab) -> None:
     proc = run_cli("lab", "status", "--dir", str(lab.directory), "--json")
     doc = json.loads(proc.stdout)
     ahead = next(s for s in doc["servers"] if s["name"] == "chrony-ahead")
-    assert ahead["alive"] and ahead["drift_ppm"] == 100.0
+    assert ahead["alive"] and ahead["server_drift_ppm"] == 100.0
     assert ahead["true_offset_now_s"] == pytest.approx(0.250, abs=0.01)
 
 

@@ -56,8 +56,8 @@ def test_offset_growth_matches_configured_drift(lab: Lab) -> None:
         t_s = np.array([(s.t_local_ns - ss[0].t_local_ns) / NS_PER_S for s in ss])
         off = np.array([s.offset_s for s in ss])
         slope_ppm = np.polyfit(t_s, off, 1)[0] * 1e6
-        # the server runs drift_ppm fast, so reference - local grows at +drift_ppm
-        assert slope_ppm == pytest.approx(srv.drift_ppm, abs=DRIFT_BOUND_PPM), srv.name
+        # the server gains server_drift_ppm, so reference - local grows at +server_drift_ppm
+        assert slope_ppm == pytest.approx(srv.server_drift_ppm, abs=DRIFT_BOUND_PPM), srv.name
 
 
 EXPECTED = {

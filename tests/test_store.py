@@ -64,12 +64,17 @@ def test_garbage_file_is_refused(tmp_path: Path, content: bytes, needle: str) ->
     assert p.read_bytes() == content  # untouched
 
 
-def test_foreign_sqlite_db_is_refused(tmp_path: Path) -> None:
-    p = tmp_path / "other.db"
-    c = sqlite3.connect(p)
-    c.execute("CREATE TABLE people(name)")
+def raw_sql(path: Path, statement: str) -> None:
+    """Change a database behind timekit's back, as another program would."""
+    c = sqlite3.connect(path)
+    c.execute(statement)
     c.commit()
     c.close()
+
+
+def test_foreign_sqlite_db_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "other.db"
+    raw_sql(p, "CREATE TABLE people(name)")
     with pytest.raises(StoreError, match="another program"):
         Store.open(p)
 
@@ -77,10 +82,7 @@ def test_foreign_sqlite_db_is_refused(tmp_path: Path) -> None:
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "t.db"
     Store.open(p).close()
-    c = sqlite3.connect(p)
-    c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    c.commit()
-    c.close()
+    raw_sql(p, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer than this timekit"):
         Store.open(p)
 

@@ -13,6 +13,11 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0
                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 
+def format_hostport(host: str, port: int) -> str:
+    """`host:port`, with IPv6 literals bracketed: `[::1]:123`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerAddress:
     """A server as the user named it, normalised to host and port."""
@@ -23,9 +28,7 @@ class ServerAddress:
     @property
     def name(self) -> str:
         """Normalised `host:port` (`[v6]:port` for IPv6 literals)."""
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return format_hostport(self.host, self.port)
 
     @property
     def is_loopback(self) -> bool:

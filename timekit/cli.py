@@ -124,8 +124,8 @@ def sample_ntp_cmd(
         from timekit.render import ntp_summary_table
 
         _console().print(ntp_summary_table(run.samples))
-    for name in run.unresolved:
-        warn(f"cannot resolve {name.rsplit(':', 1)[0].strip('[]')}: unknown host")
+    for message in run.unresolved:
+        warn(message)
     if run.unresolved:
         raise typer.Exit(2)
 

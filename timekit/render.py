@@ -85,13 +85,13 @@ def server_states_table(states: list[Any]) -> Table:
 
 def lab_table(rows: list[dict[str, Any]], directory: Path) -> Table:
     t = Table(title=f"lab in {directory}")
-    for col in ("name", "address", "kind", "alive", "offset now", "drift ppm"):
+    for col in ("name", "address", "kind", "alive", "true offset now", "server drift ppm"):
         t.add_column(col)
     for r in rows:
         truthful = r["kind"] in ("chrony", "good")
         t.add_row(r["name"], r["address"], r["kind"], "yes" if r["alive"] else "NO",
                   fmt_s(r["true_offset_now_s"]) if truthful else "-",
-                  f"{r['drift_ppm']:+.1f}" if truthful else "-")
+                  f"{r['server_drift_ppm']:+.1f}" if truthful else "-")
     return t
 
 

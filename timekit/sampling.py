@@ -8,11 +8,12 @@ and library call it. Samples are committed one by one, so Ctrl-C, a budget abort
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from timekit.address import ServerAddress
+from timekit.collectors.clocks import realtime_ns
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
 from timekit.config import CollectConfig
@@ -21,9 +22,9 @@ from timekit.samples import NtpSample
 from timekit.store import Store
 from timekit.units import NS_PER_S
 
-
-def realtime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+if TYPE_CHECKING:
+    from timekit.collectors.adjtimex import KernelClockState
+    from timekit.collectors.clocks import ClockReport
 
 
 @dataclass
@@ -33,12 +34,12 @@ class NtpRun:
     samples: list[NtpSample] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # servers skipped by the cron poll floor
     budget_exceeded: bool = False
-    interrupted: bool = False
 
     @property
     def unresolved(self) -> list[str]:
-        return sorted({s.server for s in self.samples
-                       if s.error == "network" and (s.detail or "").startswith("cannot resolve")})
+        """One message per server whose name does not exist (bad input, not a transient failure)."""
+        return sorted({s.detail for s in self.samples
+                       if s.error == "network" and s.detail and s.detail.startswith("cannot resolve")})
 
 
 def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, *,
@@ -63,7 +64,7 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
     except TimeoutError:
         run.budget_exceeded, status = True, "budget_exceeded"
     except KeyboardInterrupt:
-        run.interrupted, status = True, "interrupted"
+        status = "interrupted"
         raise
     except BaseExceptionGroup as group:  # a task failed: surface our own error, not the group
         ours = group.subgroup(lambda e: isinstance(e, TimekitError | KeyboardInterrupt))
@@ -82,7 +83,11 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
 
 
 def due_servers(store: Store, config: CollectConfig, now_ns: int) -> tuple[list[ServerAddress], list[str]]:
-    """Cron rule: servers not queried within `min_poll_s` and not held by a KoD (FAULTS T5)."""
+    """Cron rule (FAULTS T5): skip servers queried less than `min_poll_s` ago.
+
+    KoD holds are not checked here: a held server is still due, and its attempt is stored
+    as `rate_limited`/`denied` without a packet being sent (ntp_client.sample_server).
+    """
     states = store.server_states()
     due, skipped = [], []
     for s in config.servers:
@@ -98,15 +103,13 @@ def due_servers(store: Store, config: CollectConfig, now_ns: int) -> tuple[list[
 class ClockRun:
     """One clock-sampling run: the analysed series, the kernel's view, and read costs."""
 
-    report: object  # timekit.collectors.clocks.ClockReport
-    kernel: object | None  # timekit.collectors.adjtimex.KernelClockState
+    report: ClockReport
+    kernel: KernelClockState | None  # None where adjtimex is unavailable (container, non-Linux)
     resolution_ns: dict[str, int]
     read_cost_ns: dict[str, float]
-    n_stored: int
 
 
 def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
-                      on_snapshot: Callable[[object], None] | None = None,
                       command: str = "sample clocks") -> ClockRun:
     """Sample the clocks for `duration_s` at `rate_hz`, analyse, store snapshots and events.
 
@@ -123,14 +126,8 @@ def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
     run_id = store.begin_run(command, realtime_ns())
     snaps: list = []
     status = "ok"
-
-    def keep(snap: object) -> None:
-        snaps.append(snap)
-        if on_snapshot is not None:
-            on_snapshot(snap)
-
     try:
-        sample_clocks(duration_s, rate_hz, on_snapshot=keep)
+        sample_clocks(duration_s, rate_hz, on_snapshot=snaps.append)
     except KeyboardInterrupt:
         status = "interrupted"
     kernel = read_kernel_state()
@@ -143,12 +140,13 @@ def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
                     kernel_status=kernel.status_bits, kernel_tai_offset_s=kernel.tai_offset_s)
     rows = [dict(t_local_ns=s.realtime_ns, monotonic_ns=s.monotonic_ns, raw_ns=s.raw_ns,
                  boottime_ns=s.boottime_ns, tai_ns=s.tai_ns,
-                 bracket_ns=max(s.brackets_ns()), **krow) for s in snaps]
+                 bracket_ns=max(s.brackets_ns())) for s in snaps]
+    if rows:  # the kernel was read once, right after the last snapshot: record it there only
+        rows[-1].update(krow)
     events = [dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
               for e in (*report.steps, *report.suspends)]
     store.add_clock_rows(rows, events, run_id)
     store.end_run(run_id, realtime_ns(), status)
     if status == "interrupted":
         raise KeyboardInterrupt
-    return ClockRun(report, kernel, clock_resolution(), read_cost_ns(batches=11, calls_per_batch=100),
-                    len(rows))
+    return ClockRun(report, kernel, clock_resolution(), read_cost_ns(batches=11, calls_per_batch=100))

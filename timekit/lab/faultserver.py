@@ -21,11 +21,11 @@ import signal
 import socket
 import struct
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from timekit.collectors.clocks import realtime_ns
 from timekit.collectors.ntp_packet import encode_reply, unix_ns_to_ts64
 from timekit.units import NS_PER_S
 
@@ -78,10 +78,6 @@ class _Port:
     requests: int = 0
 
 
-def _now_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME)
-
-
 class FaultServer:
     """All ports of one process. `start_ns` anchors every port's drift."""
 
@@ -90,7 +86,7 @@ class FaultServer:
             if s.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {s.kind!r}")
         self.ports = [_Port(s, rng=random.Random(s.seed or i + 1)) for i, s in enumerate(specs)]
-        self.start_ns = _now_ns()
+        self.start_ns = realtime_ns()
         self._side_sock: socket.socket | None = None
 
     def _server_ns(self, p: _Port, real_ns: int) -> int:
@@ -134,8 +130,8 @@ class FaultServer:
             self._reply(p, origin, version, addr, after_s)
 
     def _reply(self, p: _Port, origin: int, version: int, addr: Any, after_s: float) -> None:
-        t2 = self._server_ns(p, _now_ns())
-        t3 = self._server_ns(p, _now_ns())
+        t2 = self._server_ns(p, realtime_ns())
+        t3 = self._server_ns(p, realtime_ns())
         packet = self._packet(p, origin, version, t2, t3)
         if after_s > 0:
             asyncio.get_running_loop().call_later(after_s, self._send, p, packet, addr)

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from timekit.address import format_hostport
 from timekit.errors import CollectorError, UsageError
 from timekit.lab.faultserver import FAULT_KINDS, PortSpec, write_json_atomic
-from timekit.units import NS_PER_S
+from timekit.units import NS_PER_S, PPM
 
 STATE_FILE = "lab.json"
 _CHILDREN: dict[int, Any] = {}  # our children (Popen or ChronyServer), reaped by Lab.stop
@@ -29,11 +30,11 @@ READY_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class ChronySpec:
-    """A chronyd server to run under libfaketime: offset s, drift ppm (server vs true)."""
+    """A chronyd server to run under libfaketime: offset s and rate error ppm, server vs true."""
 
     name: str
     offset_s: float
-    drift_ppm: float
+    server_drift_ppm: float
 
 
 # The default lab: opposite drifts and offsets, big enough to see in seconds.
@@ -53,14 +54,19 @@ DEFAULT_GOOD_FAULT_PORTS = (
 
 @dataclass
 class LabServer:
-    """One lab server and its truth. Offsets s (server − true), drift ppm, instants ns."""
+    """One lab server and its truth. Offsets s (server − true), instants ns.
+
+    `server_drift_ppm` is the *server's* rate error (+100: it gains 100 µs/s), so the
+    offset reference − local grows at +server_drift_ppm and a local `drift_ppm` estimated
+    against this server (DESIGN.md sign: local gains = positive) is −server_drift_ppm.
+    """
 
     name: str
     address: str
     kind: str  # 'chrony' or a fault kind ('good', 'kod_rate', ...)
     pid: int
     offset_s: float = 0.0
-    drift_ppm: float = 0.0
+    server_drift_ppm: float = 0.0
     start_ns: int = 0
     step_after_s: float | None = None
     step_s: float = 0.0
@@ -69,7 +75,7 @@ class LabServer:
         """True offset of this server against the local clock at realtime `t_ns`, seconds."""
         elapsed_s = (t_ns - self.start_ns) / NS_PER_S
         step = self.step_s if self.step_after_s is not None and elapsed_s >= self.step_after_s else 0.0
-        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step
+        return self.offset_s + self.server_drift_ppm * PPM * elapsed_s + step
 
     @property
     def answers_truthfully(self) -> bool:
@@ -210,10 +216,6 @@ def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = Tr
     raise CollectorError(f"fault server did not start: {tail.strip() or 'no output'}")
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] | None = DEFAULT_CHRONY,
               good_ports: tuple[PortSpec, ...] = DEFAULT_GOOD_FAULT_PORTS,
               fault_kinds: tuple[str, ...] | None = None, detach: bool = True) -> Lab:
@@ -240,12 +242,12 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
             if missing:
                 raise CollectorError("cannot start chronyd servers: " + "; ".join(missing))
             for spec in chrony:
-                srv = ChronyServer.start(_free_udp_port(), spec.offset_s, spec.drift_ppm,
+                srv = ChronyServer.start(_free_udp_port(), spec.offset_s, spec.server_drift_ppm,
                                          directory / spec.name, detach=detach)
                 _CHILDREN[srv.pid] = srv
                 lab.servers.append(LabServer(
-                    spec.name, _address("127.0.0.1", srv.port), "chrony", srv.pid,
-                    offset_s=srv.truth.offset_s, drift_ppm=srv.truth.drift_ppm,
+                    spec.name, format_hostport("127.0.0.1", srv.port), "chrony", srv.pid,
+                    offset_s=srv.truth.offset_s, server_drift_ppm=srv.truth.drift_ppm,
                     start_ns=srv.truth.start_ns))
                 lab.save()
         kinds = [k for k in FAULT_KINDS if k != "good"] if fault_kinds is None else list(fault_kinds)
@@ -255,8 +257,8 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
             pid, ready = start_fault_server(directory, specs, detach=detach)
             for p in ready["ports"]:
                 lab.servers.append(LabServer(
-                    p["name"] or p["kind"], _address(p["host"], p["port"]), p["kind"], pid,
-                    offset_s=p["offset_s"], drift_ppm=p["drift_ppm"], start_ns=ready["start_ns"],
+                    p["name"] or p["kind"], format_hostport(p["host"], p["port"]), p["kind"], pid,
+                    offset_s=p["offset_s"], server_drift_ppm=p["drift_ppm"], start_ns=ready["start_ns"],
                     step_after_s=p["step_after_s"], step_s=p["step_s"]))
         lab.save()
     except BaseException:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
+from timekit.collectors.clocks import realtime_ns
 from timekit.lab.manager import Lab, pid_alive
 from timekit.store import Store
 
 
 def lab_status_rows(lab: Lab) -> list[dict[str, Any]]:
     """One row per lab server: address, kind, configured truth and the true offset now."""
-    now_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    now_ns = realtime_ns()
     return [{"name": s.name, "address": s.address, "kind": s.kind, "pid": s.pid,
-             "alive": pid_alive(s.pid), "offset_s": s.offset_s, "drift_ppm": s.drift_ppm,
+             "alive": pid_alive(s.pid), "offset_s": s.offset_s, "server_drift_ppm": s.server_drift_ppm,
              "step_after_s": s.step_after_s, "step_s": s.step_s,
              "true_offset_now_s": s.true_offset_at(now_ns)} for s in lab.servers]
 
