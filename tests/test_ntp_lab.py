@@ -17,7 +17,8 @@ from timekit.lab.faultserver import PortSpec
 from timekit.lab.manager import Lab, LabServer, reap, start_fault_server
 from timekit.units import NS_PER_S
 
-OFFSET_BOUND_S = 1e-3  # measured offset vs configured truth (seen: < 100 µs)
+OFFSET_BOUND_S = 1e-3  # median measured offset vs configured truth (seen: 8-43 µs)
+PRECISION_S = 20e-6  # clock reads, libfaketime's double arithmetic, chronyd's sub-precision noise
 DRIFT_BOUND_PPM = 15.0  # fitted growth of offset vs configured drift over ~6 s
 
 
@@ -31,12 +32,19 @@ def test_chrony_offsets_match_configured_truth(lab: Lab) -> None:
     got = sample([s.address for s in servers], count=6, interval_s=0.1)
     truth = lab.by_address()
     assert len(got) == 6 * len(servers)
+    errors: dict[str, list[float]] = {}
     for s in got:
         assert s.ok, (s.server, s.error, s.detail)
         err = s.offset_s - truth[s.server].true_offset_at(s.t_local_ns)
-        assert abs(err) < OFFSET_BOUND_S, (s.server, s.offset_s, err)
+        # NTP's own guarantee: the truth lies within offset ± delay/2 (+ clock read precision).
+        # Under load a late-waking server lengthens one leg only, so this bound, not a flat
+        # one, is what must hold (seen: max |err| − delay/2 = 0.0 µs, max |err| 963 µs).
+        assert abs(err) <= s.delay_s / 2 + PRECISION_S, (s.server, err, s.delay_s)
         assert s.delay_s is not None and 0 <= s.delay_s < 0.005  # shim works: no half-skewed replies
         assert s.rx_timestamp == "kernel" and s.rx_latency_ns is not None and s.rx_latency_ns >= 0
+        errors.setdefault(s.server, []).append(err)
+    for server, errs in errors.items():
+        assert abs(statistics.median(errs)) < OFFSET_BOUND_S, server
 
 
 def test_offset_growth_matches_configured_drift(lab: Lab) -> None:
