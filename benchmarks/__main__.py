@@ -19,7 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_fanout, bench_precision, bench_qps, bench_startup
+from benchmarks import (
+    bench_drift,
+    bench_fanout,
+    bench_interval,
+    bench_precision,
+    bench_qps,
+    bench_startup,
+    bench_timeouts,
+)
 from benchmarks.common import BenchResult, Row, fmt, mono_s
 
 BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
@@ -27,6 +35,9 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "precision": bench_precision.run,
     "fanout": bench_fanout.run,
     "startup": bench_startup.run,
+    "drift": bench_drift.run,
+    "timeouts": bench_timeouts.run,
+    "interval": bench_interval.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -24,6 +24,7 @@ such read per clock, each projected onto the same realtime instant.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -59,6 +60,7 @@ CLOCKS: dict[str, int] = {
 STEP_THRESHOLD_NS = 1 * NS_PER_MS  # fixed part of the step threshold
 STEP_THRESHOLD_FRACTION = 0.10  # plus 10 % of the elapsed monotonic time (> 83 333 ppm)
 SUSPEND_THRESHOLD_NS = 1 * NS_PER_MS  # boottime − monotonic growth that means suspend
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 MAX_SNAPSHOTS = 10_000_000  # hard cap for sample_clocks whatever duration × rate says
 
 
@@ -135,6 +137,16 @@ class ClockReport:
 def realtime_ns() -> int:
     """CLOCK_REALTIME now, integer ns since the Unix epoch: timekit's one wall-clock read."""
     return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """The kernel's boot id (a fresh UUID per boot), or None off Linux: boottime's epoch."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def read_bracketed(clock_id: int, tries: int = 5) -> BracketedRead:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress, format_hostport
+from timekit.collectors.clocks import boot_id
 from timekit.collectors.clocks import realtime_ns as _realtime_ns  # module-level: tests inject steps
 from timekit.collectors.ntp_packet import (
     NON_FINAL_ERRORS,
@@ -170,6 +171,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     return
                 user_rx_ns = _realtime_ns()
                 mono_recv_ns = time.monotonic_ns()
+                boot_rx_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
                 kernel_rx_ns = _kernel_rx_ns(anc)
                 t4_ns = kernel_rx_ns if kernel_rx_ns is not None else user_rx_ns
                 # Wall-clock step during the exchange: realtime and monotonic spans disagree.
@@ -192,7 +194,9 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     t3_ns=v.t3_ns, t4_ns=t4_ns,
                     rx_timestamp="kernel" if kernel_rx_ns is not None else "user",
                     rx_latency_ns=user_rx_ns - t4_ns, timeout_s=timeout_s,
-                    detail=v.detail or None))
+                    detail=v.detail or None,
+                    # boottime at T4: the user-space pair (realtime, boottime) moved back to T4
+                    boottime_ns=boot_rx_ns - (user_rx_ns - t4_ns), boot_id=boot_id()))
 
         loop.add_reader(sock.fileno(), on_readable)
         try:

@@ -177,3 +177,33 @@ def test_attempt_and_its_server_state_commit_together(tmp_path: Path) -> None:  
         assert st.count_ntp_samples() == 1
     assert again.hold_reason == "kod_rate" and again.kod_backoff_s == 64.0  # 2**6 s asked
     assert again.held(BIG_NS + 63 * 10**9) == "rate_limited"
+
+
+def test_v1_store_migrates_to_current_keeping_samples(tmp_path: Path) -> None:  # S10
+    from timekit.store import MIGRATIONS
+
+    p = tmp_path / "old.db"
+    c = sqlite3.connect(p)
+    c.executescript(MIGRATIONS[0])
+    c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    c.execute("PRAGMA user_version = 1")
+    c.execute("INSERT INTO ntp_samples(server, ok, t_local_ns, offset_s) VALUES ('old:123', 1, ?, 0.5)",
+              (BIG_NS,))
+    c.commit()
+    c.close()
+    for _ in range(2):  # idempotent: the second open finds the current version and does nothing
+        with Store.open(p) as st:
+            assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            (old,) = st.ntp_samples()
+            assert (old.server, old.t_local_ns, old.offset_s) == ("old:123", BIG_NS, 0.5)
+            assert old.boottime_ns is None and old.boot_id is None  # v2 columns, unknown for old rows
+            assert st.node_health_rows() == []
+
+
+def test_ok_rows_keeps_newest_per_server(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "t.db") as st:
+        st.add_ntp_samples([sample(i, "a:1") for i in range(10)] + [sample(i, "b:1") for i in range(3)]
+                           + [NtpSample("a:1", False, "timeout", BIG_NS + 100)])
+        rows = st.ok_rows(["server", "t_local_ns"], last_per_server=4)
+    # a's newest 4 ok samples are i = 6..9 (the timeout is not ok); b has only 3
+    assert rows == [("a:1", BIG_NS + i) for i in range(6, 10)] + [("b:1", BIG_NS + i) for i in range(3)]

@@ -26,7 +26,10 @@ lab_app = typer.Typer(no_args_is_help=True, help="The reference lab: NTP servers
                       "with known offsets, drifts and faults.")
 servers_app = typer.Typer(no_args_is_help=True, help="Per-server state kept between runs "
                           "(kiss-o'-death holds, adaptive timeouts).")
+analyze_app = typer.Typer(no_args_is_help=True, help="Turn stored samples into answers: drift, "
+                          "skew against the majority, timeouts.")
 app.add_typer(sample_app, name="sample")
+app.add_typer(analyze_app, name="analyze")
 app.add_typer(lab_app, name="lab")
 app.add_typer(servers_app, name="servers")
 
@@ -173,6 +176,143 @@ def collect_cmd(
         _console().print(collect_text(result))
     if result.budget_exceeded:
         warn(f"run budget exceeded: kept {len(result.ntp.samples)} samples, the rest was not taken")
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- analyze
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config; its [interval] and "
+                                                "[skew] sections set the defaults (see README).")]
+ServerOpt = Annotated[list[str] | None, typer.Option("--server", help="Only this server (repeatable).")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Only samples this recent: 90s, 15m, 2h, 7d.")]
+
+
+def _since_ns(since: str | None) -> int | None:
+    if since is None:
+        return None
+    from timekit.collectors.clocks import realtime_ns
+    from timekit.errors import UsageError
+    from timekit.units import parse_duration_s
+
+    try:
+        return realtime_ns() - round(parse_duration_s(since) * 1e9)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+
+
+def _config_section(config: Path | None, section: str) -> dict[str, Any]:
+    if config is None:
+        return {}
+    from timekit.config import load_config
+
+    return dict(getattr(load_config(config), section))
+
+
+def _interval_policy(config: Path | None, **flags: Any) -> Any:
+    from timekit.analysis.interval import IntervalPolicy
+    from timekit.errors import UsageError
+
+    kw = {**_config_section(config, "interval"), **{k: v for k, v in flags.items() if v is not None}}
+    try:
+        return IntervalPolicy(**kw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _per_server(kind: str, server: list[str] | None, since: str | None, as_json: bool,
+                db: Path | None) -> None:
+    """Shared body of `analyze drift` and `analyze timeout`: results per server, JSON or a table."""
+    from timekit import render
+    from timekit.drift_report import drift_results
+    from timekit.timeout_report import timeout_results
+
+    compute, table = ((drift_results, render.drift_table) if kind == "drift"
+                      else (timeout_results, render.timeout_table))
+    names = [s.name for s in _parse_servers(server)] if server else None
+    with _open_store(db) as store:
+        results = compute(store, servers=names, since_ns=_since_ns(since))
+    if as_json:
+        emit_json({"results": results})
+    else:
+        _console().print(table(results))
+
+
+@analyze_app.command("drift")
+def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
+                      db: DbOpt = None) -> None:
+    """Drift of the local clock against each reference (ppm, 95% CI), robust to steps and outliers."""
+    _per_server("drift", server, since, as_json, db)
+
+
+@analyze_app.command("timeout")
+def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
+                        db: DbOpt = None) -> None:
+    """Recommended timeout per server from its measured round trips (RFC 6298, phi accrual, quantile)."""
+    _per_server("timeout", server, since, as_json, db)
+
+
+@analyze_app.command("skew")
+def analyze_skew_cmd(
+    max_offset: Annotated[float | None, typer.Option("--max-offset", min=1e-9, help="Seconds from the "
+                          "majority beyond which a node heads for quarantine (default 0.5).")] = None,
+    warn_offset: Annotated[float | None, typer.Option("--warn-offset", min=1e-9, help="Seconds from the "
+                           "majority beyond which a node is suspect (default 0.1).")] = None,
+    enter_after: Annotated[int | None, typer.Option(min=1, help="Consecutive checks beyond max "
+                           "offset to enter quarantine (default 3).")] = None,
+    leave_after: Annotated[int | None, typer.Option(min=1, help="Consecutive healthy checks to "
+                           "leave quarantine (default 5).")] = None,
+    hook: Annotated[str | None, typer.Option(help="Command run on each transition (env TIMEKIT_NODE, "
+                    "TIMEKIT_FROM_STATUS, TIMEKIT_TO_STATUS, TIMEKIT_OFFSET_S, TIMEKIT_REASON).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Each reference and this host (`self`) against the majority; sticky quarantine in the store."""
+    from timekit.skewcheck import SkewConfig, run_skew_check
+
+    flags = {"max_offset_s": max_offset, "warn_offset_s": warn_offset, "enter_after": enter_after,
+             "leave_after": leave_after, "hook": hook}
+    kw = {**_config_section(config, "skew"), **{k: v for k, v in flags.items() if v is not None}}
+    if max_offset is not None and warn_offset is None and "warn_offset_s" not in kw:
+        kw["warn_offset_s"] = min(SkewConfig.warn_offset_s, max_offset)
+    cfg = SkewConfig(**kw)
+    with _open_store(db) as store:
+        report = run_skew_check(store, cfg, interval_policy=_interval_policy(config))
+    doc = report.to_json()
+    if as_json:
+        emit_json(doc)
+    else:
+        from timekit.render import skew_table
+
+        _console().print(skew_table(doc))
+    for failure in report.hook_failures:
+        warn(failure)
+
+
+@app.command("now")
+def now_cmd(
+    max_drift_ppm: Annotated[float | None, typer.Option("--max-drift-ppm", help="Assumed bound on the "
+                             "clock's unseen drift, ppm (default 200).")] = None,
+    server: ServerOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """What time it really is: [earliest, latest] containing the references' true time."""
+    from timekit.truetime import interval_from_store
+
+    policy = _interval_policy(config, max_drift_ppm=max_drift_ppm)
+    names = [s.name for s in _parse_servers(server)] if server else None
+    with _open_store(db) as store:
+        est = interval_from_store(store, policy, servers=names)
+    from timekit.render import interval_doc, interval_text
+
+    doc = interval_doc(est)
+    if as_json:
+        emit_json(doc)
+    else:
+        print(interval_text(doc))
+    if est.earliest_ns is None:
+        warn(f"no interval: {est.reason}")
         raise typer.Exit(1)
 
 

@@ -14,6 +14,21 @@
 
     [run]
     budget_s = 50        # abort and keep what is complete past this (below a cron minute)
+
+    [interval]           # `timekit now` / IntervalClock
+    max_drift_ppm = 200  # the bound grows at this (plus the drift estimate's uncertainty)
+    fresh_s = 300        # evidence younger than this: synchronized; older: free_running
+    void_after_s = 14400 # older than this: no longer evidence (unknown)
+    max_root_distance_s = 1.5
+
+    [skew]               # `timekit analyze skew`
+    warn_offset_s = 0.1  # suspect beyond this against the majority
+    max_offset_s = 0.5   # quarantined after enter_after consecutive checks beyond this
+    enter_after = 3
+    leave_after = 5      # consecutive healthy checks to leave quarantine
+    max_age_s = 900
+    pause_guard_s = 0.5
+    hook = "/usr/local/bin/on-quarantine"   # run per transition, env TIMEKIT_NODE, TIMEKIT_TO_STATUS, ...
 """
 
 from __future__ import annotations
@@ -42,6 +57,8 @@ class CollectConfig:
     clocks_duration_s: float = 1.0
     clocks_rate_hz: float = 20.0
     budget_s: float = 50.0
+    interval: dict[str, Any] = field(default_factory=dict)  # IntervalPolicy keyword arguments
+    skew: dict[str, Any] = field(default_factory=dict)  # SkewConfig keyword arguments
     source: str = field(default="", compare=False)
 
 
@@ -50,6 +67,10 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
             "min_poll_s": (int, float)},
     "clocks": {"enabled": bool, "duration_s": (int, float), "rate_hz": (int, float)},
     "run": {"budget_s": (int, float)},
+    "interval": {"max_drift_ppm": (int, float), "fresh_s": (int, float), "void_after_s": (int, float),
+                 "max_root_distance_s": (int, float)},
+    "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
+             "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
 }
 
 
@@ -110,5 +131,23 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         clocks_duration_s=_positive(source, "clocks.duration_s", clocks.get("duration_s", 1.0), hi=3600),
         clocks_rate_hz=_positive(source, "clocks.rate_hz", clocks.get("rate_hz", 20.0), hi=10_000),
         budget_s=_positive(source, "run.budget_s", run.get("budget_s", 50.0), hi=86_400),
+        interval=_checked(source, "interval", raw.get("interval", {})),
+        skew=_checked(source, "skew", raw.get("skew", {})),
         source=source,
     )
+
+
+def _checked(source: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Build the section's policy object once so a bad value is reported against the file."""
+    from timekit.analysis.interval import IntervalPolicy
+
+    try:
+        if section == "interval":
+            IntervalPolicy(**body)
+        else:
+            from timekit.skewcheck import SkewConfig
+
+            SkewConfig(**body)
+    except (ValueError, UsageError) as exc:
+        raise UsageError(f"{source}: [{section}] {exc}") from None
+    return dict(body)

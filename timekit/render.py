@@ -105,3 +105,87 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
                   fmt_s(r.get("error_median_s")), fmt_s(r.get("error_max_abs_s"), False),
                   fmt_s(r.get("delay_median_s"), False), ", ".join(r["errors"]) or "-")
     return t
+
+
+def _utc(t_ns: int | None) -> str:
+    """An instant as UTC ISO 8601 with nanoseconds."""
+    if t_ns is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    secs, ns = divmod(t_ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+
+def interval_doc(est: Any) -> dict[str, Any]:
+    """The `timekit now` JSON document: the DESIGN.md contract fields first, then the evidence."""
+    sel = est.selection
+    return {
+        "earliest_ns": est.earliest_ns, "latest_ns": est.latest_ns, "uncertainty_s": est.uncertainty_s,
+        "status": est.status, "as_of_ns": est.as_of_ns, "reason": est.reason,
+        "evidence_age_s": est.evidence_age_s, "local_step_s": est.local_step_s,
+        "single_source": est.single_source, "naive_uncertainty_s": est.naive_uncertainty_s,
+        "quorum": None if sel is None else sel.quorum,
+        "truechimers": [] if sel is None else list(sel.truechimers),
+        "falsetickers": [] if sel is None else list(sel.falsetickers),
+        "sources": [{"server": b.server, "status": b.status, "reason": b.reason,
+                     "offset_lo_s": b.lo_s, "offset_hi_s": b.hi_s, "age_s": b.age_s, "n_used": b.n_used}
+                    for b in est.servers],
+    }
+
+
+def interval_text(doc: dict[str, Any]) -> str:
+    """`timekit now` for a person: the interval in UTC, its half-width and the status."""
+    lines = [f"status:      {doc['status']}"]
+    if doc["earliest_ns"] is not None:
+        lines += [f"earliest:    {_utc(doc['earliest_ns'])}", f"latest:      {_utc(doc['latest_ns'])}",
+                  f"uncertainty: ±{fmt_s(doc['uncertainty_s'], signed=False)}"
+                  + (f" (naive |offset| + root distance: ±{fmt_s(doc['naive_uncertainty_s'], False)})"
+                     if doc["naive_uncertainty_s"] is not None else ""),
+                  f"evidence:    {fmt_s(doc['evidence_age_s'], signed=False)} old, from "
+                  f"{', '.join(doc['truechimers'])}"]
+    if doc["falsetickers"]:
+        lines.append(f"falsetickers: {', '.join(doc['falsetickers'])}")
+    lines.append(f"why:         {doc['reason']}")
+    return "\n".join(lines)
+
+
+def skew_table(doc: dict[str, Any]) -> Table:
+    """`timekit analyze skew`: nodes against the majority consensus."""
+    quorum = "quorum" if doc["quorum"] else "NO QUORUM"
+    t = Table(title=f"Skew against the majority ({quorum}; offset = consensus - node)"
+              + (f" - held: {doc['reason']}" if doc["held"] else ""))
+    for col in ("node", "offset", "±", "verdict", "status", "streak bad/good", "why"):
+        t.add_column(col, justify="right" if col in ("offset", "±") else "left")
+    for n in doc["nodes"]:
+        t.add_row(n["node"], fmt_s(n["offset_s"]), fmt_s(n["uncertainty_s"], signed=False), n["verdict"],
+                  n["status"], f"{n['bad_streak']}/{n['good_streak']}", n["reason"])
+    for name in doc["stale"]:
+        t.add_row(name, "-", "-", "stale", "-", "-", "no fresh evidence")
+    return t
+
+
+def drift_table(results: list[dict[str, Any]]) -> Table:
+    """`timekit analyze drift`: local drift against each reference with its 95% interval."""
+    t = Table(title="Drift of the local clock (ppm; + = local clock gains)")
+    for col in ("server", "drift ppm", "95% CI ppm", "offset now", "samples used", "span", "status"):
+        t.add_column(col, justify="left" if col in ("server", "status") else "right")
+    for r in results:
+        ci = r.get("drift_ci95_ppm")
+        t.add_row(r["server"], "-" if r["drift_ppm"] is None else f"{r['drift_ppm']:+.3f}",
+                  "-" if not ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]", fmt_s(r["offset_s"]),
+                  f"{r.get('n_used', '-')}/{r['n_samples']}", fmt_s(r["span_s"], signed=False),
+                  r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason', '')}"))
+    return t
+
+
+def timeout_table(results: list[dict[str, Any]]) -> Table:
+    """`timekit analyze timeout`: the recommended timeout per server and why."""
+    t = Table(title="Recommended timeouts from measured round trips")
+    for col in ("server", "timeout", "method", "rtt p50", "rtt p99", "why"):
+        t.add_column(col, justify="left" if col in ("server", "method", "why") else "right")
+    for r in results:
+        t.add_row(r["server"], fmt_s(r["timeout_s"], signed=False), str(r["method"]),
+                  fmt_s(r["rtt_p50_s"], signed=False), fmt_s(r["rtt_p99_s"], signed=False),
+                  r.get("reason", ""))
+    return t

@@ -33,6 +33,8 @@ class NtpSample:
     rx_latency_ns: int | None = None  # user-space read minus kernel receive timestamp
     timeout_s: float | None = None  # the adaptive timeout this attempt used
     detail: str | None = None  # why it was rejected, in words
+    boottime_ns: int | None = None  # CLOCK_BOOTTIME at t_local_ns: ages evidence across steps/suspend
+    boot_id: str | None = None  # kernel boot id: boottime is only comparable within one boot
 
     @property
     def root_distance_s(self) -> float | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -54,6 +54,14 @@ MIGRATIONS: list[str] = [
     " kod_backoff_s REAL NOT NULL DEFAULT 0, last_query_ns INTEGER NOT NULL DEFAULT 0);\n"
     "CREATE TABLE runs (id INTEGER PRIMARY KEY, command TEXT NOT NULL, started_ns INTEGER NOT NULL,"
     " finished_ns INTEGER, status TEXT);\n",
+    # v2: boottime per sample (ages evidence across wall-clock steps), node health (quarantine)
+    "ALTER TABLE ntp_samples ADD COLUMN boottime_ns INTEGER;\n"
+    "ALTER TABLE ntp_samples ADD COLUMN boot_id TEXT;\n"
+    "CREATE TABLE node_health (node TEXT PRIMARY KEY, status TEXT NOT NULL,"
+    " bad_streak INTEGER NOT NULL, good_streak INTEGER NOT NULL, since_ns INTEGER NOT NULL,"
+    " last_offset_s REAL, updated_ns INTEGER NOT NULL);\n"
+    "CREATE TABLE health_events (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, node TEXT NOT NULL,"
+    " from_status TEXT NOT NULL, to_status TEXT NOT NULL, offset_s REAL, reason TEXT NOT NULL);\n",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _STATE_COLUMNS = [f.name for f in fields(ServerState)]
@@ -253,6 +261,69 @@ class Store:
         if ok_only:
             conds.append("ok = 1")
         return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+    def ok_rows(self, columns: Sequence[str], server: str | None = None, since_ns: int | None = None,
+                last_per_server: int | None = None) -> list[tuple[Any, ...]]:
+        """Raw `columns` of usable (ok) samples, ordered by server then time, for analysis.
+
+        `last_per_server` keeps only each server's newest N (a window function, one pass).
+        """
+        bad = [c for c in columns if c not in _NTP_COLUMNS]
+        if bad:
+            raise ValueError(f"unknown sample columns: {bad}")
+        where, args = self._where(server, since_ns, ok_only=True)
+        cols = ", ".join(columns)
+        if last_per_server is None:
+            sql = f"SELECT {cols} FROM ntp_samples{where} ORDER BY server, t_local_ns, id"
+        else:
+            sql = (f"SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY server "
+                   f"ORDER BY t_local_ns DESC, id DESC) AS rn FROM ntp_samples{where}) "
+                   f"WHERE rn <= ? ORDER BY server, t_local_ns, id")
+            args = [*args, int(last_per_server)]
+        with self.reading() as c:
+            return c.execute(sql, args).fetchall()
+
+    def attempt_rows(self, columns: Sequence[str], server: str | None = None,
+                     since_ns: int | None = None) -> list[tuple[Any, ...]]:
+        """Raw `columns` of every attempt (ok or not), ordered by server then time."""
+        bad = [c for c in columns if c not in _NTP_COLUMNS]
+        if bad:
+            raise ValueError(f"unknown sample columns: {bad}")
+        where, args = self._where(server, since_ns, ok_only=False)
+        with self.reading() as c:
+            return c.execute(f"SELECT {', '.join(columns)} FROM ntp_samples{where} "
+                             "ORDER BY server, t_local_ns, id", args).fetchall()
+
+    def clock_events(self, since_ns: int | None = None) -> list[tuple[str, int, float]]:
+        """(kind, t_local_ns, magnitude_s) of recorded clock events (steps, suspends), oldest first."""
+        with self.reading() as c:
+            return c.execute("SELECT kind, t_local_ns, magnitude_s FROM clock_events WHERE t_local_ns >= ?"
+                             " ORDER BY t_local_ns", (since_ns or 0,)).fetchall()
+
+    # --- node health (quarantine) ------------------------------------------------------------
+    def node_health_rows(self) -> list[tuple[Any, ...]]:
+        """(node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns) per node."""
+        with self.reading() as c:
+            return c.execute("SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s,"
+                             " updated_ns FROM node_health ORDER BY node").fetchall()
+
+    def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]]) -> None:
+        """Persist node health rows and their transition log (t_ns, node, from, to, offset_s, reason)
+        in one transaction, so a check's verdict and its evidence land together."""
+        with self.write() as c:
+            c.executemany("INSERT OR REPLACE INTO node_health(node, status, bad_streak, good_streak,"
+                          " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
+            c.executemany("INSERT INTO health_events(t_ns, node, from_status, to_status, offset_s, reason)"
+                          " VALUES (?, ?, ?, ?, ?, ?)", list(events))
+
+    def health_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
+        """(t_ns, node, from_status, to_status, offset_s, reason), oldest first."""
+        with self.reading() as c:
+            if node is None:
+                return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
+                                 " FROM health_events ORDER BY id").fetchall()
+            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
+                             " FROM health_events WHERE node = ? ORDER BY id", (node,)).fetchall()
 
     def count_ntp_samples(self) -> int:
         with self.reading() as c:

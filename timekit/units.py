@@ -31,3 +31,20 @@ def unix_ns_to_ntp_fixed(unix_ns: int) -> int:
 def ntp_fixed_to_unix_ns(fixed: int) -> int:
     """Unbounded NTP fixed point -> Unix-epoch ns (rounded to nearest ns)."""
     return ((fixed * NS_PER_S + (1 << 31)) >> 32) - NTP_UNIX_DELTA_S * NS_PER_S
+
+
+_DURATION_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """'90', '90s', '15m', '2h', '7d', '250ms' -> seconds; ValueError naming the text otherwise."""
+    t = text.strip().lower()
+    unit = next((u for u in sorted(_DURATION_UNITS, key=len, reverse=True) if t.endswith(u)), "")
+    number = t[: len(t) - len(unit)].strip() if unit else t
+    try:
+        value = float(number) * _DURATION_UNITS.get(unit, 1.0)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90, 15m, 2h, 7d)") from None
+    if not 0 <= value < 1e10:  # also rejects nan and inf
+        raise ValueError(f"duration out of range: {text!r}")
+    return value

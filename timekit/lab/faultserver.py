@@ -56,6 +56,7 @@ class PortSpec:
     spike_s: float = 0.0
     step_after_s: float | None = None
     step_s: float = 0.0
+    step_until_s: float | None = None  # the step is undone at this elapsed time (an excursion)
     stratum: int = 2
     root_delay_s: float = 0.0001
     root_dispersion_s: float = 0.0001
@@ -65,8 +66,15 @@ class PortSpec:
     def server_offset_s(self, t_ns: int, start_ns: int) -> float:
         """True offset (server − real) at realtime `t_ns`, seconds."""
         elapsed_s = (t_ns - start_ns) / NS_PER_S
-        step = self.step_s if self.step_after_s is not None and elapsed_s >= self.step_after_s else 0.0
-        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step
+        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step_at(
+            elapsed_s, self.step_after_s, self.step_s, self.step_until_s)
+
+
+def step_at(elapsed_s: float, after_s: float | None, step_s: float, until_s: float | None) -> float:
+    """The step in force `elapsed_s` after start: `step_s` from `after_s` until `until_s`, seconds."""
+    if after_s is None or elapsed_s < after_s or (until_s is not None and elapsed_s >= until_s):
+        return 0.0
+    return step_s
 
 
 @dataclass

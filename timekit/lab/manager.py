@@ -20,7 +20,7 @@ from typing import Any
 
 from timekit.address import format_hostport
 from timekit.errors import CollectorError, UsageError
-from timekit.lab.faultserver import FAULT_KINDS, PortSpec, write_json_atomic
+from timekit.lab.faultserver import FAULT_KINDS, PortSpec, step_at, write_json_atomic
 from timekit.units import NS_PER_S, PPM
 
 STATE_FILE = "lab.json"
@@ -70,11 +70,12 @@ class LabServer:
     start_ns: int = 0
     step_after_s: float | None = None
     step_s: float = 0.0
+    step_until_s: float | None = None
 
     def true_offset_at(self, t_ns: int) -> float:
         """True offset of this server against the local clock at realtime `t_ns`, seconds."""
         elapsed_s = (t_ns - self.start_ns) / NS_PER_S
-        step = self.step_s if self.step_after_s is not None and elapsed_s >= self.step_after_s else 0.0
+        step = step_at(elapsed_s, self.step_after_s, self.step_s, self.step_until_s)
         return self.offset_s + self.server_drift_ppm * PPM * elapsed_s + step
 
     @property
@@ -259,7 +260,7 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
                 lab.servers.append(LabServer(
                     p["name"] or p["kind"], format_hostport(p["host"], p["port"]), p["kind"], pid,
                     offset_s=p["offset_s"], server_drift_ppm=p["drift_ppm"], start_ns=ready["start_ns"],
-                    step_after_s=p["step_after_s"], step_s=p["step_s"]))
+                    step_after_s=p["step_after_s"], step_s=p["step_s"], step_until_s=p.get("step_until_s")))
         lab.save()
     except BaseException:
         lab.stop()

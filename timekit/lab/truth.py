@@ -15,7 +15,7 @@ def lab_status_rows(lab: Lab) -> list[dict[str, Any]]:
     now_ns = realtime_ns()
     return [{"name": s.name, "address": s.address, "kind": s.kind, "pid": s.pid,
              "alive": pid_alive(s.pid), "offset_s": s.offset_s, "server_drift_ppm": s.server_drift_ppm,
-             "step_after_s": s.step_after_s, "step_s": s.step_s,
+             "step_after_s": s.step_after_s, "step_s": s.step_s, "step_until_s": s.step_until_s,
              "true_offset_now_s": s.true_offset_at(now_ns)} for s in lab.servers]
 
 

@@ -1,0 +1,256 @@
+"""TrueTime-style intervals: where true time is now, given the NTP evidence and its age.
+
+The bound, derived once (ClockBound's model, plus drift correction and a step-proof clock):
+
+Each ok sample k of a reference says: at local realtime ``R_k`` (and CLOCK_BOOTTIME ``B_k``)
+the reference was ``offset_k`` ahead of us, give or take its root distance ``λ_k``
+(delay/2 + root delay/2 + root dispersion), the NTP guarantee for an honest server.
+At a later instant (``R``, ``B``) the same reference is ahead of us by::
+
+    θ(R) ∈ offset_k − s_k − d·age_k  ±  (λ_k + (z·σ_d + D)·age_k + ε)
+
+    age_k = (B − B_k)                     elapsed time, BOOTTIME: counts suspend, never steps
+    s_k   = (R − B) − (R_k − B_k)         how far our wall clock was stepped since (0 unless stepped)
+    d     = estimated local drift (ppm)   our clock gains d·age against the reference
+    σ_d   = its standard error, z = DRIFT_SE_MULTIPLIER
+    D     = max_drift_ppm (configured)    what the drift may do that the estimate did not see
+    ε     = PAIR_UNCERTAINTY_S            reading realtime and boottime is not one instant
+
+Every sample of one honest reference contains the truth, so the reference's interval is the
+intersection of its samples' intervals, taken from the newest backwards and stopped where it
+would become empty (the older ones belong to a regime before a step). The references are
+then combined by majority (``selection.select_sources``: the safe hull of the points that a
+strict majority vouches for). That hull is safe if a majority is honest, but references
+never share one perfect timescale: each honest one is only sure of its *own* time, and two
+of them may differ by a few µs while their intervals are that narrow. So the result is the
+hull of the majority region and of every truechimer's own interval (those no wider than
+UNION_MAX_WIDTH_RATIO × the narrowest, so one vague reference cannot blow it up), and
+``earliest/latest = R + [lo, hi]``, rounded outward.
+
+Status follows ClockBound: ``synchronized`` while the newest evidence is younger than
+``fresh_s``; ``free_running`` while it is older but younger than ``void_after_s`` (the bound
+keeps growing at the drift terms); ``unknown`` with no usable evidence, no majority, or a
+wall-clock step since the evidence (the interval is still correct, because it is computed on
+boottime, but the caller should know). Complexity: O(n log n) in the samples given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from timekit.analysis.selection import Selection, SourceInterval, select_sources
+from timekit.units import NS_PER_S, PPM
+
+DAY_NS = 86_400 * NS_PER_S
+LEAP_WIDEN_S = 1.0  # a pending leap second may or may not have been applied: ±1 s near midnight
+DRIFT_SE_MULTIPLIER = 4.0  # the drift estimate's share of the growth: 4 standard errors
+PAIR_UNCERTAINTY_S = 5e-6  # (realtime, boottime) pairs are read ≤ 1 µs apart; 5× margin
+UNION_MAX_WIDTH_RATIO = 10.0  # truechimers this much wider than the narrowest stay out of the hull
+CAUSALITY_SLACK_S = 1e-3  # boottime may not run backwards by more than this (FAULTS Q6)
+MAX_SANE_DRIFT_PPM = 1e6  # 1e9 ppb: anything at or above is a configuration error (FAULTS Q7)
+
+
+@dataclass(frozen=True)
+class IntervalPolicy:
+    """What the interval assumes. Validated on construction (the error names value and unit)."""
+
+    max_drift_ppm: float = 200.0  # Spanner's 200 µs/s assumption; ClockBound-style growth
+    fresh_s: float = 300.0  # newest evidence younger than this: synchronized
+    void_after_s: float = 14_400.0  # older than this: not evidence any more (status unknown)
+    max_root_distance_s: float = 1.5  # samples vouching for less than this are not used (N26)
+    step_tolerance_s: float = 1e-3  # wall-clock step since the evidence that makes status unknown
+    max_samples_per_server: int = 256  # newest samples per reference that the intersection looks at
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.max_drift_ppm < MAX_SANE_DRIFT_PPM, f"max_drift_ppm = {self.max_drift_ppm} ppm "
+             f"is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
+            (0.0 < self.fresh_s <= self.void_after_s, f"fresh_s = {self.fresh_s} s must be > 0 and "
+             f"<= void_after_s = {self.void_after_s} s"),
+            (math.isfinite(self.void_after_s), f"void_after_s = {self.void_after_s} s is not finite"),
+            (0.0 < self.max_root_distance_s <= 16.0, f"max_root_distance_s = {self.max_root_distance_s} s "
+             "is outside 0 < value <= 16 s"),
+            (0.0 < self.step_tolerance_s <= 60.0, f"step_tolerance_s = {self.step_tolerance_s} s is "
+             "outside 0 < value <= 60 s"),
+            (1 <= self.max_samples_per_server <= 1_000_000, "max_samples_per_server = "
+             f"{self.max_samples_per_server} is outside 1..1000000"),
+        ]
+        for ok, message in checks:
+            if not ok:  # also catches nan, for which every comparison is false
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ServerEvidence:
+    """One reference's ok samples, oldest first, plus the drift fitted on them (None: not known).
+
+    Arrays: `t_local_ns`/`boottime_ns` int64 ns, `offset_s` and `half_width_s` (root distance)
+    float s, `leap` the leap indicator of each reply (or None).
+    """
+
+    server: str
+    t_local_ns: np.ndarray
+    boottime_ns: np.ndarray
+    offset_s: np.ndarray
+    half_width_s: np.ndarray
+    leap: np.ndarray | None = None
+    drift_ppm: float | None = None
+    drift_se_ppm: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerBound:
+    """Where one reference's true offset (reference − local) lies now, and why."""
+
+    server: str
+    status: str  # 'ok' | 'no_samples' | 'stale' | 'causality_breach'
+    reason: str
+    lo_s: float | None = None
+    hi_s: float | None = None
+    age_s: float | None = None  # of the newest sample used
+    n_used: int = 0
+    local_step_s: float | None = None  # wall-clock step since the newest sample used
+    leap: int = 0  # leap indicator of the newest sample used
+    naive_half_width_s: float | None = None  # |offset| + root distance of the newest sample
+
+    @property
+    def half_width_s(self) -> float | None:
+        return None if self.lo_s is None or self.hi_s is None else (self.hi_s - self.lo_s) / 2
+
+
+@dataclass(frozen=True)
+class IntervalEstimate:
+    """`[earliest_ns, latest_ns]` contains the references' true time at local realtime `as_of_ns`."""
+
+    status: str  # 'synchronized' | 'free_running' | 'unknown'
+    reason: str
+    as_of_ns: int
+    earliest_ns: int | None = None
+    latest_ns: int | None = None
+    servers: tuple[ServerBound, ...] = ()
+    selection: Selection | None = None
+    evidence_age_s: float | None = None
+    local_step_s: float | None = None
+    single_source: bool = False
+    naive_uncertainty_s: float | None = None  # best |offset| + root distance: the bound without timekit
+
+    def __post_init__(self) -> None:
+        if (self.earliest_ns is None) != (self.latest_ns is None):
+            raise ValueError("earliest_ns and latest_ns must both be set or both be None")
+        if self.earliest_ns is not None and self.latest_ns is not None and self.earliest_ns > self.latest_ns:
+            raise ValueError(f"inverted interval: earliest {self.earliest_ns} > latest {self.latest_ns}")
+
+    @property
+    def uncertainty_s(self) -> float | None:
+        """Half the width, seconds (None when there is no interval)."""
+        if self.earliest_ns is None or self.latest_ns is None:
+            return None
+        return (self.latest_ns - self.earliest_ns) / 2 / NS_PER_S
+
+
+def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: int,
+                 policy: IntervalPolicy) -> ServerBound:
+    """The interval for one reference's true offset at (`now_realtime_ns`, `now_boottime_ns`)."""
+    n = len(ev.offset_s)
+    if n == 0:
+        return ServerBound(ev.server, "no_samples", "no ok samples")
+    boot = np.asarray(ev.boottime_ns, dtype=np.int64)
+    age_s = (now_boottime_ns - boot) / NS_PER_S
+    if np.any(age_s < -CAUSALITY_SLACK_S):
+        return ServerBound(ev.server, "causality_breach",
+                           f"evidence is {-float(age_s.min()):.6f} s in the boottime future: "
+                           "clock reading earlier than the evidence (same boot?)")
+    offset = np.asarray(ev.offset_s, dtype=np.float64)
+    half = np.asarray(ev.half_width_s, dtype=np.float64)
+    usable = (np.isfinite(offset) & np.isfinite(half) & (half >= 0) & (half <= policy.max_root_distance_s)
+              & (age_s <= policy.void_after_s))
+    idx = np.flatnonzero(usable)
+    if idx.size == 0:
+        youngest_s = float(age_s.min())
+        why = (f"newest sample is {youngest_s:.0f} s old (void after {policy.void_after_s:.0f} s)"
+               if youngest_s > policy.void_after_s
+               else f"no sample with root distance <= {policy.max_root_distance_s} s")
+        return ServerBound(ev.server, "stale", why, age_s=youngest_s)
+    idx = idx[-policy.max_samples_per_server:]
+    age = np.maximum(age_s[idx], 0.0)
+    t_local = np.asarray(ev.t_local_ns, dtype=np.int64)[idx]
+    # how far the wall clock moved beyond elapsed boottime since each sample (exact integer ns)
+    step_s = ((now_realtime_ns - now_boottime_ns) - (t_local - boot[idx])) / NS_PER_S
+    drift, drift_unc = 0.0, policy.max_drift_ppm  # no estimate: ClockBound's model, growth at D
+    if (ev.drift_ppm is not None and ev.drift_se_ppm is not None and math.isfinite(ev.drift_ppm)
+            and math.isfinite(ev.drift_se_ppm)):
+        drift, drift_unc = ev.drift_ppm, policy.max_drift_ppm + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
+    centre = offset[idx] - step_s - drift * PPM * age
+    width = half[idx] + drift_unc * PPM * age + PAIR_UNCERTAINTY_S
+    # intersect from the newest backwards; stop at the first sample that would empty it
+    lo_run = np.maximum.accumulate((centre - width)[::-1])
+    hi_run = np.minimum.accumulate((centre + width)[::-1])
+    empty = np.flatnonzero(lo_run > hi_run)
+    k = int(empty[0]) if empty.size else len(idx)  # how many newest samples agree
+    lo, hi = float(lo_run[k - 1]), float(hi_run[k - 1])
+    newest = idx[-1]
+    leap = 0 if ev.leap is None else int(np.asarray(ev.leap)[newest] or 0)
+    dropped = len(idx) - k
+    reason = f"{k} sample(s) agree"
+    if dropped:
+        reason += f"; {dropped} older ones disagree (a step before them)"
+    return ServerBound(ev.server, "ok", reason, lo_s=lo, hi_s=hi, age_s=float(age[-1]), n_used=k,
+                       local_step_s=float(step_s[-1]), leap=leap,
+                       naive_half_width_s=abs(float(offset[newest])) + float(half[newest]))
+
+
+def _near_midnight(t_lo_ns: int, t_hi_ns: int) -> bool:
+    """Whether [t_lo, t_hi] (widened by the leap second) touches a UTC midnight."""
+    margin = int(LEAP_WIDEN_S * NS_PER_S)
+    lo, hi = t_lo_ns - margin, t_hi_ns + margin
+    return (hi // DAY_NS) * DAY_NS >= lo
+
+
+def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int, now_boottime_ns: int,
+                     policy: IntervalPolicy | None = None) -> IntervalEstimate:
+    """The TrueTime interval at local realtime `now_realtime_ns` from every reference's evidence."""
+    policy = policy or IntervalPolicy()
+    bounds = tuple(server_bound(ev, now_realtime_ns=now_realtime_ns, now_boottime_ns=now_boottime_ns,
+                                policy=policy) for ev in evidence)
+    usable = [b for b in bounds if b.status == "ok" and b.lo_s is not None and b.hi_s is not None]
+    if not usable:
+        why = "; ".join(f"{b.server}: {b.reason}" for b in bounds) or "no samples in the store"
+        return IntervalEstimate("unknown", f"no usable evidence ({why})", now_realtime_ns, servers=bounds)
+    selection = select_sources([SourceInterval(b.server, (b.lo_s + b.hi_s) / 2, (b.hi_s - b.lo_s) / 2)
+                                for b in usable if b.lo_s is not None and b.hi_s is not None])
+    if not selection.quorum or selection.lo_s is None or selection.hi_s is None:
+        return IntervalEstimate("unknown", selection.reason, now_realtime_ns, servers=bounds,
+                                selection=selection)
+    chimers = [b for b in usable if b.server in set(selection.truechimers)]
+    lo_s, hi_s = selection.lo_s, selection.hi_s
+    narrowest = min(b.hi_s - b.lo_s for b in chimers if b.lo_s is not None and b.hi_s is not None)
+    for b in chimers:
+        if b.lo_s is not None and b.hi_s is not None and b.hi_s - b.lo_s <= UNION_MAX_WIDTH_RATIO * narrowest:
+            lo_s, hi_s = min(lo_s, b.lo_s), max(hi_s, b.hi_s)
+    earliest = now_realtime_ns + math.floor(lo_s * NS_PER_S)
+    latest = now_realtime_ns + math.ceil(hi_s * NS_PER_S)
+    notes = [selection.reason]
+    if any(b.leap in (1, 2) for b in chimers) and _near_midnight(earliest, latest):
+        earliest -= int(LEAP_WIDEN_S * NS_PER_S)
+        latest += int(LEAP_WIDEN_S * NS_PER_S)
+        notes.append("leap second pending near midnight: widened by 1 s each side")
+    age = min(b.age_s for b in chimers if b.age_s is not None)
+    step = max((b.local_step_s for b in chimers if b.local_step_s is not None), key=abs, default=0.0)
+    naive = min(b.naive_half_width_s for b in chimers if b.naive_half_width_s is not None)
+    if abs(step) > policy.step_tolerance_s:
+        status = "unknown"
+        notes.insert(0, f"local clock stepped {step:+.6f} s since the evidence (interval kept on boottime)")
+    elif age <= policy.fresh_s:
+        status = "synchronized"
+    else:
+        status = "free_running"
+        notes.insert(0, f"evidence is {age:.0f} s old (fresh below {policy.fresh_s:.0f} s): bound grows "
+                        f"at {policy.max_drift_ppm:g} ppm")
+    single = selection.n_sources == 1  # the selection's reason already says "unverifiable"
+    return IntervalEstimate(status, "; ".join(notes), now_realtime_ns, earliest_ns=earliest, latest_ns=latest,
+                            servers=bounds, selection=selection, evidence_age_s=age, local_step_s=step,
+                            single_source=single, naive_uncertainty_s=naive)

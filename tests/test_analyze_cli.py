@@ -1,0 +1,137 @@
+"""`timekit analyze drift|timeout|skew` and `timekit now` through the real CLI, against lab truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_cli import assert_one_clean_line
+from timekit.lab.manager import Lab
+
+SAMPLED = ("chrony-ahead", "chrony-behind", "chrony-near", "falseticker")
+DRIFT_BOUND_PPM = 15.0  # 60 samples over 6 s at ~100 µs delay: the fit is good to a few ppm
+
+
+@pytest.fixture(scope="module")
+def sampled_db(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding 6 s of 10 Hz samples of three chronyd servers and the falseticker."""
+    db = tmp_path_factory.mktemp("analyze") / "tk.db"
+    proc = run_cli("sample", "ntp", *(lab.server(n).address for n in SAMPLED), "--count", "60",
+                   "--interval", "0.1", "--timeout", "0.5", "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    return db
+
+
+def _json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_drift_within_bound_of_truth_with_ci_containing_it(lab: Lab, sampled_db: Path) -> None:
+    doc = _json(run_cli("analyze", "drift", "--json", db=sampled_db))
+    by_server = {r["server"]: r for r in doc["results"]}
+    for name in ("chrony-ahead", "chrony-behind", "chrony-near"):  # +100, -200, +20 ppm servers
+        srv = lab.server(name)
+        r = by_server[srv.address]
+        truth = -srv.server_drift_ppm  # the local clock against a server gaining 100 ppm: -100
+        assert r["status"] == "ok", r
+        assert abs(r["drift_ppm"] - truth) <= DRIFT_BOUND_PPM, (name, r["drift_ppm"], truth)
+        lo, hi = r["drift_ci95_ppm"]
+        assert lo <= truth <= hi, (name, lo, hi, truth)
+        assert hi - lo < 4 * DRIFT_BOUND_PPM  # and the interval says something
+        assert r["n_samples"] == 60 and 5.0 < r["span_s"] < 7.5
+        # offset_s is the fitted offset at the newest sample: within 1 ms of the truth then
+        assert abs(r["offset_s"] - srv.true_offset_at(r["t_end_ns"])) < 1e-3
+
+
+def test_drift_for_one_server_and_since(lab: Lab, sampled_db: Path) -> None:
+    ahead = lab.server("chrony-ahead").address
+    doc = _json(run_cli("analyze", "drift", "--server", ahead, "--since", "1h", "--json", db=sampled_db))
+    assert [r["server"] for r in doc["results"]] == [ahead]
+    assert _json(run_cli("analyze", "drift", "--since", "1ms", "--json", db=sampled_db))["results"] == []
+
+
+def test_timeout_recommendation_from_the_measured_rtts(lab: Lab, sampled_db: Path) -> None:
+    import sqlite3
+
+    doc = _json(run_cli("analyze", "timeout", "--json", db=sampled_db))
+    assert {r["server"] for r in doc["results"]} == {lab.server(n).address for n in SAMPLED}
+    with sqlite3.connect(sampled_db) as c:
+        for r in doc["results"]:
+            rtts = [(t4 - t1) / 1e9 for t1, t4 in c.execute(
+                "SELECT t1_ns, t4_ns FROM ntp_samples WHERE server = ? AND ok = 1", (r["server"],))]
+            assert r["rtt_p50_s"] == pytest.approx(float(np.median(rtts)), rel=1e-9)
+            assert r["rtt_p99_s"] == pytest.approx(float(np.quantile(rtts, 0.99)), rel=0.05)
+            assert r["method"] in ("rfc6298", "phi_accrual", "quantile")
+            assert r["rtt_p50_s"] < r["timeout_s"] <= 60.0
+            assert r["reason"]
+
+
+def test_skew_quarantines_the_falseticker_after_three_checks(lab: Lab, sampled_db: Path,
+                                                             tmp_path: Path) -> None:
+    db = tmp_path / "skew.db"
+    shutil.copy(sampled_db, db)
+    liar = lab.server("falseticker").address
+    statuses = []
+    for _ in range(4):
+        doc = _json(run_cli("analyze", "skew", "--max-offset", "0.5", "--warn-offset", "0.1",
+                            "--json", db=db))
+        nodes = {n["node"]: n for n in doc["nodes"]}
+        statuses.append(nodes[liar]["status"])
+    assert doc["quorum"] is True
+    assert set(nodes) == {"self", *(lab.server(n).address for n in SAMPLED)}
+    assert statuses == ["suspect", "suspect", "quarantined", "quarantined"]
+    # offset against the consensus (NTP sign): the liar is 2.5 s ahead of the others, so about -2.5 s
+    assert nodes[liar]["offset_s"] == pytest.approx(-2.5, abs=0.4)
+    assert doc["quarantined"] == [liar]
+
+
+def test_now_single_server_contains_its_truth(lab: Lab, sampled_db: Path) -> None:
+    srv = lab.server("chrony-near")
+    doc = _json(run_cli("now", "--server", srv.address, "--json", db=sampled_db))
+    assert doc["status"] in ("synchronized", "free_running") and doc["single_source"] is True
+    truth_ns = doc["as_of_ns"] + round(srv.true_offset_at(doc["as_of_ns"]) * 1e9)
+    assert doc["earliest_ns"] <= truth_ns <= doc["latest_ns"]
+    assert doc["uncertainty_s"] == pytest.approx((doc["latest_ns"] - doc["earliest_ns"]) / 2e9)
+
+
+def test_now_without_majority_is_unknown_and_exits_1(sampled_db: Path) -> None:
+    proc = run_cli("now", "--json", db=sampled_db)  # +250 ms, -80 ms, +2 ms and +2.5 s: no majority
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert (doc["status"], doc["earliest_ns"], doc["latest_ns"]) == ("unknown", None, None)
+    assert "no majority" in doc["reason"]
+    assert_one_clean_line(proc, "no majority")
+
+
+def test_now_on_an_empty_store_is_unknown(tmp_path: Path) -> None:  # Q1
+    proc = run_cli("now", "--json", db=tmp_path / "empty.db")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["status"] == "unknown"
+    assert_one_clean_line(proc, "no usable evidence")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["analyze", "drift", "--since", "banana"], "not a duration"),
+    (["now", "--max-drift-ppm", "-5"], "max_drift_ppm"),
+    (["now", "--max-drift-ppm", "1e9"], "max_drift_ppm"),  # Q7: 1e12 ppb is absurd
+    (["analyze", "skew", "--warn-offset", "1", "--max-offset", "0.5"], "warn offset"),
+])
+def test_bad_analysis_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = run_cli(*args, db=tmp_path / "t.db")
+    assert proc.returncode == 2, proc.stderr
+    assert_one_clean_line(proc, needle)
+    assert proc.stdout == ""
+
+
+def test_bad_interval_config_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tk.toml"
+    cfg.write_text("[interval]\nmax_drift_ppm = -1\n")
+    proc = run_cli("now", "--config", str(cfg), db=tmp_path / "t.db")
+    assert proc.returncode == 2
+    assert_one_clean_line(proc, f"{cfg}: [interval] max_drift_ppm = -1")

@@ -1,0 +1,191 @@
+"""TrueTime intervals and quarantine on a live lab whose truth is known.
+
+One scenario, run once for the module (about 45 s): five references that agree (three real
+chronyd under libfaketime, a jittery one with delay spikes, and one that steps +0.2 s away
+for 20 s and comes back), plus a falseticker 2.5 s off. A background thread samples all six
+at 4 Hz into a real SQLite store; the main thread computes `timekit now`'s interval
+thousands of times and runs a skew check every second. Every interval is compared with each
+honest reference's true time at the instant it was computed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from timekit.address import parse_server
+from timekit.analysis.interval import IntervalPolicy
+from timekit.collectors.ntp_client import QueryPlan
+from timekit.lab.faultserver import PortSpec
+from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
+from timekit.sampling import sample_ntp
+from timekit.skewcheck import SkewConfig, run_skew_check
+from timekit.store import Store
+from timekit.truetime import interval_from_store, read_now
+from timekit.units import NS_PER_S
+
+GROUP_OFFSET_S = 0.020  # every honest reference is 20 ms ahead of this host...
+GROUP_DRIFT_PPM = -30.0  # ...and runs 30 ppm slow, so this host's drift against them is +30 ppm
+STEP_AFTER_S, STEP_S, STEP_UNTIL_S = 14.0, 0.200, 30.0  # the stepper's excursion (fault server time)
+SCENARIO_S = 42.0  # from the fault server's start
+SAMPLE_INTERVAL_S = 0.25
+SKEW = SkewConfig(warn_offset_s=0.05, max_offset_s=0.1, enter_after=3, leave_after=4)
+SKEW_EVERY_S = 1.0
+HONEST = ("grp-a", "grp-b", "grp-c", "grp-jittery")
+
+
+@dataclass
+class Check:
+    """One interval computed during the scenario, with each reference's truth at that instant."""
+
+    t_s: float  # since the fault server started
+    status: str
+    earliest_ns: int | None
+    latest_ns: int | None
+    as_of_ns: int
+    uncertainty_s: float | None
+    naive_s: float | None
+    falsetickers: tuple[str, ...]
+    truth_ns: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    lab: Lab
+    db: Path
+    checks: list[Check]
+    skew: list[tuple[float, dict[str, tuple[str, str]]]]  # (t_s, node -> (verdict, status))
+    n_samples: int
+
+    def srv(self, name: str) -> LabServer:
+        return self.lab.server(name)
+
+
+def _stepper_off(t_s: float) -> bool:
+    """Whether the stepper is away from the group at scenario time `t_s` (with 1 s margins)."""
+    return STEP_AFTER_S - 1 <= t_s <= STEP_UNTIL_S + 1
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    from timekit.lab.chrony import lab_prerequisites
+
+    if lab_prerequisites():
+        pytest.skip("lab prerequisites missing")
+    tmp = tmp_path_factory.mktemp("truetime")
+    chrony = tuple(ChronySpec(n, GROUP_OFFSET_S, GROUP_DRIFT_PPM) for n in ("grp-a", "grp-b", "grp-c"))
+    ports = (
+        PortSpec(name="grp-jittery", offset_s=GROUP_OFFSET_S, drift_ppm=GROUP_DRIFT_PPM, jitter_s=0.001,
+                 spike_prob=0.1, spike_s=0.020),
+        PortSpec(name="grp-stepper", offset_s=GROUP_OFFSET_S, drift_ppm=GROUP_DRIFT_PPM,
+                 step_after_s=STEP_AFTER_S, step_s=STEP_S, step_until_s=STEP_UNTIL_S),
+        PortSpec(name="liar", offset_s=2.5),
+    )
+    lab = start_lab(tmp / "lab", chrony=chrony, good_ports=ports, fault_kinds=(), detach=False)
+    db = tmp / "tk.db"
+    Store.open(db).close()
+    start_ns = lab.server("liar").start_ns
+    counts: list[int] = []
+
+    def sampler() -> None:  # 4 Hz against all six until the scenario ends (the budget stops it)
+        with Store.open(db) as st:
+            targets = [parse_server(s.address) for s in lab.servers]
+            plan = QueryPlan(count=int(SCENARIO_S / SAMPLE_INTERVAL_S) + 8, interval_s=SAMPLE_INTERVAL_S,
+                             timeout_s=0.5)
+            left_s = SCENARIO_S + 1 - (time.clock_gettime_ns(time.CLOCK_REALTIME) - start_ns) / NS_PER_S
+            counts.append(len(sample_ntp(st, targets, plan, budget_s=left_s).samples))
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    checks: list[Check] = []
+    skew: list[tuple[float, dict[str, tuple[str, str]]]] = []
+    names = {s.address: s.name for s in lab.servers}
+    try:
+        with Store.open(db) as st:
+            next_skew = 2.0
+            while True:
+                t_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - start_ns) / NS_PER_S
+                if t_s > SCENARIO_S:
+                    break
+                now = read_now()
+                est = interval_from_store(st, IntervalPolicy(), now=now)
+                checks.append(Check(
+                    t_s, est.status, est.earliest_ns, est.latest_ns, est.as_of_ns, est.uncertainty_s,
+                    est.naive_uncertainty_s,
+                    tuple(names[f] for f in (est.selection.falsetickers if est.selection else ())),
+                    {s.name: now[0] + round(s.true_offset_at(now[0]) * NS_PER_S) for s in lab.servers}))
+                if t_s >= next_skew:
+                    rep = run_skew_check(st, SKEW).to_json()
+                    skew.append((t_s, {names.get(n["node"], n["node"]): (n["verdict"], n["status"])
+                                       for n in rep["nodes"]}))
+                    next_skew += SKEW_EVERY_S
+                time.sleep(0.002)
+    finally:
+        thread.join(timeout=15)
+    yield Scenario(lab, db, checks, skew, counts[0] if counts else 0)
+    lab.stop()
+
+
+def _inside(c: Check, name: str) -> bool:
+    assert c.earliest_ns is not None and c.latest_ns is not None
+    return c.earliest_ns <= c.truth_ns[name] <= c.latest_ns
+
+
+def test_interval_always_contains_every_honest_references_truth(scenario: Scenario) -> None:
+    checks = [c for c in scenario.checks if c.t_s > 2.0]  # the first samples are in after ~0.3 s
+    assert len(checks) >= 2000, f"only {len(checks)} checks"
+    assert all(c.status == "synchronized" and c.earliest_ns is not None for c in checks)
+    misses = [(round(c.t_s, 2), n, (c.truth_ns[n] - c.earliest_ns) / 1e3, (c.latest_ns - c.truth_ns[n]) / 1e3)
+              for c in checks for n in HONEST if not _inside(c, n)]  # type: ignore[operator]
+    assert misses == [], f"{len(misses)} misses (t, server, µs above earliest, µs below latest): {misses[:5]}"
+    outside_excursion = [c for c in checks if not _stepper_off(c.t_s)]
+    assert all(_inside(c, "grp-stepper") for c in outside_excursion)
+
+
+def test_interval_is_narrow_against_the_naive_bound(scenario: Scenario) -> None:
+    checks = [c for c in scenario.checks if c.t_s > 5.0 and c.uncertainty_s is not None]
+    width = statistics.median(c.uncertainty_s for c in checks)  # type: ignore[misc]
+    naive = statistics.median(c.naive_s for c in checks if c.naive_s is not None)
+    # naive: |offset| + root distance ≈ 20 ms; evidence at 4 Hz with ~100 µs delays allows well under 1 ms
+    assert naive > 0.019
+    assert width < 0.001, f"median half-width {width * 1e6:.0f} µs"
+
+
+def test_falseticker_is_excluded_and_the_stepper_while_away(scenario: Scenario) -> None:
+    checks = [c for c in scenario.checks if c.t_s > 2.0]
+    assert all("liar" in c.falsetickers for c in checks)
+    assert not any(set(c.falsetickers) & set(HONEST) for c in checks)
+    away = [c for c in checks if STEP_AFTER_S + 1 < c.t_s < STEP_UNTIL_S - 0.5]
+    assert away and all("grp-stepper" in c.falsetickers for c in away)
+    assert not any("grp-stepper" in c.falsetickers for c in checks if c.t_s < STEP_AFTER_S - 0.5)
+
+
+def test_quarantine_enters_and_leaves_with_hysteresis(scenario: Scenario) -> None:
+    def statuses(node: str) -> list[tuple[float, str, str]]:
+        return [(t, *v[node]) for t, v in scenario.skew if node in v]
+
+    liar = statuses("liar")
+    assert [s for _, _, s in liar[:2]] == ["suspect", "suspect"]  # beyond max, but only 1-2 checks
+    assert all(s == "quarantined" for _, _, s in liar[2:]), liar  # from the 3rd consecutive check on
+    for node in ("self", *HONEST):
+        assert {s for _, _, s in statuses(node)} == {"ok"}, (node, statuses(node))
+    stepper = statuses("grp-stepper")
+    sequence = [s for _, _, s in stepper]
+    first_q = sequence.index("quarantined")
+    # entered only after enter_after (3) consecutive checks beyond max offset
+    assert [v for _, v, _ in stepper[first_q - 2:first_q + 1]] == ["beyond_max"] * 3
+    assert STEP_AFTER_S < stepper[first_q][0] < STEP_AFTER_S + 6
+    # it came back at STEP_UNTIL_S; quarantine is left only after leave_after (4) clean checks
+    released = next(i for i in range(first_q, len(sequence)) if sequence[i] == "ok")
+    assert [v for _, v, _ in stepper[released - 3:released + 1]] == ["ok"] * 4
+    assert all(s == "quarantined" for s in sequence[first_q:released])
+    assert STEP_UNTIL_S < stepper[released][0] < STEP_UNTIL_S + 8
+    with Store.open(scenario.db) as st:
+        events = [(e[2], e[3]) for e in st.health_events(scenario.srv("grp-stepper").address)]
+    assert ("suspect", "quarantined") in events and ("quarantined", "ok") in events

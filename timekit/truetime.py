@@ -1,0 +1,56 @@
+"""`timekit now`: read the clocks, gather the stored evidence, compute the TrueTime interval.
+
+The interval math is pure (`analysis.interval`); this module is the edge that reads
+CLOCK_REALTIME/CLOCK_BOOTTIME as one bracketed pair, the boot id and the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from timekit.analysis.interval import IntervalEstimate, IntervalPolicy, ServerEvidence, compute_interval
+from timekit.collectors.clocks import boot_id, read_bracketed
+from timekit.drift_report import fit_series
+from timekit.evidence import Series, load_series
+from timekit.units import NS_PER_S
+
+if TYPE_CHECKING:
+    from timekit.store import Store
+
+DRIFT_WINDOW = 1024  # newest samples per server that the drift fit sees
+LOOKBACK_MARGIN_S = 86_400.0  # read evidence this much older than void_after (wall clock may have moved)
+
+
+def read_now() -> tuple[int, int]:
+    """(CLOCK_REALTIME, CLOCK_BOOTTIME) as one bracketed pair, integer ns."""
+    r = read_bracketed(time.CLOCK_BOOTTIME)
+    return r.realtime_ns, r.clock_ns
+
+
+def server_evidence(series: Series, policy: IntervalPolicy, current_boot: str | None) -> ServerEvidence:
+    """One server's evidence for the interval: its drift fit plus the samples of this boot."""
+    fit = fit_series(series, policy.max_root_distance_s)
+    drift, se = (fit.drift_ppm, fit.drift_se_ppm) if fit.status == "ok" else (None, None)
+    this_boot = (series.boottime_ns >= 0) & np.array([b == current_boot for b in series.boot_id], dtype=bool)
+    ev = series.select(this_boot)
+    return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
+                          leap=ev.leap, drift_ppm=drift, drift_se_ppm=se)
+
+
+def interval_from_store(store: Store, policy: IntervalPolicy | None = None, *,
+                        now: tuple[int, int] | None = None,
+                        servers: list[str] | None = None) -> IntervalEstimate:
+    """The interval at `now` (default: the clocks now) from what the store holds."""
+    policy = policy or IntervalPolicy()
+    rt_ns, boot_ns = now if now is not None else read_now()
+    since = rt_ns - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
+    window = max(DRIFT_WINDOW, policy.max_samples_per_server)
+    series = load_series(store, since_ns=since, last_per_server=window)
+    if servers is not None:
+        series = {k: v for k, v in series.items() if k in set(servers)}
+    current = boot_id()
+    evidence = [server_evidence(s, policy, current) for s in series.values()]
+    return compute_interval(evidence, now_realtime_ns=rt_ns, now_boottime_ns=boot_ns, policy=policy)
