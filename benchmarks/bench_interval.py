@@ -2,7 +2,7 @@
 
 Setup (loopback only): three chronyd servers under libfaketime that agree (+20 ms, server drift
 −30 ppm, so this host drifts +30 ppm against them; each anchored at its own exec, so their clocks
-differ by 30 ppm × the start gap, a few µs). Over the same period (40 s, 15 s with --quick):
+differ by 30 ppm × the start gap, ~15 µs). Over the same period (40 s, 15 s with --quick):
 
 - timekit samples all three at 4 Hz into a temporary store (background thread, `sample_ntp` with
   a budget) while the main thread computes `interval_from_store(store, IntervalPolicy(), now)` as
@@ -23,12 +23,16 @@ differ by 30 ppm × the start gap, a few µs). Over the same period (40 s, 15 s 
   ``clockbound_literal``). The centre extrapolates with chrony's frequency as a disciplined clock
   would run. Signs (see bench_precision): ``system_time`` = NTP − local (our offset sign),
   ``frequency`` > 0 = local fast (our drift sign), so the offset moves at −frequency.
-  ``CLOCKBOUND_MAX_DRIFT_PPM`` = 50, the clock-bound-d README's ``--max-drift-rate 50``.
+  ``CLOCKBOUND_MAX_DRIFT_PPM`` = 50, the clock-bound-d README's ``--max-drift-rate 50``. That README
+  also asks for ``maxclockerror 50`` in chrony.conf; the lab client keeps chrony's default (1 ppm),
+  which only affects how fast root dispersion grows between chrony's 0.25 s updates.
 
 Truth at each check: every server's true time at ``as_of_ns`` (``as_of + round(true_offset·1e9)``).
 Coverage counts checks after a warm-up (the first samples and chrony's first update), over every
 server's truth ("all") and over the tracked server's ("grp-a"). The naive bound is timekit's
 ``naive_uncertainty_s``: |offset| + root distance of the best newest sample (≈ 20 ms here).
+timekit's default policy assumes max_drift_ppm = 200 (Spanner's figure); every 4th check also computes
+the interval at ClockBound's 50 ppm (same instant, not timed) for a like-for-like width.
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ class _Workers:
         for t in self.threads:
             t.join(timeout=JOIN_TIMEOUT_S)
         alive = [t.name for t in self.threads if t.is_alive()]
+        self.threads = [t for t in self.threads if t.is_alive()]  # a second stop() reports only these
         if alive:
             self.errors.append(f"threads still running after {JOIN_TIMEOUT_S:g} s: {alive}")
 
@@ -431,6 +436,8 @@ def run(quick: bool, workdir: Path) -> BenchResult:
         f"(worst {tk['worst_miss_us']} us), "
         f"ClockBound(chrony) {cb['n_checks_missing']} (worst {cb['worst_miss_us']} us); the 3 servers' "
         f"truths differ by {spread} us (30 ppm x start gaps)")
+    res.notes.append(f"closest truth to an edge: timekit {v(tk['slack_us'], 'min')} us, ClockBound(chrony) "
+                     f"{v(cb['slack_us'], 'min')} us (negative = outside)")
     res.notes.append(f"{len(samples)} samples stored, {len(readings)} chronyc readings, {len(checks)} checks "
                      f"over {loop_s:.1f} s")
     return res

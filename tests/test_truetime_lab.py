@@ -53,6 +53,7 @@ class Check:
     naive_s: float | None
     falsetickers: tuple[str, ...]
     truth_ns: dict[str, int] = field(default_factory=dict)
+    stepper: tuple[float, float, float] | None = None  # its own bound: (lo_s, hi_s, age_s of evidence)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Scenario:
     checks: list[Check]
     skew: list[tuple[float, dict[str, tuple[str, str]]]]  # (t_s, node -> (verdict, status))
     n_samples: int
+    fits: dict[str, dict]  # `analyze drift` results at the end, by server name
 
     def srv(self, name: str) -> LabServer:
         return self.lab.server(name)
@@ -115,11 +117,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                     break
                 now = read_now()
                 est = interval_from_store(st, IntervalPolicy(), now=now)
+                sb = next((b for b in est.servers if names[b.server] == "grp-stepper"), None)
                 checks.append(Check(
                     t_s, est.status, est.earliest_ns, est.latest_ns, est.as_of_ns, est.uncertainty_s,
                     est.naive_uncertainty_s,
                     tuple(names[f] for f in (est.selection.falsetickers if est.selection else ())),
-                    {s.name: now[0] + round(s.true_offset_at(now[0]) * NS_PER_S) for s in lab.servers}))
+                    {s.name: now[0] + round(s.true_offset_at(now[0]) * NS_PER_S) for s in lab.servers},
+                    None if sb is None or sb.lo_s is None or sb.hi_s is None or sb.age_s is None
+                    else (sb.lo_s, sb.hi_s, sb.age_s)))
                 if t_s >= next_skew:
                     rep = run_skew_check(st, SKEW).to_json()
                     skew.append((t_s, {names.get(n["node"], n["node"]): (n["verdict"], n["status"])
@@ -128,7 +133,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 time.sleep(0.002)
     finally:
         thread.join(timeout=15)
-    yield Scenario(lab, db, checks, skew, counts[0] if counts else 0)
+    with Store.open(db) as st:
+        from timekit.drift_report import drift_results
+
+        fits = {names[r["server"]]: r for r in drift_results(st)}
+    yield Scenario(lab, db, checks, skew, counts[0] if counts else 0, fits)
     lab.stop()
 
 
@@ -189,3 +198,31 @@ def test_quarantine_enters_and_leaves_with_hysteresis(scenario: Scenario) -> Non
     with Store.open(scenario.db) as st:
         events = [(e[2], e[3]) for e in st.health_events(scenario.srv("grp-stepper").address)]
     assert ("suspect", "quarantined") in events and ("quarantined", "ok") in events
+
+
+def test_stepping_server_its_own_bound_follows_it_and_the_fit_restarts(scenario: Scenario) -> None:
+    """The stepper's own interval (single reference) contains its own truth whenever it has
+    evidence from after its last jump; the drift fit does not span the steps."""
+    srv = scenario.srv("grp-stepper")
+    checked = 0
+    for c in scenario.checks:
+        if c.stepper is None or c.t_s < 2.0:
+            continue
+        lo, hi, age = c.stepper
+        jumps = [j for j in (STEP_AFTER_S, STEP_UNTIL_S) if j <= c.t_s]
+        if jumps and c.t_s - age < jumps[-1] + 0.05:  # newest evidence predates the last jump
+            continue
+        truth = srv.true_offset_at(c.as_of_ns)
+        assert lo <= truth <= hi, (c.t_s, lo, truth, hi)
+        checked += 1
+    assert checked > 1500
+    fit = scenario.fits["grp-stepper"]
+    sizes = sorted(round(st["size_s"], 2) for st in fit["steps"])
+    assert sizes == [-0.2, 0.2], fit["steps"]
+    # the fit restarted after the return step: it only spans the last ~12 s, not the 42 s
+    assert fit["span_s"] < SCENARIO_S - STEP_UNTIL_S + 1
+    assert fit["drift_ci95_ppm"][0] <= -GROUP_DRIFT_PPM <= fit["drift_ci95_ppm"][1]
+    for name in ("grp-a", "grp-b", "grp-c"):  # the real chronyd servers: drift within 5 ppm over 40 s
+        f = scenario.fits[name]
+        assert abs(f["drift_ppm"] - (-GROUP_DRIFT_PPM)) < 5.0, (name, f["drift_ppm"])
+        assert f["drift_ci95_ppm"][0] <= -GROUP_DRIFT_PPM <= f["drift_ci95_ppm"][1], (name, f)
