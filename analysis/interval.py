@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from timekit.analysis.clock_state import ClockState
 from timekit.analysis.selection import Selection, SourceInterval, select_sources
 from timekit.units import NS_PER_S, PPM
 
@@ -254,3 +255,42 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     return IntervalEstimate(status, "; ".join(notes), now_realtime_ns, earliest_ns=earliest, latest_ns=latest,
                             servers=bounds, selection=selection, evidence_age_s=age, local_step_s=step,
                             single_source=single, naive_uncertainty_s=naive)
+
+
+# --------------------------------------------------------------------------- published clock state
+
+
+def clock_state(est: IntervalEstimate, evidence: Sequence[ServerEvidence], *, anchor_boottime_ns: int,
+                policy: IntervalPolicy) -> ClockState:
+    """Freeze an estimate into a `ClockState` anchored at (`est.as_of_ns`, `anchor_boottime_ns`).
+
+    After the anchor every truechimer's own bound moves at its drift d_i and grows at
+    g_i = max_drift + 4σ_i (just max_drift without an estimate), so one centre rate d̄ (their
+    mean) and one growth max g_i + max |d_i − d̄| keep all of them, and the truth, inside.
+    """
+    if est.earliest_ns is None or est.latest_ns is None or est.selection is None:
+        return ClockState(est.as_of_ns, anchor_boottime_ns, 0, 0, 0.0, policy.max_drift_ppm, math.inf,
+                          policy.fresh_s, policy.void_after_s, round(policy.step_tolerance_s * NS_PER_S),
+                          anchor_unknown=True, has_interval=False)
+    chimers = set(est.selection.truechimers)
+    rates = []
+    for ev in evidence:
+        if ev.server not in chimers:
+            continue
+        if (ev.drift_ppm is not None and ev.drift_se_ppm is not None and math.isfinite(ev.drift_ppm)
+                and math.isfinite(ev.drift_se_ppm)):
+            rates.append((ev.drift_ppm, policy.max_drift_ppm + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm))
+        else:
+            rates.append((0.0, policy.max_drift_ppm))
+    if not rates:
+        rates = [(0.0, policy.max_drift_ppm)]
+    mean_drift = sum(d for d, _ in rates) / len(rates)
+    growth = max(g for _, g in rates) + max(abs(d - mean_drift) for d, _ in rates)
+    return ClockState(
+        anchor_realtime_ns=est.as_of_ns, anchor_boottime_ns=anchor_boottime_ns,
+        lo_ns=est.earliest_ns - est.as_of_ns, hi_ns=est.latest_ns - est.as_of_ns,
+        drift_ppm=mean_drift, growth_ppm=growth,
+        evidence_age_s=est.evidence_age_s if est.evidence_age_s is not None else math.inf,
+        fresh_s=policy.fresh_s, void_after_s=policy.void_after_s,
+        step_tolerance_ns=round(policy.step_tolerance_s * NS_PER_S),
+        anchor_unknown=est.status == "unknown", has_interval=True, single_source=est.single_source)

@@ -21,13 +21,16 @@ import pytest
 
 from timekit.address import parse_server
 from timekit.analysis.interval import IntervalPolicy
+from timekit.collectors.clocks import boot_id
 from timekit.collectors.ntp_client import QueryPlan
+from timekit.intervalclock import IntervalClock
 from timekit.lab.faultserver import PortSpec
 from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
+from timekit.published_state import publish, state_path_for
 from timekit.sampling import sample_ntp
 from timekit.skewcheck import SkewConfig, run_skew_check
 from timekit.store import Store
-from timekit.truetime import interval_from_store, read_now
+from timekit.truetime import estimate, read_now
 from timekit.units import NS_PER_S
 
 GROUP_OFFSET_S = 0.020  # every honest reference is 20 ms ahead of this host...
@@ -61,6 +64,7 @@ class Scenario:
     lab: Lab
     db: Path
     checks: list[Check]
+    clock_reads: list[tuple[float, int, int, str, dict[str, tuple[int, int]]]]  # IntervalClock.now() checks
     skew: list[tuple[float, dict[str, tuple[str, str]]]]  # (t_s, node -> (verdict, status))
     n_samples: int
     fits: dict[str, dict]  # `analyze drift` results at the end, by server name
@@ -106,6 +110,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
     checks: list[Check] = []
+    clock_reads: list[tuple[float, int, int, str, dict[str, tuple[int, int]]]] = []
+    clock: IntervalClock | None = None
     skew: list[tuple[float, dict[str, tuple[str, str]]]] = []
     names = {s.address: s.name for s in lab.servers}
     try:
@@ -116,7 +122,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 if t_s > SCENARIO_S:
                     break
                 now = read_now()
-                est = interval_from_store(st, IntervalPolicy(), now=now)
+                est, state = estimate(st, IntervalPolicy(), now=now)
+                publish(state_path_for(db), state, boot_id())  # as `timekit now`/collect/daemon do
+                clock = clock or IntervalClock(db)
+                for _ in range(3):  # the library's hot path on the published state, against the truth
+                    rt0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+                    iv = clock.now()
+                    rt1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+                    clock_reads.append((t_s, iv.earliest_ns, iv.latest_ns, iv.status, {
+                        n: (rt0 + round(lab.server(n).true_offset_at(rt0) * NS_PER_S),
+                            rt1 + round(lab.server(n).true_offset_at(rt1) * NS_PER_S)) for n in HONEST}))
                 sb = next((b for b in est.servers if names[b.server] == "grp-stepper"), None)
                 checks.append(Check(
                     t_s, est.status, est.earliest_ns, est.latest_ns, est.as_of_ns, est.uncertainty_s,
@@ -137,7 +152,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         from timekit.drift_report import drift_results
 
         fits = {names[r["server"]]: r for r in drift_results(st)}
-    yield Scenario(lab, db, checks, skew, counts[0] if counts else 0, fits)
+    yield Scenario(lab, db, checks, clock_reads, skew, counts[0] if counts else 0, fits)
     lab.stop()
 
 
@@ -226,3 +241,22 @@ def test_stepping_server_its_own_bound_follows_it_and_the_fit_restarts(scenario:
         f = scenario.fits[name]
         assert abs(f["drift_ppm"] - (-GROUP_DRIFT_PPM)) < 5.0, (name, f["drift_ppm"])
         assert f["drift_ci95_ppm"][0] <= -GROUP_DRIFT_PPM <= f["drift_ci95_ppm"][1], (name, f)
+
+
+def test_interval_clock_on_the_published_state_contains_the_truth(scenario: Scenario) -> None:
+    """Issue 5: thousands of IntervalClock.now() calls, each checked against every honest
+    reference's true time at the instant of the read (bracketed by two realtime reads)."""
+    reads = [r for r in scenario.clock_reads if r[0] > 2.0]
+    # the read happened between two realtime readings rt0 < rt1; the truth moved with them
+    loose = [(round(t, 2), n) for t, e, lt, _st, truth in reads for n, tr in truth.items()
+             if not (e <= tr[1] and tr[0] <= lt)]  # necessary whatever the instant inside the bracket
+    assert loose == [], f"{len(loose)} misses: {loose[:3]}"
+    # reads not preempted (bracket <= 3 µs): the strict check, with no room at all
+    tight = [r for r in reads if all(tr[1] - tr[0] <= 3_000 for tr in r[4].values())]
+    assert len(tight) >= 3000, len(tight)
+    strict = [(round(t, 2), n, e - tr[0], lt - tr[1]) for t, e, lt, _st, truth in tight
+              for n, tr in truth.items() if not (e <= tr[0] and tr[1] <= lt)]
+    assert strict == [], f"{len(strict)} misses (t, server, ns past earliest, ns to latest): {strict[:3]}"
+    assert {st for _, _, _, st, _ in reads} == {"synchronized"}
+    widths = sorted((lt - e) / 2e3 for _, e, lt, _, _ in reads)
+    assert widths[len(widths) // 2] < 1000.0  # median half-width under 1 ms (µs here)

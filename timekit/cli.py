@@ -121,6 +121,10 @@ def sample_ntp_cmd(
         finally:
             if prog:
                 prog.stop()
+        if any(s.ok for s in run.samples):
+            from timekit.collect import publish_quietly
+
+            publish_quietly(store)
     if as_json:
         emit_json({"samples": run.samples})
     else:
@@ -298,12 +302,20 @@ def now_cmd(
     db: DbOpt = None,
 ) -> None:
     """What time it really is: [earliest, latest] containing the references' true time."""
-    from timekit.truetime import interval_from_store
+    from timekit.truetime import estimate
 
     policy = _interval_policy(config, max_drift_ppm=max_drift_ppm)
     names = [s.name for s in _parse_servers(server)] if server else None
     with _open_store(db) as store:
-        est = interval_from_store(store, policy, servers=names)
+        est, state = estimate(store, policy, servers=names)
+        if names is None:  # what every reference says now: the freshest state for IntervalClock
+            from timekit.collectors.clocks import boot_id
+            from timekit.published_state import publish, state_path_for
+
+            try:
+                publish(state_path_for(store.path), state, boot_id())
+            except TimekitError as exc:
+                warn(f"warning: clock state not published: {exc}")
     from timekit.render import interval_doc, interval_text
 
     doc = interval_doc(est)
@@ -314,6 +326,44 @@ def now_cmd(
     if est.earliest_ns is None:
         warn(f"no interval: {est.reason}")
         raise typer.Exit(1)
+
+
+@app.command("daemon")
+def daemon_cmd(
+    servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT.")],
+    interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds between rounds (default 64; "
+                        "1 for loopback servers).")] = None,
+    timeout: Annotated[float, typer.Option(min=0.001, max=60.0, help="Per-query timeout cap, s.")] = 1.0,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Stop after this many rounds "
+                      "(default: run until Ctrl-C).")] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Keep sampling and publish the clock state after every round, for IntervalClock readers."""
+    import time
+
+    from timekit.collect import publish_quietly
+    from timekit.collectors.ntp_client import QueryPlan
+    from timekit.sampling import sample_ntp
+
+    targets = _parse_servers(servers)
+    policy = _config_section(config, "interval")
+    _interval_policy(config)  # validate before the first round
+    every_s = interval if interval is not None else (1.0 if all(t.is_loopback for t in targets) else 64.0)
+    done = 0
+    with _open_store(db) as store:
+        while rounds is None or done < rounds:
+            started = time.monotonic()
+            run = sample_ntp(store, targets, QueryPlan(count=1, interval_s=0.0, timeout_s=timeout),
+                             command="daemon")
+            publish_quietly(store, policy)
+            done += 1
+            ok = sum(s.ok for s in run.samples)
+            print(f"timekit daemon: round {done}: {ok}/{len(run.samples)} replies ok, state published",
+                  file=sys.stderr)
+            if rounds is not None and done >= rounds:
+                break
+            time.sleep(max(0.0, every_s - (time.monotonic() - started)))
 
 
 # ----------------------------------------------------------------------------- servers

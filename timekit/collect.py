@@ -52,4 +52,22 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
         if config.clocks_enabled and remaining > 0:
             clocks = sample_clocks_run(store, min(config.clocks_duration_s, remaining),
                                        config.clocks_rate_hz, command="collect")
+        if ntp.samples:
+            publish_quietly(store, config.interval)
         return CollectResult(ntp, clocks, ntp.budget_exceeded)
+
+
+def publish_quietly(store: Store, interval: dict | None = None) -> str | None:
+    """Publish the clock state for IntervalClock readers; a failure is reported, never fatal."""
+    from timekit.analysis.interval import IntervalPolicy
+    from timekit.errors import TimekitError
+    from timekit.truetime import publish_from_store
+
+    try:
+        publish_from_store(store, IntervalPolicy(**(interval or {})))
+    except (TimekitError, OSError) as exc:
+        import sys
+
+        print(f"timekit: warning: clock state not published: {exc}", file=sys.stderr)
+        return str(exc)
+    return None

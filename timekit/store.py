@@ -62,6 +62,9 @@ MIGRATIONS: list[str] = [
     " last_offset_s REAL, updated_ns INTEGER NOT NULL);\n"
     "CREATE TABLE health_events (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, node TEXT NOT NULL,"
     " from_status TEXT NOT NULL, to_status TEXT NOT NULL, offset_s REAL, reason TEXT NOT NULL);\n",
+    # v3: fencing tokens (issued by a lock holder, highest accepted by the protected resource)
+    "CREATE TABLE fencing (resource TEXT PRIMARY KEY, issued INTEGER NOT NULL DEFAULT 0,"
+    " accepted INTEGER NOT NULL DEFAULT 0);\n",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _STATE_COLUMNS = [f.name for f in fields(ServerState)]
@@ -324,6 +327,24 @@ class Store:
                                  " FROM health_events ORDER BY id").fetchall()
             return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
                              " FROM health_events WHERE node = ? ORDER BY id", (node,)).fetchall()
+
+    # --- fencing tokens ---------------------------------------------------------------------
+    def next_fencing_token(self, resource: str) -> int:
+        """A token for `resource` greater than every token issued before (one IMMEDIATE txn)."""
+        with self.write() as c:
+            row = c.execute("INSERT INTO fencing(resource, issued) VALUES (?, 1) ON CONFLICT(resource)"
+                            " DO UPDATE SET issued = issued + 1 RETURNING issued", (resource,)).fetchone()
+            return int(row[0])
+
+    def fence_accept(self, resource: str, token: int) -> bool:
+        """The resource's side: accept `token` unless a greater one was accepted already."""
+        with self.write() as c:
+            row = c.execute("SELECT accepted FROM fencing WHERE resource = ?", (resource,)).fetchone()
+            if row is not None and token < row[0]:
+                return False
+            c.execute("INSERT INTO fencing(resource, accepted) VALUES (?, ?) ON CONFLICT(resource)"
+                      " DO UPDATE SET accepted = excluded.accepted", (resource, token))
+            return True
 
     def count_ntp_samples(self) -> int:
         with self.reading() as c:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from timekit.analysis.interval import IntervalEstimate, IntervalPolicy, ServerEvidence, compute_interval
+from timekit.analysis.clock_state import ClockState
+from timekit.analysis.interval import (
+    IntervalEstimate,
+    IntervalPolicy,
+    ServerEvidence,
+    clock_state,
+    compute_interval,
+)
 from timekit.collectors.clocks import boot_id, read_bracketed
 from timekit.drift_report import fit_series
 from timekit.evidence import Series, load_series
@@ -40,17 +47,43 @@ def server_evidence(series: Series, policy: IntervalPolicy, current_boot: str | 
                           leap=ev.leap, drift_ppm=drift, drift_se_ppm=se)
 
 
-def interval_from_store(store: Store, policy: IntervalPolicy | None = None, *,
-                        now: tuple[int, int] | None = None,
-                        servers: list[str] | None = None) -> IntervalEstimate:
-    """The interval at `now` (default: the clocks now) from what the store holds."""
-    policy = policy or IntervalPolicy()
-    rt_ns, boot_ns = now if now is not None else read_now()
+def _evidence(store: Store, policy: IntervalPolicy, rt_ns: int,
+              servers: list[str] | None) -> list[ServerEvidence]:
     since = rt_ns - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
     window = max(DRIFT_WINDOW, policy.max_samples_per_server)
     series = load_series(store, since_ns=since, last_per_server=window)
     if servers is not None:
         series = {k: v for k, v in series.items() if k in set(servers)}
     current = boot_id()
-    evidence = [server_evidence(s, policy, current) for s in series.values()]
-    return compute_interval(evidence, now_realtime_ns=rt_ns, now_boottime_ns=boot_ns, policy=policy)
+    return [server_evidence(s, policy, current) for s in series.values()]
+
+
+def estimate(store: Store, policy: IntervalPolicy | None = None, *, now: tuple[int, int] | None = None,
+             servers: list[str] | None = None) -> tuple[IntervalEstimate, ClockState]:
+    """The interval at `now` (default: the clocks now) and the same frozen as a ClockState."""
+    policy = policy or IntervalPolicy()
+    rt_ns, boot_ns = now if now is not None else read_now()
+    evidence = _evidence(store, policy, rt_ns, servers)
+    est = compute_interval(evidence, now_realtime_ns=rt_ns, now_boottime_ns=boot_ns, policy=policy)
+    return est, clock_state(est, evidence, anchor_boottime_ns=boot_ns, policy=policy)
+
+
+def interval_from_store(store: Store, policy: IntervalPolicy | None = None, *,
+                        now: tuple[int, int] | None = None,
+                        servers: list[str] | None = None) -> IntervalEstimate:
+    """The interval at `now` (default: the clocks now) from what the store holds."""
+    return estimate(store, policy, now=now, servers=servers)[0]
+
+
+def state_from_store(store: Store, policy: IntervalPolicy | None = None) -> ClockState:
+    """The clock state now, from the store (IntervalClock's fallback without a published state)."""
+    return estimate(store, policy)[1]
+
+
+def publish_from_store(store: Store, policy: IntervalPolicy | None = None) -> IntervalEstimate:
+    """Compute the interval from every reference now and publish it next to the store."""
+    from timekit.published_state import publish, state_path_for
+
+    est, state = estimate(store, policy)
+    publish(state_path_for(store.path), state, boot_id())
+    return est

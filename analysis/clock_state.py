@@ -1,0 +1,77 @@
+"""The published clock state and the one formula that turns it into an interval (no numpy).
+
+A `ClockState` is an interval frozen at an anchor instant plus the rates at which its centre
+moves and its sides grow; `interval_at` carries it to any later (realtime, boottime) reading.
+`timekit now`/`collect` publish it, `IntervalClock` reads it on its hot path (which inlines
+this formula; a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from timekit.units import NS_PER_S, PPM
+
+INT64_MAX = (1 << 63) - 1
+PAIR_SLACK_NS = 1_000  # a reader's realtime and boottime reads are two calls apart: 1 µs each side
+CAUSALITY_SLACK_NS = 1_000_000  # boottime may not run backwards past the anchor by more (FAULTS Q6)
+
+
+@dataclass(frozen=True)
+class ClockState:
+    """What a reader needs to compute the interval at any later instant without the store.
+
+    At the anchor (`anchor_realtime_ns`, `anchor_boottime_ns`) the references' true time lay in
+    ``anchor_realtime + [lo_ns, hi_ns]``; afterwards the centre moves at −`drift_ppm` (our clock
+    gains) and each side grows at `growth_ppm`. `has_interval` False: no evidence at all.
+    """
+
+    anchor_realtime_ns: int
+    anchor_boottime_ns: int
+    lo_ns: int
+    hi_ns: int
+    drift_ppm: float
+    growth_ppm: float
+    evidence_age_s: float  # age of the newest evidence at the anchor
+    fresh_s: float
+    void_after_s: float
+    step_tolerance_ns: int
+    anchor_unknown: bool  # the estimate at the anchor was already 'unknown' (e.g. stepped)
+    has_interval: bool
+    single_source: bool = False
+
+    def __post_init__(self) -> None:
+        if self.has_interval and self.lo_ns > self.hi_ns:
+            raise ValueError(f"inverted clock state: lo {self.lo_ns} ns > hi {self.hi_ns} ns")
+        if not (self.growth_ppm >= 0 and math.isfinite(self.growth_ppm) and math.isfinite(self.drift_ppm)):
+            raise ValueError(f"bad clock state rates: drift {self.drift_ppm} ppm, "
+                             f"growth {self.growth_ppm} ppm")
+
+
+def interval_at(state: ClockState, realtime_ns: int, boottime_ns: int) -> tuple[int, int, str]:
+    """(earliest_ns, latest_ns, status) at a later (realtime, boottime) reading: the reference
+    formula the IntervalClock hot path inlines (a test holds the two together).
+
+    No evidence: (0, INT64_MAX, 'unknown'), as wide as an instant can be, never a lie.
+    Raises ValueError when boottime is before the anchor (FAULTS Q6: causality breach).
+    """
+    if not state.has_interval:
+        return 0, INT64_MAX, "unknown"
+    age_ns = boottime_ns - state.anchor_boottime_ns
+    if age_ns < -CAUSALITY_SLACK_NS:
+        raise ValueError(f"clock reading {-age_ns} ns before the published state's anchor (causality breach)")
+    age_ns = max(age_ns, 0)
+    step_ns = (realtime_ns - boottime_ns) - (state.anchor_realtime_ns - state.anchor_boottime_ns)
+    shift = -state.drift_ppm * PPM * age_ns - step_ns
+    grow = state.growth_ppm * PPM * age_ns + PAIR_SLACK_NS
+    earliest = realtime_ns + math.floor(state.lo_ns + shift - grow)
+    latest = realtime_ns + math.ceil(state.hi_ns + shift + grow)
+    age_s = state.evidence_age_s + age_ns / NS_PER_S
+    if state.anchor_unknown or abs(step_ns) > state.step_tolerance_ns or age_s > state.void_after_s:
+        status = "unknown"
+    elif age_s <= state.fresh_s:
+        status = "synchronized"
+    else:
+        status = "free_running"
+    return earliest, latest, status

@@ -1,0 +1,273 @@
+"""IntervalClock, the published state, leases and fencing: synthetic states, real processes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import timekit
+import timekit.intervalclock as ic
+from timekit import ClockUnknownError, Fence, FencingTokens, IntervalClock, Lease, LeaseExpired, TimeInterval
+from timekit.analysis.clock_state import INT64_MAX, ClockState, interval_at
+from timekit.collectors.clocks import boot_id
+from timekit.published_state import StateReader, publish, state_path_for
+from timekit.units import NS_PER_S
+
+
+def clocks() -> tuple[int, int]:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def state_now(*, half_ns: int = 100_000, centre_ns: int = 0, age_s: float = 0.0, evidence_age_s: float = 1.0,
+              growth_ppm: float = 200.0, drift_ppm: float = 0.0, realtime_shift_ns: int = 0,
+              **kw: object) -> ClockState:
+    """A state anchored `age_s` ago (boottime) saying true time = local + centre ± half then."""
+    rt, bt = clocks()
+    age_ns = round(age_s * NS_PER_S)
+    return ClockState(rt - age_ns + realtime_shift_ns, bt - age_ns, centre_ns - half_ns, centre_ns + half_ns,
+                      drift_ppm, growth_ppm, evidence_age_s, kw.pop("fresh_s", 300.0),  # type: ignore[arg-type]
+                      kw.pop("void_after_s", 14_400.0), 1_000_000, anchor_unknown=False,  # type: ignore[arg-type]
+                      has_interval=True, **kw)  # type: ignore[arg-type]
+
+
+def clock_with(tmp_path: Path, state: ClockState, boot: str | None = None) -> IntervalClock:
+    db = tmp_path / "tk.db"
+    publish(state_path_for(db), state, boot if boot is not None else boot_id())
+    return IntervalClock(db)
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(timekit.__all__) == ["AnalysisError", "CausalityError", "ClockUnknownError",
+                                       "CollectorError", "Fence", "FencingTokens", "IntervalClock", "Lease",
+                                       "LeaseExpired", "StoreError", "TimeInterval", "TimekitError",
+                                       "UsageError"]
+
+
+def test_importing_the_library_does_not_load_numpy() -> None:
+    code = "import sys, timekit; timekit.IntervalClock; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.integers(-10**10, 10**10), width=st.integers(0, 10**9), drift=st.floats(-500, 500),
+       growth=st.floats(0, 1000), ev_age=st.floats(0, 20_000), age_ns=st.integers(0, 10**13),
+       step_ns=st.integers(-10**10, 10**10))
+def test_hot_path_equals_the_reference_formula(lo: int, width: int, drift: float, growth: float,
+                                               ev_age: float, age_ns: int, step_ns: int) -> None:
+    """`now()` inlines `interval_at`; both must agree (to the 1 ns of outward rounding)."""
+    a_rt, a_bt = 1_795_000_000 * NS_PER_S, 4_000 * NS_PER_S
+    state = ClockState(a_rt, a_bt, lo, lo + width, drift, growth, ev_age, 300.0, 14_400.0, 1_000_000,
+                       anchor_unknown=False, has_interval=True)
+    rt, bt = a_rt + age_ns + step_ns, a_bt + age_ns
+    clock = IntervalClock.__new__(IntervalClock)
+    clock._reader, clock._gen = None, -1
+    clock._set(state)
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(ic, "_gettime", lambda cid: rt if cid == ic._REALTIME else bt)
+        got = clock.now()
+    e, lt, status = interval_at(state, rt, bt)
+    assert got.status == status
+    assert e - 2 <= got.earliest_ns <= e and lt <= got.latest_ns <= lt + 2  # outward, never inward
+    assert got.earliest_ns <= got.latest_ns
+
+
+def test_fresh_state_is_synchronized_and_contains_the_anchor_truth(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(centre_ns=20_000_000, half_ns=50_000))
+    assert clock.source == "published"
+    rt0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    iv = clock.now()
+    rt1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    assert iv.status == "synchronized"
+    assert iv.earliest_ns <= rt0 + 20_000_000 and rt1 + 20_000_000 <= iv.latest_ns
+    # half-width: 50 µs + 200 ppm × (age since anchor: well under 50 ms) + 1 µs pair slack
+    assert 51e-6 <= iv.uncertainty_s < 51e-6 + 200e-6 * 0.05
+
+
+def test_status_and_width_follow_the_age_of_the_evidence(tmp_path: Path) -> None:
+    """synchronized -> free_running -> unknown as evidence ages; the bound grows at max drift."""
+    statuses, widths = [], []
+    for age_s in (10.0, 1000.0, 20_000.0):
+        clock = clock_with(tmp_path, state_now(age_s=age_s, evidence_age_s=5.0, growth_ppm=100.0))
+        iv = clock.now()
+        statuses.append(iv.status)
+        widths.append(iv.uncertainty_s)
+        clock.close()
+    assert statuses == ["synchronized", "free_running", "unknown"]
+    for age_s, w in zip((10.0, 1000.0, 20_000.0), widths, strict=True):
+        expected = 100e-6 + 100e-6 * age_s + 1e-6  # half + 100 ppm × age + slack
+        assert expected <= w < expected + 100e-6 * 0.05 + 2e-9
+
+
+def test_wall_clock_step_since_the_state_is_unknown_but_still_true(tmp_path: Path) -> None:
+    """The anchor's realtime says the wall clock read 2 s more then: it was stepped back 2 s since."""
+    clock = clock_with(tmp_path, state_now(centre_ns=0, realtime_shift_ns=2 * NS_PER_S))
+    rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    iv = clock.now()
+    assert iv.status == "unknown"
+    # true time is 2 s ahead of the stepped-back wall clock, and the interval follows boottime
+    assert iv.contains(rt + 2 * NS_PER_S + 1000)
+
+
+def test_no_evidence_is_the_widest_interval_and_commit_wait_refuses(tmp_path: Path) -> None:  # Q1
+    clock = IntervalClock(tmp_path / "none.db")
+    iv = clock.now()
+    assert (iv.earliest_ns, iv.latest_ns, iv.status) == (0, INT64_MAX, "unknown")
+    assert math.isinf(iv.uncertainty_s)
+    assert not clock.after(1) and not clock.before(INT64_MAX)
+    with pytest.raises(ClockUnknownError):
+        clock.commit_wait(time.clock_gettime_ns(time.CLOCK_REALTIME))
+    assert not (tmp_path / "none.db").exists()  # reading never creates a store
+
+
+def test_state_from_another_boot_is_not_evidence(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(), boot="00000000-0000-0000-0000-000000000000")
+    assert clock.now().status == "unknown" and math.isinf(clock.now().uncertainty_s)
+
+
+def test_anchor_in_the_boottime_future_is_a_causality_error(tmp_path: Path) -> None:  # Q6
+    clock = clock_with(tmp_path, state_now(age_s=-5.0))
+    with pytest.raises(timekit.CausalityError):
+        clock.now()
+
+
+def test_commit_wait_waits_out_the_uncertainty(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(half_ns=20_000_000, growth_ppm=0.0))  # ±20 ms
+    t = clock.now().latest_ns  # a timestamp that is certainly not past yet
+    assert not clock.after(t)
+    waited = clock.commit_wait(t, timeout_s=2.0)
+    assert clock.after(t)
+    assert 0.035 <= waited < 0.5  # about the width, 40 ms (less the time since `t` was taken)
+
+
+def test_after_and_before_only_when_certain(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(half_ns=1_000_000))
+    rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    assert clock.after(rt - 10_000_000) and not clock.after(rt)
+    assert clock.before(rt + 10_000_000) and not clock.before(rt)
+
+
+def test_interval_values_are_immutable_and_ordered() -> None:
+    a, b = TimeInterval(10, 20, "synchronized"), TimeInterval(30, 40, "synchronized")
+    assert a.certainly_before(b) and b.certainly_after(a) and a < b
+    assert not TimeInterval(10, 35, "synchronized").certainly_before(b)
+    with pytest.raises(AttributeError):
+        a.earliest_ns = 0  # type: ignore[misc]
+
+
+def test_reader_picks_up_a_new_state_on_the_next_call(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(centre_ns=0))
+    first = clock.now()
+    publish(state_path_for(tmp_path / "tk.db"), state_now(centre_ns=5 * NS_PER_S), boot_id())
+    second = clock.now()
+    assert second.earliest_ns - first.earliest_ns > 4 * NS_PER_S
+
+
+# --- concurrency: no torn reads -------------------------------------------------------------------
+
+def _writer(path: str, n: int) -> None:
+    for k in range(1, n + 1):  # every record satisfies hi == -lo == k and anchor realtime == 10**9 + k
+        publish(Path(path), ClockState(10**9 + k, 7, -k, k, float(k), 1.0, 0.0, 1.0, 2.0, k,
+                                       anchor_unknown=False, has_interval=True), "boot")
+
+
+def _reader(path: str, seconds: float, out: mp.Queue) -> None:
+    r = StateReader(Path(path))
+    seen, torn, reads = set(), 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        got = r.read()
+        if got is None:
+            continue
+        reads += 1
+        _gen, s, boot = got
+        k = s.hi_ns
+        if not (s.lo_ns == -k and s.anchor_realtime_ns == 10**9 + k and s.drift_ppm == float(k)
+                and s.step_tolerance_ns == k and boot == "boot"):
+            torn += 1
+        seen.add(k)
+    out.put((reads, torn, len(seen)))
+
+
+def test_concurrent_readers_never_see_a_torn_record(tmp_path: Path) -> None:
+    path = tmp_path / "x.clock"
+    _writer(str(path), 1)
+    ctx = mp.get_context("fork")
+    q: mp.Queue = ctx.Queue()
+    readers = [ctx.Process(target=_reader, args=(str(path), 2.0, q)) for _ in range(2)]
+    writer = ctx.Process(target=_writer, args=(str(path), 20_000))
+    for p in (*readers, writer):
+        p.start()
+    results = [q.get(timeout=30) for _ in readers]
+    for p in (*readers, writer):
+        p.join(timeout=30)
+    for reads, torn, distinct in results:
+        assert torn == 0
+        assert reads > 1000 and distinct > 50  # the readers really overlapped the writer
+
+
+# --- leases and fencing ----------------------------------------------------------------------------
+
+def test_lease_expires_on_the_interval_clock_and_fencing_tokens_grow(tmp_path: Path) -> None:
+    clock = clock_with(tmp_path, state_now(half_ns=1_000_000))
+    tokens, fence = FencingTokens(tmp_path / "tk.db"), Fence(tmp_path / "tk.db")
+    t1, t2 = tokens.next("orders"), tokens.next("orders")
+    assert (t1, t2) == (1, 2) and tokens.next("other") == 1
+    lease = Lease(clock, 0.05, token=t2)
+    assert lease.valid()
+    # the interval's 1 ms half-width comes off the 50 ms lease (the start is not known closer)
+    assert 0.045 < lease.remaining_s() <= 0.049
+    time.sleep(0.06)
+    assert not lease.valid()
+    with pytest.raises(LeaseExpired):
+        lease.ensure()
+    assert fence.accept("orders", t2) and fence.accept("orders", t2)
+    assert not fence.accept("orders", t1)  # a stale token is refused
+
+
+CHILD = r"""
+import os, signal, sys
+from timekit import Fence, FencingTokens, IntervalClock, Lease
+db = sys.argv[1]
+lease = Lease(IntervalClock(db), 0.5, token=FencingTokens(db).next("orders"))
+print("acquired", lease.token, flush=True)
+if lease.valid():
+    os.kill(os.getpid(), signal.SIGSTOP)          # paused at the worst moment: after the check
+    print("write-after-pause", Fence(db).accept("orders", lease.token), flush=True)
+print("valid-after-pause", lease.valid(), flush=True)
+"""
+
+
+def test_a_paused_lease_holder_finds_out_and_its_stale_token_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "tk.db"
+    publish(state_path_for(db), state_now(half_ns=1_000_000), boot_id())
+    FencingTokens(db).next("warmup")  # create the store before the child races for it
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        assert line[0] == "acquired"
+        old = int(line[1])
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "T":  # stopped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.7)  # the 0.5 s lease runs out while it is stopped; a new holder takes over
+        new = FencingTokens(db).next("orders")
+        assert new > old and Fence(db).accept("orders", new)
+        os.kill(child.pid, signal.SIGCONT)
+        out, _ = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert out.split() == ["write-after-pause", "False", "valid-after-pause", "False"]

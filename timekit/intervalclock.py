@@ -1,0 +1,221 @@
+"""IntervalClock: a TrueTime-style clock for Python programs, cheap enough for hot paths.
+
+`now()` returns a `TimeInterval` [earliest_ns, latest_ns] that contains the references' true
+time (under the assumptions of `analysis.interval`: a majority of honest references, drift
+within `max_drift_ppm` of the estimate). It reads CLOCK_REALTIME and CLOCK_BOOTTIME and a
+state published by `timekit now`/`collect`/`sample ntp`/`daemon` in a memory-mapped file
+(`<db>.clock`), checking one generation counter per call: no I/O, no database query.
+Without a published state it computes one from the store once, at construction (and on
+`refresh()`). A wall-clock step since the state was written is detected (realtime against
+boottime) and answered with status 'unknown' and an interval corrected by boottime.
+
+Guarantee, and its limits: the interval contains true time if the published evidence was
+honest and the clock's drift stays within the bound; it says nothing about a clock that
+was stepped by more than the step tolerance in the same nanosecond as the read, and the
+bound grows (status 'free_running', then 'unknown') as the evidence ages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, PAIR_SLACK_NS, ClockState
+from timekit.errors import AnalysisError
+from timekit.units import NS_PER_S, PPM
+
+_REALTIME, _BOOTTIME = time.CLOCK_REALTIME, time.CLOCK_BOOTTIME
+_gettime = time.clock_gettime_ns
+COMMIT_WAIT_POLL_S = 0.05  # commit_wait re-reads the clock at least this often
+
+
+class ClockUnknownError(AnalysisError):
+    """The clock has no evidence at all, so nothing is certain (commit_wait cannot end)."""
+
+
+class CausalityError(AnalysisError):
+    """The clock reads earlier than the published state's anchor (FAULTS Q6)."""
+
+
+class TimeInterval(NamedTuple):
+    """[earliest_ns, latest_ns] (Unix ns) containing true time, and how sure we are.
+
+    Immutable and comparable as a tuple (by earliest, then latest); `certainly_before` and
+    `certainly_after` order two intervals only when they do not overlap.
+    """
+
+    earliest_ns: int
+    latest_ns: int
+    status: str  # 'synchronized' | 'free_running' | 'unknown'
+
+    @property
+    def uncertainty_s(self) -> float:
+        """Half the width, seconds (inf when there is no evidence at all)."""
+        if self.latest_ns == INT64_MAX and self.earliest_ns == 0:
+            return math.inf
+        return (self.latest_ns - self.earliest_ns) / 2 / NS_PER_S
+
+    @property
+    def midpoint_ns(self) -> int:
+        return (self.earliest_ns + self.latest_ns) // 2
+
+    def contains(self, t_ns: int) -> bool:
+        return self.earliest_ns <= t_ns <= self.latest_ns
+
+    def certainly_before(self, other: TimeInterval) -> bool:
+        """Every instant of this interval precedes every instant of `other`."""
+        return self.latest_ns < other.earliest_ns
+
+    def certainly_after(self, other: TimeInterval) -> bool:
+        return self.earliest_ns > other.latest_ns
+
+
+_new_interval = tuple.__new__
+
+
+class IntervalClock:
+    """`IntervalClock()` / `IntervalClock(db=PATH)`: see the module docstring."""
+
+    def __init__(self, db: Path | str | None = None, *, state_path: Path | str | None = None,
+                 max_drift_ppm: float | None = None) -> None:
+        from timekit.published_state import state_path_for
+        from timekit.store import default_db_path
+
+        self.db = Path(db) if db is not None else default_db_path()
+        self.state_path = Path(state_path) if state_path is not None else state_path_for(self.db)
+        self._max_drift_ppm = max_drift_ppm
+        self._reader = None
+        self._gen = -1
+        self.source = "none"  # 'published' | 'store' | 'none'
+        self._set(None)
+        self.refresh()
+
+    # -- loading ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Map the published state if there is one, else compute a state from the store now."""
+        from timekit.published_state import StateReader
+
+        if self._reader is None:
+            try:
+                self._reader = StateReader(self.state_path)
+            except (OSError, ValueError):
+                self._reader = None
+        if self._reader is not None:
+            self._gen = -1
+            self._reload()
+            if self.source == "published":
+                return
+        self._from_store()
+
+    def _reload(self) -> None:
+        got = self._reader.read() if self._reader is not None else None
+        if got is None:
+            return  # keep what we had (a writer died mid-write, or nothing published yet)
+        gen, state, boot = got
+        from timekit.collectors.clocks import boot_id
+
+        if boot and boot != boot_id():  # published before a reboot: boottime means nothing now
+            state = ClockState(0, 0, 0, 0, 0.0, 0.0, math.inf, 1.0, 1.0, 1, True, False)
+        self._gen = gen
+        self.source = "published"
+        self._set(state)
+
+    def _from_store(self) -> None:
+        from timekit.analysis.interval import IntervalPolicy
+        from timekit.errors import StoreError
+        from timekit.store import Store
+        from timekit.truetime import state_from_store
+
+        if not self.db.exists():
+            return
+        policy = IntervalPolicy() if self._max_drift_ppm is None else IntervalPolicy(
+            max_drift_ppm=self._max_drift_ppm)
+        try:
+            with Store.open(self.db, create=False) as store:
+                state = state_from_store(store, policy)
+        except StoreError:
+            return
+        self.source = "store"
+        self._set(state)
+
+    def _set(self, state: ClockState | None) -> None:
+        """Precompute the hot-path constants of a state (None: no evidence)."""
+        self.state = state
+        if state is None or not state.has_interval:
+            self._p = None
+            return
+        self._p = (state.anchor_realtime_ns - state.anchor_boottime_ns, state.anchor_boottime_ns,
+                   state.lo_ns, state.hi_ns, -state.drift_ppm * PPM, state.growth_ppm * PPM,
+                   state.evidence_age_s * NS_PER_S, state.fresh_s * NS_PER_S, state.void_after_s * NS_PER_S,
+                   state.step_tolerance_ns, state.anchor_unknown)
+
+    # -- the hot path ------------------------------------------------------------------------
+    def now(self) -> TimeInterval:
+        """The interval containing true time now (no I/O; one generation check)."""
+        reader = self._reader
+        if reader is not None and reader.gen[0] != self._gen:
+            self._reload()
+        rt = _gettime(_REALTIME)
+        bt = _gettime(_BOOTTIME)
+        p = self._p
+        if p is None:
+            return _new_interval(TimeInterval, (0, INT64_MAX, "unknown"))
+        rt_minus_bt, a_bt, lo, hi, move, grow, age0, fresh, void, tol, anchor_unknown = p
+        age = bt - a_bt
+        if age < 0:
+            if age < -CAUSALITY_SLACK_NS:
+                raise CausalityError(f"clock reads {-age} ns before the published state's anchor")
+            age = 0
+        step = rt - bt - rt_minus_bt
+        shift = move * age - step
+        g = grow * age + PAIR_SLACK_NS
+        earliest = rt + int(lo + shift - g) - 1  # int() truncates toward 0: -1/+1 round outward
+        latest = rt + int(hi + shift + g) + 1
+        total = age0 + age
+        if anchor_unknown or step > tol or -step > tol or total > void:
+            status = "unknown"
+        elif total <= fresh:
+            status = "synchronized"
+        else:
+            status = "free_running"
+        return _new_interval(TimeInterval, (earliest, latest, status))
+
+    def after(self, t_ns: int) -> bool:
+        """True only when `t_ns` is certainly in the past."""
+        return self.now().earliest_ns > t_ns
+
+    def before(self, t_ns: int) -> bool:
+        """True only when `t_ns` is certainly in the future."""
+        return self.now().latest_ns < t_ns
+
+    def commit_wait(self, t_ns: int, *, timeout_s: float | None = None) -> float:
+        """Block until `t_ns` is certainly past (Spanner's commit wait); returns seconds waited.
+
+        Sleeps on the monotonic clock. Raises ClockUnknownError without evidence, TimeoutError
+        past `timeout_s`.
+        """
+        start = time.monotonic()
+        while True:
+            iv = self.now()
+            if iv.earliest_ns > t_ns:
+                return time.monotonic() - start
+            if self._p is None:
+                raise ClockUnknownError("no clock evidence: nothing is certainly in the past "
+                                        "(run `timekit sample ntp` or `timekit daemon`)")
+            waited = time.monotonic() - start
+            if timeout_s is not None and waited >= timeout_s:
+                raise TimeoutError(f"{t_ns} not certainly past after {waited:.3f} s "
+                                   f"(uncertainty {iv.uncertainty_s:.6f} s)")
+            left_s = (t_ns - iv.earliest_ns) / NS_PER_S + 1e-6
+            time.sleep(min(max(left_s, 0.0), COMMIT_WAIT_POLL_S))
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __repr__(self) -> str:
+        return f"IntervalClock(db={os.fspath(self.db)!r}, source={self.source!r})"

@@ -1,0 +1,125 @@
+"""The published clock state: a 256-byte memory-mapped file, written under a generation counter.
+
+Layout (little endian), as AWS ClockBound's shared memory segment does it::
+
+    0   8s  magic b"TKCLOCK1"
+    8   Q   generation: odd while a writer is in the middle, even when the record is whole
+    16  ... record (STRUCT below): anchor, [lo, hi], rates, ages, flags, boot id
+
+A writer (serialised by flock) makes the generation odd, writes the record, makes it even.
+A reader reads the generation, the record, the generation again, and keeps the record only
+if both reads are the same even number: it never uses a half-written record. A writer that
+died mid-write leaves an odd generation; the next writer moves on from it. The file is never
+truncated or replaced, so readers can keep it mapped forever.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from pathlib import Path
+
+from timekit.analysis.clock_state import ClockState
+from timekit.errors import StoreError
+
+MAGIC = b"TKCLOCK1"
+FILE_SIZE = 256
+GEN_OFFSET = 8
+RECORD_OFFSET = 16
+RECORD = struct.Struct("<qqqqdddddqB36s")  # 117 bytes: fits in FILE_SIZE - RECORD_OFFSET
+FLAG_ANCHOR_UNKNOWN, FLAG_HAS_INTERVAL, FLAG_SINGLE_SOURCE = 1, 2, 4
+READ_TRIES = 10_000  # a writer holds the odd generation for a few µs
+
+
+def state_path_for(db: Path) -> Path:
+    """Where the state of store `db` is published: next to it, `<db>.clock`."""
+    return db.with_name(db.name + ".clock")
+
+
+def _pack(state: ClockState, boot_id: str | None) -> bytes:
+    flags = ((FLAG_ANCHOR_UNKNOWN if state.anchor_unknown else 0)
+             | (FLAG_HAS_INTERVAL if state.has_interval else 0)
+             | (FLAG_SINGLE_SOURCE if state.single_source else 0))
+    return RECORD.pack(state.anchor_realtime_ns, state.anchor_boottime_ns, state.lo_ns, state.hi_ns,
+                       state.drift_ppm, state.growth_ppm, state.evidence_age_s, state.fresh_s,
+                       state.void_after_s, state.step_tolerance_ns, flags,
+                       (boot_id or "").encode("ascii", "replace")[:36])
+
+
+def unpack(raw: tuple) -> tuple[ClockState, str]:
+    """(state, boot id) from `RECORD.unpack_from` output."""
+    (a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol, flags, boot) = raw
+    state = ClockState(a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol,
+                       anchor_unknown=bool(flags & FLAG_ANCHOR_UNKNOWN),
+                       has_interval=bool(flags & FLAG_HAS_INTERVAL),
+                       single_source=bool(flags & FLAG_SINGLE_SOURCE))
+    return state, boot.rstrip(b"\x00").decode("ascii", "replace")
+
+
+def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
+    """Write `state` into the file at `path` (created if missing); returns the new generation."""
+    record = _pack(state, boot_id)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_size < FILE_SIZE:
+            os.ftruncate(fd, FILE_SIZE)
+        with mmap.mmap(fd, FILE_SIZE) as mm:
+            if mm[:8] != MAGIC:
+                mm[:8] = MAGIC
+            gen = struct.unpack_from("<Q", mm, GEN_OFFSET)[0]
+            writing = (gen + 1) | 1  # odd: readers keep what they had
+            struct.pack_into("<Q", mm, GEN_OFFSET, writing)
+            mm[RECORD_OFFSET:RECORD_OFFSET + len(record)] = record
+            struct.pack_into("<Q", mm, GEN_OFFSET, writing + 1)  # even: whole again
+        return writing + 1
+    except OSError as exc:
+        raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+class StateReader:
+    """A read-only mapping of a published state file; `generation()` costs one memory read."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size < FILE_SIZE:
+                raise ValueError(f"{path} is not a clock state file (too short)")
+            self._mm = mmap.mmap(fd, FILE_SIZE, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        if self._mm[:8] != MAGIC:
+            self._mm.close()
+            raise ValueError(f"{path} is not a timekit clock state file")
+        self._view = memoryview(self._mm)
+        self.gen = self._view[GEN_OFFSET:GEN_OFFSET + 8].cast("Q")  # gen[0]: the live counter
+
+    def read(self) -> tuple[int, ClockState, str] | None:
+        """(generation, state, boot id) of a whole record, or None if no whole record was seen."""
+        gen, mm = self.gen, self._mm
+        for _ in range(READ_TRIES):
+            g1 = gen[0]
+            if g1 & 1:
+                continue
+            raw = RECORD.unpack_from(mm, RECORD_OFFSET)
+            if gen[0] == g1:
+                if g1 == 0:
+                    return None  # created, never written
+                state, boot = unpack(raw)
+                return g1, state, boot
+        return None
+
+    def close(self) -> None:
+        self.gen.release()
+        self._view.release()
+        self._mm.close()
+
+
+assert RECORD_OFFSET + RECORD.size <= FILE_SIZE, "the record must fit in the file"
