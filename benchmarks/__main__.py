@@ -23,6 +23,7 @@ from benchmarks import (
     bench_drift,
     bench_fanout,
     bench_interval,
+    bench_now,
     bench_precision,
     bench_qps,
     bench_startup,
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "drift": bench_drift.run,
     "timeouts": bench_timeouts.run,
     "interval": bench_interval.run,
+    "now": bench_now.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

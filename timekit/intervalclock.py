@@ -74,6 +74,15 @@ class TimeInterval(NamedTuple):
 
 
 _new_interval = tuple.__new__
+NO_EVIDENCE = TimeInterval(0, INT64_MAX, "unknown")
+RATE_EPS = 1e-12  # the float rates are nudged outward so rounding never narrows the interval
+
+
+def _age_limit_ns(seconds: float) -> int:
+    """An age limit in integer ns for the hot path's comparisons (int-int compares are cheapest)."""
+    if not math.isfinite(seconds):
+        return INT64_MAX if seconds > 0 else -INT64_MAX
+    return max(-INT64_MAX, min(INT64_MAX, int(seconds * NS_PER_S)))
 
 
 class IntervalClock:
@@ -88,6 +97,7 @@ class IntervalClock:
         self.state_path = Path(state_path) if state_path is not None else state_path_for(self.db)
         self._max_drift_ppm = max_drift_ppm
         self._reader = None
+        self._genv = None  # the published generation counter (a memoryview), when mapped
         self._gen = -1
         self.source = "none"  # 'published' | 'store' | 'none'
         self._set(None)
@@ -101,6 +111,7 @@ class IntervalClock:
         if self._reader is None:
             try:
                 self._reader = StateReader(self.state_path)
+                self._genv = self._reader.gen
             except (OSError, ValueError):
                 self._reader = None
         if self._reader is not None:
@@ -142,46 +153,53 @@ class IntervalClock:
         self._set(state)
 
     def _set(self, state: ClockState | None) -> None:
-        """Precompute the hot-path constants of a state (None: no evidence)."""
+        """Precompute the hot path's constants for a state (None or no interval: no evidence).
+
+        With age = boottime − anchor boottime, `interval_at` reduces to
+        earliest = anchor_rt + lo − slack + age·(1 − drift − growth), and latest likewise: the
+        interval follows boottime, and realtime only decides the status (a step). The rates are
+        kept as one float factor per side (1 − drift − growth), nudged outward; a float product of
+        an age below 10^15 ns is exact to well under a ns, and int() truncates outward here.
+        """
         self.state = state
         if state is None or not state.has_interval:
             self._p = None
             return
-        self._p = (state.anchor_realtime_ns - state.anchor_boottime_ns, state.anchor_boottime_ns,
-                   state.lo_ns, state.hi_ns, -state.drift_ppm * PPM, state.growth_ppm * PPM,
-                   state.evidence_age_s * NS_PER_S, state.fresh_s * NS_PER_S, state.void_after_s * NS_PER_S,
-                   state.step_tolerance_ns, state.anchor_unknown)
+        move, grow = -state.drift_ppm * PPM, state.growth_ppm * PPM
+        self._p = (state.anchor_boottime_ns,
+                   state.anchor_realtime_ns + state.lo_ns - PAIR_SLACK_NS - 1,
+                   state.anchor_realtime_ns + state.hi_ns + PAIR_SLACK_NS + 1,
+                   1.0 + (move - grow) * (1 - RATE_EPS), 1.0 + (move + grow) * (1 + RATE_EPS),
+                   state.anchor_realtime_ns - state.anchor_boottime_ns, state.step_tolerance_ns,
+                   -state.step_tolerance_ns, _age_limit_ns(state.fresh_s - state.evidence_age_s),
+                   _age_limit_ns(state.void_after_s - state.evidence_age_s), state.anchor_unknown)
 
     # -- the hot path ------------------------------------------------------------------------
     def now(self) -> TimeInterval:
         """The interval containing true time now (no I/O; one generation check)."""
-        reader = self._reader
-        if reader is not None and reader.gen[0] != self._gen:
+        gen = self._genv
+        if gen is not None and gen[0] != self._gen:
             self._reload()
-        rt = _gettime(_REALTIME)
-        bt = _gettime(_BOOTTIME)
+        gettime = _gettime
+        bt = gettime(_BOOTTIME)
+        rt = gettime(_REALTIME)
         p = self._p
         if p is None:
-            return _new_interval(TimeInterval, (0, INT64_MAX, "unknown"))
-        rt_minus_bt, a_bt, lo, hi, move, grow, age0, fresh, void, tol, anchor_unknown = p
+            return NO_EVIDENCE
+        a_bt, e0, l0, k_lo, k_hi, rt_minus_bt, tol, neg_tol, sync_age, void_age, anchor_unknown = p
         age = bt - a_bt
         if age < 0:
             if age < -CAUSALITY_SLACK_NS:
                 raise CausalityError(f"clock reads {-age} ns before the published state's anchor")
             age = 0
         step = rt - bt - rt_minus_bt
-        shift = move * age - step
-        g = grow * age + PAIR_SLACK_NS
-        earliest = rt + int(lo + shift - g) - 1  # int() truncates toward 0: -1/+1 round outward
-        latest = rt + int(hi + shift + g) + 1
-        total = age0 + age
-        if anchor_unknown or step > tol or -step > tol or total > void:
+        if anchor_unknown or step > tol or step < neg_tol or age > void_age:
             status = "unknown"
-        elif total <= fresh:
+        elif age <= sync_age:
             status = "synchronized"
         else:
             status = "free_running"
-        return _new_interval(TimeInterval, (earliest, latest, status))
+        return _new_interval(TimeInterval, (e0 + int(age * k_lo), l0 + int(age * k_hi) + 1, status))
 
     def after(self, t_ns: int) -> bool:
         """True only when `t_ns` is certainly in the past."""
@@ -214,6 +232,7 @@ class IntervalClock:
 
     def close(self) -> None:
         if self._reader is not None:
+            self._genv = None
             self._reader.close()
             self._reader = None
 
