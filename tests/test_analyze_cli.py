@@ -47,7 +47,8 @@ def test_drift_within_bound_of_truth_with_ci_containing_it(lab: Lab, sampled_db:
         # and it says something (under load the Huber standard error on the lab's two-humped noise
         # is conservative: a ±136 ppm interval was seen around an estimate 1.4 ppm from the truth)
         assert hi - lo < 300.0
-        assert r["n_samples"] == 60 and 5.0 < r["span_s"] < 7.5
+        # all 60 given; the fit spans the 6 s, or its newer half if the runs test trimmed once
+        assert r["n_samples"] == 60 and 2.5 < r["span_s"] < 7.5
         # offset_s is the fitted offset at the newest sample: within 1 ms of the truth then
         assert abs(r["offset_s"] - srv.true_offset_at(r["t_end_ns"])) < 1e-3
 
