@@ -65,7 +65,15 @@ MIGRATIONS: list[str] = [
     # v3: fencing tokens (issued by a lock holder, highest accepted by the protected resource)
     "CREATE TABLE fencing (resource TEXT PRIMARY KEY, issued INTEGER NOT NULL DEFAULT 0,"
     " accepted INTEGER NOT NULL DEFAULT 0);\n",
+    # v4: pause meter summaries (one row per interval)
+    "CREATE TABLE pause_intervals (id INTEGER PRIMARY KEY, run_id INTEGER, t_local_ns INTEGER NOT NULL,"
+    " boottime_ns INTEGER NOT NULL, interval_s REAL NOT NULL, n_wakeups INTEGER NOT NULL,"
+    " p50_s REAL NOT NULL, p90_s REAL NOT NULL, p99_s REAL NOT NULL, p999_s REAL NOT NULL,"
+    " max_s REAL NOT NULL, suspend_s REAL NOT NULL);\n"
+    "CREATE INDEX pause_intervals_t ON pause_intervals(t_local_ns);\n",
 ]
+PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
+                 "max_s", "suspend_s"]
 SCHEMA_VERSION = len(MIGRATIONS)
 _STATE_COLUMNS = [f.name for f in fields(ServerState)]
 
@@ -327,6 +335,21 @@ class Store:
                                  " FROM health_events ORDER BY id").fetchall()
             return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
                              " FROM health_events WHERE node = ? ORDER BY id", (node,)).fetchall()
+
+    # --- pause meter ----------------------------------------------------------------------
+    def add_pause_intervals(self, rows: Iterable[Any], run_id: int | None = None) -> None:
+        """Insert pause summaries (objects with the PAUSE_COLUMNS attributes) in one transaction."""
+        with self.write() as c:
+            c.executemany(f"INSERT INTO pause_intervals(run_id, {', '.join(PAUSE_COLUMNS)}) "
+                          f"VALUES ({', '.join('?' * (len(PAUSE_COLUMNS) + 1))})",
+                          [(run_id, *(getattr(r, col) for col in PAUSE_COLUMNS)) for r in rows])
+
+    def pause_rows(self, since_ns: int | None = None) -> list[dict[str, Any]]:
+        """Stored pause summaries, oldest first, as dicts keyed by PAUSE_COLUMNS."""
+        with self.reading() as c:
+            cur = c.execute(f"SELECT {', '.join(PAUSE_COLUMNS)} FROM pause_intervals WHERE t_local_ns >= ?"
+                            " ORDER BY t_local_ns, id", (since_ns or 0,))
+            return [dict(zip(PAUSE_COLUMNS, r, strict=True)) for r in cur]
 
     # --- fencing tokens ---------------------------------------------------------------------
     def next_fencing_token(self, resource: str) -> int:
