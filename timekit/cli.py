@@ -159,6 +159,34 @@ def sample_clocks_cmd(
         _console().print(clocks_text(run))
 
 
+@sample_app.command("pauses")
+def sample_pauses_cmd(
+    duration: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds to measure.")] = 10.0,
+    resolution: Annotated[float, typer.Option(min=0.0001, max=1.0,
+                                              help="Sleep asked for each time, s.")] = 0.001,
+    interval: Annotated[float, typer.Option(min=0.001, max=3600.0, help="Seconds per summary.")] = 1.0,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Pause meter (jHiccup-style): how late a sleeper wakes up, percentiles per interval, stored."""
+    from timekit.sampling import sample_pauses_run
+
+    with _open_store(db) as store:
+        prog = _progress(max(1, round(duration / interval)), "measuring pauses")
+        try:
+            rows = sample_pauses_run(store, duration, resolution_s=resolution, interval_s=interval,
+                                     on_interval=(lambda _iv: prog.tick()) if prog else None)
+        finally:
+            if prog:
+                prog.stop()
+    if as_json:
+        emit_json({"pauses": rows})
+    else:
+        from timekit.render import pauses_table
+
+        _console().print(pauses_table(rows))
+
+
 # ----------------------------------------------------------------------------- collect
 @app.command("collect")
 def collect_cmd(

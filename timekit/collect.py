@@ -52,6 +52,14 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
         if config.clocks_enabled and remaining > 0:
             clocks = sample_clocks_run(store, min(config.clocks_duration_s, remaining),
                                        config.clocks_rate_hz, command="collect")
+        remaining = config.budget_s - (time.monotonic() - started)
+        if config.pauses_enabled and remaining > 2 * config.pauses_resolution_s:
+            from timekit.sampling import sample_pauses_run
+
+            duration = min(config.pauses_duration_s, remaining)
+            per = max(config.pauses_resolution_s, min(config.pauses_interval_s, duration))
+            sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s, interval_s=per,
+                              command="collect")
         if ntp.samples:
             publish_quietly(store, config.interval)
         return CollectResult(ntp, clocks, ntp.budget_exceeded)

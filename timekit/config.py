@@ -15,6 +15,12 @@
     [run]
     budget_s = 50        # abort and keep what is complete past this (below a cron minute)
 
+    [pauses]             # the pause meter (jHiccup-style), after the clocks
+    enabled = true
+    duration_s = 2.0
+    resolution_s = 0.001
+    interval_s = 1.0
+
     [interval]           # `timekit now` / IntervalClock
     max_drift_ppm = 200  # the bound grows at this (plus the drift estimate's uncertainty)
     fresh_s = 300        # evidence younger than this: synchronized; older: free_running
@@ -57,6 +63,10 @@ class CollectConfig:
     clocks_duration_s: float = 1.0
     clocks_rate_hz: float = 20.0
     budget_s: float = 50.0
+    pauses_enabled: bool = True
+    pauses_duration_s: float = 2.0
+    pauses_resolution_s: float = 0.001
+    pauses_interval_s: float = 1.0
     interval: dict[str, Any] = field(default_factory=dict)  # IntervalPolicy keyword arguments
     skew: dict[str, Any] = field(default_factory=dict)  # SkewConfig keyword arguments
     source: str = field(default="", compare=False)
@@ -67,6 +77,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
             "min_poll_s": (int, float)},
     "clocks": {"enabled": bool, "duration_s": (int, float), "rate_hz": (int, float)},
     "run": {"budget_s": (int, float)},
+    "pauses": {"enabled": bool, "duration_s": (int, float), "resolution_s": (int, float),
+               "interval_s": (int, float)},
     "interval": {"max_drift_ppm": (int, float), "fresh_s": (int, float), "void_after_s": (int, float),
                  "max_root_distance_s": (int, float)},
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
@@ -110,12 +122,15 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
             if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
                 raise UsageError(f"{source}: {section}.{key} has the wrong type ({value!r})")
     ntp, clocks, run = raw.get("ntp", {}), raw.get("clocks", {}), raw.get("run", {})
+    pauses = raw.get("pauses", {})
     servers = ntp.get("servers", [])
     if not all(isinstance(s, str) for s in servers):
         raise UsageError(f"{source}: ntp.servers must be a list of strings")
     count = ntp.get("count", 4)
     if not 1 <= count <= 10_000:
         raise UsageError(f"{source}: ntp.count = {count} is out of range (1-10000)")
+    if pauses.get("resolution_s", 0.001) > min(pauses.get("interval_s", 1.0), pauses.get("duration_s", 2.0)):
+        raise UsageError(f"{source}: pauses.resolution_s must not exceed pauses.interval_s or duration_s")
     interval = ntp.get("interval_s")
     min_poll = ntp.get("min_poll_s", 64.0)
     if not MIN_POLL_FLOOR_S <= min_poll <= 86_400:  # (nan fails this too)
@@ -131,6 +146,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         clocks_duration_s=_positive(source, "clocks.duration_s", clocks.get("duration_s", 1.0), hi=3600),
         clocks_rate_hz=_positive(source, "clocks.rate_hz", clocks.get("rate_hz", 20.0), hi=10_000),
         budget_s=_positive(source, "run.budget_s", run.get("budget_s", 50.0), hi=86_400),
+        pauses_enabled=pauses.get("enabled", True),
+        pauses_duration_s=_positive(source, "pauses.duration_s", pauses.get("duration_s", 2.0), hi=3600),
+        pauses_resolution_s=_positive(source, "pauses.resolution_s", pauses.get("resolution_s", 0.001),
+                                      hi=1.0),
+        pauses_interval_s=_positive(source, "pauses.interval_s", pauses.get("interval_s", 1.0), hi=3600),
         interval=_checked(source, "interval", raw.get("interval", {})),
         skew=_checked(source, "skew", raw.get("skew", {})),
         source=source,

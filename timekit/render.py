@@ -189,3 +189,14 @@ def timeout_table(results: list[dict[str, Any]]) -> Table:
                   fmt_s(r["rtt_p50_s"], signed=False), fmt_s(r["rtt_p99_s"], signed=False),
                   r.get("reason", ""))
     return t
+
+
+def pauses_table(rows: list[Any]) -> Table:
+    """`timekit sample pauses`: hiccup percentiles per interval."""
+    t = Table(title="Pauses: how late a 1 ms sleeper woke up, per interval")
+    for col in ("end (UTC)", "wake-ups", "p50", "p90", "p99", "p99.9", "max", "suspended"):
+        t.add_column(col, justify="left" if col.startswith("end") else "right")
+    for r in rows:
+        t.add_row(_utc(r.t_local_ns)[11:23], str(r.n_wakeups), *(fmt_s(x, signed=False) for x in (
+            r.p50_s, r.p90_s, r.p99_s, r.p999_s, r.max_s, r.suspend_s)))
+    return t

@@ -150,3 +150,35 @@ def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
     if status == "interrupted":
         raise KeyboardInterrupt
     return ClockRun(report, kernel, clock_resolution(), read_cost_ns(batches=11, calls_per_batch=100))
+
+
+def sample_pauses_run(store: Store, duration_s: float, *, resolution_s: float = 0.001,
+                      interval_s: float = 1.0, command: str = "sample pauses",
+                      on_interval: Callable[[object], None] | None = None) -> list:
+    """Run the pause meter for `duration_s`, committing each interval's summary as it closes.
+
+    Ctrl-C stops the meter; every interval already closed is committed and kept.
+    """
+    from timekit.collectors.pauses import PauseInterval, measure_pauses
+
+    run_id = store.begin_run(command, realtime_ns())
+    kept: list[PauseInterval] = []
+
+    def commit(iv: PauseInterval) -> None:
+        store.add_pause_intervals([iv], run_id)
+        kept.append(iv)
+        if on_interval is not None:
+            on_interval(iv)
+
+    status = "ok"
+    try:
+        measure_pauses(duration_s, resolution_s=resolution_s, interval_s=interval_s, on_interval=commit)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        try:
+            store.end_run(run_id, realtime_ns(), status)
+        except TimekitError:
+            pass
+    return kept

@@ -5,8 +5,9 @@ One check = one assessment (pure, `analysis.skew`) folded into the stored node h
 each transition handed to the user's hook command. Nodes are the references and `self`.
 
 The pause guard: when timekit itself was stalled (the newest replies of most references took
-longer than `pause_guard_s`, or the clock collector recorded a suspend since the previous
-check) the evidence is not trusted to move anyone in or out of quarantine.
+longer than `pause_guard_s`, the pause meter saw a stall longer than that, or the clock
+collector recorded a suspend since the previous check) the evidence is not trusted to move
+anyone in or out of quarantine.
 """
 
 from __future__ import annotations
@@ -130,8 +131,12 @@ def run_skew_check(store: Store, cfg: SkewConfig | None = None, *, now: tuple[in
     else:
         last_check = max((r[6] for r in store.node_health_rows()), default=rt_ns)
         suspends = [e for e in store.clock_events(since_ns=last_check) if e[0] == "suspend"]
+        worst = max((p["max_s"] for p in store.pause_rows(since_ns=last_check)), default=0.0)
         if previous and suspends:
             hold = f"pause guard: this host was suspended {suspends[-1][2]:.3f} s since the previous check"
+        elif previous and worst > cfg.pause_guard_s:
+            hold = (f"pause guard: the pause meter saw this host stall {worst:.3f} s since the previous "
+                    f"check (over {cfg.pause_guard_s:g} s)")
     update = update_fleet(previous, assessment, now_ns=rt_ns,
                           policy=QuarantinePolicy(enter_after=cfg.enter_after, leave_after=cfg.leave_after),
                           hold_reason=hold)
