@@ -15,6 +15,7 @@ from timekit.units import NS_PER_S, PPM
 
 INT64_MAX = (1 << 63) - 1
 PAIR_SLACK_NS = 1_000  # a reader's realtime and boottime reads are two calls apart: 1 µs each side
+LEAP_NS = 1_000_000_000  # a leap second
 CAUSALITY_SLACK_NS = 1_000_000  # boottime may not run backwards past the anchor by more (FAULTS Q6)
 
 
@@ -40,6 +41,7 @@ class ClockState:
     anchor_unknown: bool  # the estimate at the anchor was already 'unknown' (e.g. stepped)
     has_interval: bool
     single_source: bool = False
+    leap_from_ns: int = 0  # realtime from which a pending leap second widens the interval by 1 s (0: none)
 
     def __post_init__(self) -> None:
         if self.has_interval and self.lo_ns > self.hi_ns:
@@ -67,6 +69,10 @@ def interval_at(state: ClockState, realtime_ns: int, boottime_ns: int) -> tuple[
     grow = state.growth_ppm * PPM * age_ns + PAIR_SLACK_NS
     earliest = realtime_ns + math.floor(state.lo_ns + shift - grow)
     latest = realtime_ns + math.ceil(state.hi_ns + shift + grow)
+    # from 1 s before the leap's midnight (on the anchor's timescale carried by boottime: a local
+    # step must not hide it) the leap may have been applied by anyone, or not: ±1 s
+    if state.leap_from_ns and state.anchor_realtime_ns + age_ns >= state.leap_from_ns:
+        earliest, latest = earliest - LEAP_NS, latest + LEAP_NS
     age_s = state.evidence_age_s + age_ns / NS_PER_S
     if state.anchor_unknown or abs(step_ns) > state.step_tolerance_ns or age_s > state.void_after_s:
         status = "unknown"

@@ -116,6 +116,7 @@ class ServerBound:
     n_used: int = 0
     local_step_s: float | None = None  # wall-clock step since the newest sample used
     leap: int = 0  # leap indicator of the newest sample used
+    leap_from_ns: int | None = None  # realtime of the oldest used sample announcing a leap second
     naive_half_width_s: float | None = None  # |offset| + root distance of the newest sample
 
     @property
@@ -138,6 +139,7 @@ class IntervalEstimate:
     local_step_s: float | None = None
     single_source: bool = False
     naive_uncertainty_s: float | None = None  # best |offset| + root distance: the bound without timekit
+    leap_midnight_ns: int | None = None  # announced leap second not yet within reach: readers widen then
 
     def __post_init__(self) -> None:
         if (self.earliest_ns is None) != (self.latest_ns is None):
@@ -195,20 +197,32 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
     lo, hi = float(lo_run[k - 1]), float(hi_run[k - 1])
     newest = idx[-1]
     leap = 0 if ev.leap is None else int(np.asarray(ev.leap)[newest] or 0)
+    used = idx[len(idx) - k:]
+    leap_from = None
+    if ev.leap is not None:
+        flagged = used[np.isin(np.asarray(ev.leap)[used], (1, 2))]
+        if flagged.size:
+            leap_from = int(np.asarray(ev.t_local_ns)[flagged[0]])
     dropped = len(idx) - k
     reason = f"{k} sample(s) agree"
     if dropped:
         reason += f"; {dropped} older ones disagree (a step before them)"
     return ServerBound(ev.server, "ok", reason, lo_s=lo, hi_s=hi, age_s=float(age[-1]), n_used=k,
-                       local_step_s=float(step_s[-1]), leap=leap,
+                       local_step_s=float(step_s[-1]), leap=leap, leap_from_ns=leap_from,
                        naive_half_width_s=abs(float(offset[newest])) + float(half[newest]))
 
 
-def _near_midnight(t_lo_ns: int, t_hi_ns: int) -> bool:
-    """Whether [t_lo, t_hi] (widened by the leap second) touches a UTC midnight."""
-    margin = int(LEAP_WIDEN_S * NS_PER_S)
-    lo, hi = t_lo_ns - margin, t_hi_ns + margin
-    return (hi // DAY_NS) * DAY_NS >= lo
+def leap_midnight_ns(chimers: Sequence[ServerBound]) -> int | None:
+    """The UTC midnight (realtime ns) at which a leap second announced in the evidence falls.
+
+    Leap seconds happen at the end of a UTC day; the first midnight after the earliest announcing
+    sample (less 1 s: a sample taken during the leap second itself) is the one.
+    """
+    starts = [b.leap_from_ns for b in chimers if b.leap_from_ns is not None]
+    if not starts:
+        return None
+    first = min(starts) - int(LEAP_WIDEN_S * NS_PER_S)
+    return -(-first // DAY_NS) * DAY_NS
 
 
 def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int, now_boottime_ns: int,
@@ -235,10 +249,12 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     earliest = now_realtime_ns + math.floor(lo_s * NS_PER_S)
     latest = now_realtime_ns + math.ceil(hi_s * NS_PER_S)
     notes = [selection.reason]
-    if any(b.leap in (1, 2) for b in chimers) and _near_midnight(earliest, latest):
+    leap_at = leap_midnight_ns(chimers)
+    leap_widened = leap_at is not None and latest + int(LEAP_WIDEN_S * NS_PER_S) >= leap_at
+    if leap_widened:  # the leap second may have been applied (by them, by us, or not at all)
         earliest -= int(LEAP_WIDEN_S * NS_PER_S)
         latest += int(LEAP_WIDEN_S * NS_PER_S)
-        notes.append("leap second pending near midnight: widened by 1 s each side")
+        notes.append("leap second announced for a midnight within reach: widened by 1 s each side")
     age = min(b.age_s for b in chimers if b.age_s is not None)
     step = max((b.local_step_s for b in chimers if b.local_step_s is not None), key=abs, default=0.0)
     naive = min(b.naive_half_width_s for b in chimers if b.naive_half_width_s is not None)
@@ -254,7 +270,8 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     single = selection.n_sources == 1  # the selection's reason already says "unverifiable"
     return IntervalEstimate(status, "; ".join(notes), now_realtime_ns, earliest_ns=earliest, latest_ns=latest,
                             servers=bounds, selection=selection, evidence_age_s=age, local_step_s=step,
-                            single_source=single, naive_uncertainty_s=naive)
+                            single_source=single, naive_uncertainty_s=naive,
+                            leap_midnight_ns=None if leap_widened else leap_at)
 
 
 # --------------------------------------------------------------------------- published clock state
@@ -293,4 +310,6 @@ def clock_state(est: IntervalEstimate, evidence: Sequence[ServerEvidence], *, an
         evidence_age_s=est.evidence_age_s if est.evidence_age_s is not None else math.inf,
         fresh_s=policy.fresh_s, void_after_s=policy.void_after_s,
         step_tolerance_ns=round(policy.step_tolerance_s * NS_PER_S),
-        anchor_unknown=est.status == "unknown", has_interval=True, single_source=est.single_source)
+        anchor_unknown=est.status == "unknown", has_interval=True, single_source=est.single_source,
+        leap_from_ns=0 if est.leap_midnight_ns is None
+        else est.leap_midnight_ns - int(LEAP_WIDEN_S * NS_PER_S))

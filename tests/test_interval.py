@@ -160,3 +160,49 @@ def test_honest_evidence_always_gives_an_interval_containing_the_truth(
     assert est.earliest_ns is not None and est.latest_ns is not None
     assert est.earliest_ns <= est.latest_ns
     assert est.earliest_ns - R0 <= truth0 * NS_PER_S <= est.latest_ns - R0  # offsets: exact in float
+
+
+@pytest.mark.parametrize("kernel_applied", [False, True])
+def test_leap_announced_before_midnight_is_covered_after_it(kernel_applied: bool) -> None:  # C14
+    """Samples at 23:59:50 announce a leap (LI=1); asked 16 s later (after midnight) the references
+    have repeated 23:59:59, so true UTC is 1 s behind a clock that did not; ±1 s covers both."""
+    day = 86_400 * NS_PER_S
+    midnight = (R0 // day + 1) * day
+    rt_sample = midnight - 10 * NS_PER_S
+    boot_sample = B0
+    truth_offset_then = 0.0  # our clock agrees with the references at 23:59:50
+    rt_now = rt_sample + 16 * NS_PER_S - (NS_PER_S if kernel_applied else 0)  # our kernel stepped back 1 s?
+    boot_now = boot_sample + 16 * NS_PER_S
+    evidence = [ServerEvidence(n, np.array([rt_sample]), np.array([boot_sample]),
+                               np.array([truth_offset_then]), np.array([1e-4]), np.array([1], dtype=np.int8))
+                for n in "abc"]
+    est = compute_interval(evidence, now_realtime_ns=rt_now, now_boottime_ns=boot_now)
+    true_utc_now = rt_sample + 16 * NS_PER_S - NS_PER_S  # 16 s elapsed, one of them repeated
+    assert est.earliest_ns <= true_utc_now <= est.latest_ns  # type: ignore[operator]
+    assert "leap second" in est.reason
+
+
+def test_after_a_backward_wall_clock_step_the_fresh_samples_count(tmp_path) -> None:  # C1
+    """30 samples, then the wall clock is stepped back 1 h, then 5 more: the newest evidence is the
+    post-step samples (by boottime), so the status is synchronized, not 'stepped'."""
+    from timekit.collectors.clocks import boot_id
+    from timekit.samples import NtpSample
+    from timekit.store import Store
+    from timekit.truetime import estimate
+
+    def sample(name: str, rt: int, bt: int) -> NtpSample:
+        return NtpSample(name, True, None, rt, offset_s=0.0, delay_s=1e-4, stratum=2, leap=0,
+                         root_delay_s=0.0, root_dispersion_s=0.0, boottime_ns=bt, boot_id=boot_id())
+
+    step = -3600 * NS_PER_S
+    rows = []
+    for name in "abc":
+        rows += [sample(name, R0 + k * NS_PER_S, B0 + k * NS_PER_S) for k in range(30)]
+        rows += [sample(name, R0 + k * NS_PER_S + step, B0 + k * NS_PER_S) for k in range(30, 35)]
+    with Store.open(tmp_path / "t.db") as st:
+        st.add_ntp_samples(rows)
+        # the truth: true offset 0 for the post-step clock, 1 s after the last sample
+        est, _ = estimate(st, IntervalPolicy(), now=(R0 + 35 * NS_PER_S + step, B0 + 35 * NS_PER_S))
+    assert est.status == "synchronized", est.reason
+    assert est.evidence_age_s == pytest.approx(1.0)
+    assert est.earliest_ns <= R0 + 35 * NS_PER_S + step <= est.latest_ns  # type: ignore[operator]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from timekit.analysis.drift import DriftFit, fit_drift
 from timekit.analysis.interval import IntervalPolicy
 from timekit.evidence import Series, load_series
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
 def fit_series(series: Series, max_root_distance_s: float = IntervalPolicy.max_root_distance_s) -> DriftFit:
     """Fit one server's usable samples (root distance within bounds, N26)."""
     s = series.select(series.root_distance_s <= max_root_distance_s)
+    if np.any(np.diff(s.t_local_ns) < 0):  # wall clock stepped back: the fit needs time order
+        s = s.select(np.argsort(s.t_local_ns, kind="stable"))
     return fit_drift(s.t_local_ns, s.offset_s, s.delay_s, s.root_distance_s)
 
 

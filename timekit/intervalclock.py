@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, PAIR_SLACK_NS, ClockState
+from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, LEAP_NS, PAIR_SLACK_NS, ClockState
 from timekit.errors import AnalysisError
 from timekit.units import NS_PER_S, PPM
 
@@ -76,6 +77,7 @@ class TimeInterval(NamedTuple):
 _new_interval = tuple.__new__
 NO_EVIDENCE = TimeInterval(0, INT64_MAX, "unknown")
 RATE_EPS = 1e-12  # the float rates are nudged outward so rounding never narrows the interval
+REMAP_EVERY_NS = 5 * NS_PER_S  # without a published state, look for one again this often
 
 
 def _age_limit_ns(seconds: float) -> int:
@@ -99,6 +101,7 @@ class IntervalClock:
         self._reader = None
         self._genv = None  # the published generation counter (a memoryview), when mapped
         self._gen = -1
+        self._retry_map_at = 0  # boottime ns after which to look for a published state again
         self.source = "none"  # 'published' | 'store' | 'none'
         self._set(None)
         self.refresh()
@@ -114,6 +117,7 @@ class IntervalClock:
                 self._genv = self._reader.gen
             except (OSError, ValueError):
                 self._reader = None
+                self._retry_map_at = _gettime(_BOOTTIME) + REMAP_EVERY_NS
         if self._reader is not None:
             self._gen = -1
             self._reload()
@@ -122,14 +126,23 @@ class IntervalClock:
         self._from_store()
 
     def _reload(self) -> None:
-        got = self._reader.read() if self._reader is not None else None
+        reader = self._reader
+        if reader is None:
+            return
+        seen = reader.gen[0]
+        got = reader.read()
         if got is None:
-            return  # keep what we had (a writer died mid-write, or nothing published yet)
+            # keep what we had (nothing published yet, a writer mid-write or dead mid-write, a bad
+            # record); remember the counter so the hot path does not retry until it changes again
+            self._gen = seen
+            return
         gen, state, boot = got
         from timekit.collectors.clocks import boot_id
 
         if boot and boot != boot_id():  # published before a reboot: boottime means nothing now
             state = ClockState(0, 0, 0, 0, 0.0, 0.0, math.inf, 1.0, 1.0, 1, True, False)
+        if self._max_drift_ppm is not None and self._max_drift_ppm > state.growth_ppm:
+            state = replace(state, growth_ppm=self._max_drift_ppm)  # this reader assumes a wider drift
         self._gen = gen
         self.source = "published"
         self._set(state)
@@ -158,35 +171,41 @@ class IntervalClock:
         With age = boottime − anchor boottime, `interval_at` reduces to
         earliest = anchor_rt + lo − slack + age·(1 − drift − growth), and latest likewise: the
         interval follows boottime, and realtime only decides the status (a step). The rates are
-        kept as one float factor per side (1 − drift − growth), nudged outward; a float product of
-        an age below 10^15 ns is exact to well under a ns, and int() truncates outward here.
+        kept as small floats (−drift ∓ growth, nudged outward) so age·rate stays exact to well under
+        a ns at any age; int() truncates toward zero, which the extra outward ns absorbs.
         """
         self.state = state
         if state is None or not state.has_interval:
             self._p = None
             return
         move, grow = -state.drift_ppm * PPM, state.growth_ppm * PPM
+        lo_rate, hi_rate = move - grow, move + grow
         self._p = (state.anchor_boottime_ns,
-                   state.anchor_realtime_ns + state.lo_ns - PAIR_SLACK_NS - 1,
-                   state.anchor_realtime_ns + state.hi_ns + PAIR_SLACK_NS + 1,
-                   1.0 + (move - grow) * (1 - RATE_EPS), 1.0 + (move + grow) * (1 + RATE_EPS),
+                   # int() truncates toward zero: one extra ns outward on each side covers it
+                   state.anchor_realtime_ns + state.lo_ns - PAIR_SLACK_NS - 2,
+                   state.anchor_realtime_ns + state.hi_ns + PAIR_SLACK_NS + 2,
+                   lo_rate - abs(lo_rate) * RATE_EPS, hi_rate + abs(hi_rate) * RATE_EPS,
                    state.anchor_realtime_ns - state.anchor_boottime_ns, state.step_tolerance_ns,
                    -state.step_tolerance_ns, _age_limit_ns(state.fresh_s - state.evidence_age_s),
-                   _age_limit_ns(state.void_after_s - state.evidence_age_s), state.anchor_unknown)
+                   _age_limit_ns(state.void_after_s - state.evidence_age_s), state.anchor_unknown,
+                   state.leap_from_ns - state.anchor_realtime_ns if state.leap_from_ns else INT64_MAX)
 
     # -- the hot path ------------------------------------------------------------------------
     def now(self) -> TimeInterval:
         """The interval containing true time now (no I/O; one generation check)."""
         gen = self._genv
-        if gen is not None and gen[0] != self._gen:
-            self._reload()
+        if gen is not None:
+            if gen[0] != self._gen:
+                self._reload()
+        elif self._retry_map_at and _gettime(_BOOTTIME) > self._retry_map_at:
+            self._remap()
+        p = self._p  # the state first, then the clocks: its anchor always precedes our reading
         gettime = _gettime
         bt = gettime(_BOOTTIME)
         rt = gettime(_REALTIME)
-        p = self._p
         if p is None:
             return NO_EVIDENCE
-        a_bt, e0, l0, k_lo, k_hi, rt_minus_bt, tol, neg_tol, sync_age, void_age, anchor_unknown = p
+        a_bt, e0, l0, r_lo, r_hi, rt_minus_bt, tol, neg_tol, sync_age, void_age, anchor_unknown, leap_age = p
         age = bt - a_bt
         if age < 0:
             if age < -CAUSALITY_SLACK_NS:
@@ -199,7 +218,16 @@ class IntervalClock:
             status = "synchronized"
         else:
             status = "free_running"
-        return _new_interval(TimeInterval, (e0 + int(age * k_lo), l0 + int(age * k_hi) + 1, status))
+        earliest = e0 + age + int(age * r_lo)
+        latest = l0 + age + int(age * r_hi)
+        if age >= leap_age:  # an announced leap second may have been applied, or not: ±1 s
+            earliest, latest = earliest - LEAP_NS, latest + LEAP_NS
+        return _new_interval(TimeInterval, (earliest, latest, status))
+
+    def _remap(self) -> None:
+        """No published state was there at start: look again (at most every REMAP_EVERY_NS)."""
+        self._retry_map_at = 0
+        self.refresh()
 
     def after(self, t_ns: int) -> bool:
         """True only when `t_ns` is certainly in the past."""

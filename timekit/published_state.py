@@ -8,7 +8,9 @@ Layout (little endian), as AWS ClockBound's shared memory segment does it::
 
 A writer (serialised by flock) makes the generation odd, writes the record, makes it even.
 A reader reads the generation, the record, the generation again, and keeps the record only
-if both reads are the same even number: it never uses a half-written record. A writer that
+if both reads are the same even number and the record's CRC-32 matches: it never uses a
+half-written record (the CRC also covers CPUs that reorder plain stores, where the counter
+alone is not enough from Python). A writer that
 died mid-write leaves an odd generation; the next writer moves on from it. The file is never
 truncated or replaced, so readers can keep it mapped forever.
 """
@@ -19,6 +21,7 @@ import fcntl
 import mmap
 import os
 import struct
+import zlib
 from pathlib import Path
 
 from timekit.analysis.clock_state import ClockState
@@ -28,9 +31,10 @@ MAGIC = b"TKCLOCK1"
 FILE_SIZE = 256
 GEN_OFFSET = 8
 RECORD_OFFSET = 16
-RECORD = struct.Struct("<qqqqdddddqB36s")  # 117 bytes: fits in FILE_SIZE - RECORD_OFFSET
+RECORD = struct.Struct("<qqqqdddddqB36sq")  # 125 bytes, then a CRC-32 of them (CHECK)
+CHECK = struct.Struct("<I")
 FLAG_ANCHOR_UNKNOWN, FLAG_HAS_INTERVAL, FLAG_SINGLE_SOURCE = 1, 2, 4
-READ_TRIES = 10_000  # a writer holds the odd generation for a few µs
+READ_TRIES = 100  # a writer holds the odd generation for a few µs; a dead one forever
 
 
 def state_path_for(db: Path) -> Path:
@@ -45,16 +49,16 @@ def _pack(state: ClockState, boot_id: str | None) -> bytes:
     return RECORD.pack(state.anchor_realtime_ns, state.anchor_boottime_ns, state.lo_ns, state.hi_ns,
                        state.drift_ppm, state.growth_ppm, state.evidence_age_s, state.fresh_s,
                        state.void_after_s, state.step_tolerance_ns, flags,
-                       (boot_id or "").encode("ascii", "replace")[:36])
+                       (boot_id or "").encode("ascii", "replace")[:36], state.leap_from_ns)
 
 
 def unpack(raw: tuple) -> tuple[ClockState, str]:
     """(state, boot id) from `RECORD.unpack_from` output."""
-    (a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol, flags, boot) = raw
+    (a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol, flags, boot, leap_from) = raw
     state = ClockState(a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol,
                        anchor_unknown=bool(flags & FLAG_ANCHOR_UNKNOWN),
                        has_interval=bool(flags & FLAG_HAS_INTERVAL),
-                       single_source=bool(flags & FLAG_SINGLE_SOURCE))
+                       single_source=bool(flags & FLAG_SINGLE_SOURCE), leap_from_ns=leap_from)
     return state, boot.rstrip(b"\x00").decode("ascii", "replace")
 
 
@@ -76,6 +80,7 @@ def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
             writing = (gen + 1) | 1  # odd: readers keep what they had
             struct.pack_into("<Q", mm, GEN_OFFSET, writing)
             mm[RECORD_OFFSET:RECORD_OFFSET + len(record)] = record
+            CHECK.pack_into(mm, RECORD_OFFSET + RECORD.size, zlib.crc32(record))
             struct.pack_into("<Q", mm, GEN_OFFSET, writing + 1)  # even: whole again
         return writing + 1
     except OSError as exc:
@@ -102,18 +107,25 @@ class StateReader:
         self.gen = self._view[GEN_OFFSET:GEN_OFFSET + 8].cast("Q")  # gen[0]: the live counter
 
     def read(self) -> tuple[int, ClockState, str] | None:
-        """(generation, state, boot id) of a whole record, or None if no whole record was seen."""
+        """(generation, state, boot id) of a whole record, or None if no whole, valid record was seen
+        (never written, a writer mid-write or dead mid-write, or a record that fails its CRC)."""
         gen, mm = self.gen, self._mm
+        end = RECORD_OFFSET + RECORD.size
         for _ in range(READ_TRIES):
             g1 = gen[0]
             if g1 & 1:
                 continue
-            raw = RECORD.unpack_from(mm, RECORD_OFFSET)
-            if gen[0] == g1:
-                if g1 == 0:
-                    return None  # created, never written
-                state, boot = unpack(raw)
-                return g1, state, boot
+            raw = mm[RECORD_OFFSET:end]
+            crc = CHECK.unpack_from(mm, end)[0]
+            if gen[0] != g1:
+                continue
+            if g1 == 0 or zlib.crc32(raw) != crc:
+                return None  # created and never written, or torn/corrupt (the CRC catches weak ordering)
+            try:
+                state, boot = unpack(RECORD.unpack(raw))
+            except ValueError:
+                return None  # a record that cannot be a state (inverted, nan rates)
+            return g1, state, boot
         return None
 
     def close(self) -> None:
@@ -122,4 +134,4 @@ class StateReader:
         self._mm.close()
 
 
-assert RECORD_OFFSET + RECORD.size <= FILE_SIZE, "the record must fit in the file"
+assert RECORD_OFFSET + RECORD.size + CHECK.size <= FILE_SIZE, "the record must fit in the file"

@@ -287,8 +287,10 @@ class Store:
         if last_per_server is None:
             sql = f"SELECT {cols} FROM ntp_samples{where} ORDER BY server, t_local_ns, id"
         else:
+            # newest by insertion (id), not by wall clock: after a backward step of the wall clock
+            # the fresh samples have older timestamps than the stale ones
             sql = (f"SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY server "
-                   f"ORDER BY t_local_ns DESC, id DESC) AS rn FROM ntp_samples{where}) "
+                   f"ORDER BY id DESC) AS rn FROM ntp_samples{where}) "
                    f"WHERE rn <= ? ORDER BY server, t_local_ns, id")
             args = [*args, int(last_per_server)]
         with self.reading() as c:

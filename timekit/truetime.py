@@ -40,9 +40,16 @@ def read_now() -> tuple[int, int]:
 def server_evidence(series: Series, policy: IntervalPolicy, current_boot: str | None) -> ServerEvidence:
     """One server's evidence for the interval: its drift fit plus the samples of this boot."""
     fit = fit_series(series, policy.max_root_distance_s)
-    drift, se = (fit.drift_ppm, fit.drift_se_ppm) if fit.status == "ok" else (None, None)
+    drift = se = None
+    if fit.status == "ok" and fit.drift_ci95_ppm is not None and fit.drift_se_ppm is not None:
+        # the estimate's share of the growth must cover the CI's delay-bias term too, which the
+        # standard error leaves out: an SE no smaller than the 95 % half-width / 1.96
+        half = max(fit.drift_ci95_ppm[1] - fit.drift_ppm, fit.drift_ppm - fit.drift_ci95_ppm[0])
+        drift, se = fit.drift_ppm, max(fit.drift_se_ppm, half / 1.96)
     this_boot = (series.boottime_ns >= 0) & np.array([b == current_boot for b in series.boot_id], dtype=bool)
     ev = series.select(this_boot)
+    # this boot's samples in boottime order: after a backward wall-clock step, realtime order lies
+    ev = ev.select(np.argsort(ev.boottime_ns, kind="stable"))
     return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
                           leap=ev.leap, drift_ppm=drift, drift_se_ppm=se)
 
