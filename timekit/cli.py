@@ -32,6 +32,9 @@ app.add_typer(sample_app, name="sample")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(lab_app, name="lab")
 app.add_typer(servers_app, name="servers")
+export_app = typer.Typer(no_args_is_help=True, help="Write stored samples for other tools "
+                         "(CSV, Prometheus textfile), atomically.")
+app.add_typer(export_app, name="export")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 DbOpt = Annotated[Path | None, typer.Option("--db", help="SQLite store (default $TIMEKIT_DB, "
@@ -336,7 +339,9 @@ def now_cmd(
     names = [s.name for s in _parse_servers(server)] if server else None
     with _open_store(db) as store:
         est, state = estimate(store, policy, servers=names)
-        if names is None:  # what every reference says now: the freshest state for IntervalClock
+        # what every reference says now, under the configured (not a one-off flag's) assumptions:
+        # the freshest state for every IntervalClock on this host
+        if names is None and max_drift_ppm is None:
             from timekit.collectors.clocks import boot_id
             from timekit.published_state import publish, state_path_for
 
@@ -392,6 +397,177 @@ def daemon_cmd(
             if rounds is not None and done >= rounds:
                 break
             time.sleep(max(0.0, every_s - (time.monotonic() - started)))
+
+
+# ----------------------------------------------------------------------------- export csv, report
+@export_app.command("csv")
+def export_csv_cmd(
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write (atomically replaced).")],
+    since: SinceOpt = None,
+    server: ServerOpt = None,
+    kind: Annotated[str, typer.Option("--kind", help="ntp (default), clocks, pauses or events.")] = "ntp",
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Every stored sample of one kind as CSV (one row per sample; pandas reads it with no options)."""
+    from timekit.export_csv import export_csv
+    from timekit.store import Store
+
+    names = [s.name for s in _parse_servers(server)] if server else None
+    since_ns = _since_ns(since)
+    with Store.open(db, create=False) as store:
+        res = export_csv(store, out, kind=kind, since_ns=since_ns, servers=names)
+    if as_json:
+        emit_json({"out": str(res.path), "kind": res.kind, "rows": res.rows, "columns": list(res.columns)})
+    else:
+        print(f"wrote {res.rows} {res.kind} rows to {res.path}")
+
+
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the PNGs, CSV and summary.md.")],
+    since: SinceOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Plots a person can read (offset, RTT, drift, pauses), the CSV and a summary, into a directory."""
+    from timekit.report import write_report
+    from timekit.store import Store
+
+    since_ns = _since_ns(since)
+    with Store.open(db, create=False) as store:
+        res = write_report(store, out, since_ns=since_ns)
+    if as_json:
+        emit_json({"directory": str(res.directory), "files": list(res.files), "servers": list(res.servers),
+                   "n_attempts": res.n_attempts, "notes": list(res.notes)})
+    else:
+        print(f"report for {len(res.servers)} servers ({res.n_attempts} attempts) in {res.directory}: "
+              + ", ".join(res.files))
+        for note in res.notes:
+            print(f"note: {note}")
+
+
+# ----------------------------------------------------------------------------- prometheus
+@export_app.command("prometheus")
+def export_prometheus_cmd(
+    out: Annotated[Path, typer.Option("--out", help="File for node_exporter's textfile collector, "
+                                      "e.g. /var/lib/prometheus/node-exporter/timekit.prom (atomic).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Prometheus metrics (timekit_*) of the store now, written atomically for the textfile collector."""
+    from timekit.metrics import export_textfile
+
+    n = export_textfile(out, db, policy=_interval_policy(config))
+    if out.suffix != ".prom":
+        warn(f"warning: node_exporter's textfile collector only reads *.prom files, not {out.name}")
+    if as_json:
+        emit_json({"out": str(out), "samples": n})
+    else:
+        print(f"wrote {n} metric samples to {out}")
+
+
+@app.command("exporter")
+def exporter_cmd(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 9123,
+    bind: Annotated[str, typer.Option(help="Address to listen on; keep loopback unless a firewall "
+                                      "guards the port.")] = "127.0.0.1",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Serve the Prometheus metrics over HTTP (/metrics), read afresh from the store on every scrape."""
+    from timekit.metrics import start_exporter, wait_for_stop
+
+    exporter = start_exporter(db, port=port, bind=bind, policy=_interval_policy(config), on_error=warn)
+    try:
+        print(f"timekit exporter: serving {exporter.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        if not exporter.loopback:
+            warn(f"warning: listening on {bind}: every host that reaches the port reads the metrics")
+        if as_json:
+            emit_json({"url": exporter.url})
+            sys.stdout.flush()
+        wait_for_stop()
+    finally:
+        exporter.close()
+    print("timekit exporter: stopped", file=sys.stderr)
+
+
+@app.command("rules")
+def rules_cmd(as_json: JsonOpt = False) -> None:
+    """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds."""
+    from timekit.metrics import rules_document, rules_yaml
+
+    if as_json:
+        emit_json(rules_document())
+    else:
+        sys.stdout.write(rules_yaml())
+
+
+# ----------------------------------------------------------------------------- check
+def _thr(flag: str, words: str, field: str, unit: str = "s") -> Any:
+    """A threshold flag whose help shows the default from timekit.thresholds (no second copy)."""
+    from timekit.thresholds import DEFAULT_THRESHOLDS
+
+    default = f"{getattr(DEFAULT_THRESHOLDS, field):g}{f' {unit}' if unit else ''}"
+    return typer.Option(flag, help=f"{words} (default {default}).", show_default=False)
+
+
+class CheckCommand(typer.core.TyperCommand):
+    """`timekit check`'s command: a usage error is an UNKNOWN verdict on stdout (exit 3), not exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        as_json = "--json" in args  # before parsing: click consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            from timekit.check import EXIT_CODES, UNKNOWN, print_verdict, unknown_verdict
+
+            print_verdict(unknown_verdict(f"bad input: {exc.format_message()}"), as_json)
+            raise click.exceptions.Exit(EXIT_CODES[UNKNOWN]) from None
+
+
+@app.command("check", cls=CheckCommand)
+def check_cmd(
+    servers: Annotated[list[str] | None, typer.Argument(help="Measure these now (HOST, HOST:PORT); "
+                                                        "none: judge what the store holds.")] = None,
+    warn_offset: Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")] = None,
+    crit_offset: Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")] = None,
+    warn_jitter: Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")] = None,
+    crit_jitter: Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")] = None,
+    warn_drift: Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm",
+                                             "ppm")] = None,
+    crit_drift: Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm",
+                                             "ppm")] = None,
+    warn_uncertainty: Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
+                                                   "warn_uncertainty_s")] = None,
+    crit_uncertainty: Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
+                                                   "crit_uncertainty_s")] = None,
+    warn_stratum: Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum",
+                                             "")] = None,
+    crit_stratum: Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
+                                             "crit_stratum", "")] = None,
+    warn_pause: Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")] = None,
+    crit_pause: Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")] = None,
+    max_age: Annotated[str | None, _thr("--max-age", "Store mode: a newest sample older than this is "
+                                        "UNKNOWN (stale); 900, 15m, 2h", "max_age_s")] = None,
+    count: Annotated[int, typer.Option(help="Queries per named server (a burst, as chrony's iburst).")] = 4,
+    timeout: Annotated[float, typer.Option(help="Per-query timeout cap, s.")] = 1.0,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Monitoring-plugin verdict: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line + perfdata."""
+    from timekit.check import print_verdict, run_check
+
+    verdict = run_check(
+        servers or [], db, count=count, timeout_s=timeout, max_age=max_age,
+        warn_offset_s=warn_offset, crit_offset_s=crit_offset, warn_jitter_s=warn_jitter,
+        crit_jitter_s=crit_jitter, warn_drift_ppm=warn_drift, crit_drift_ppm=crit_drift,
+        warn_uncertainty_s=warn_uncertainty, crit_uncertainty_s=crit_uncertainty, warn_stratum=warn_stratum,
+        crit_stratum=crit_stratum, warn_pause_s=warn_pause, crit_pause_s=crit_pause)
+    print_verdict(verdict, as_json)
+    raise typer.Exit(verdict.exit_code)
 
 
 # ----------------------------------------------------------------------------- servers

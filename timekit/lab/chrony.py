@@ -477,9 +477,12 @@ class ChronyServer:
         env["FAKETIME"] = faketime_spec(offset_s, drift_ppm)
         argv = [chronyd, "-4", "-x", "-d", "-u", user, *flags, "-f", str(conf)]
         log.write_bytes(b"")
-        # libfaketime anchors its rate at chronyd's exec, a few ms after this reading.
-        start_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        # libfaketime anchors its rate at chronyd's exec, which lies between these two readings
+        # (Popen returns once the child has exec'd): the midpoint halves the anchor's error, which
+        # a loaded machine can stretch from a few ms to much more.
+        before_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
         proc = _spawn(argv, env, log, detach)
+        start_ns = (before_ns + time.clock_gettime_ns(time.CLOCK_REALTIME)) // 2
         truth = ServerTruth(offset_s=offset_s, drift_ppm=drift_ppm, start_ns=start_ns)
         server = cls(port, truth, proc.pid, workdir, _proc=proc)
         try:

@@ -1,0 +1,348 @@
+"""`timekit check`: monitoring-plugin exit codes, one status line and perfdata, against the real lab.
+
+Measure mode talks to the session lab's chronyd servers (known true offsets); store mode reads
+real SQLite stores written through `Store.add_ntp_samples` with chosen ages and offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from timekit.check import (
+    CRITICAL,
+    OK,
+    UNKNOWN,
+    WARNING,
+    PerfDatum,
+    check_store,
+    thresholds_from_flags,
+)
+from timekit.collectors.clocks import boot_id, realtime_ns
+from timekit.lab.manager import Lab
+from timekit.samples import NtpSample
+from timekit.store import Store
+from timekit.thresholds import DEFAULT_THRESHOLDS
+from timekit.truetime import read_now
+from timekit.units import NS_PER_S
+
+# Nagios plugin guidelines: 'label'=value[UOM];[warn];[crit];[min];[max]; values in [-0-9.], no exponent
+NUMBER = r"-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+PERF_ITEM = re.compile(rf"^(?P<label>'[^'=]+'|[^'= ]+)=(?P<value>{NUMBER})(?P<uom>s|ms|us|%|B|KB|MB|TB|c)?"
+                       rf"(?:;(?P<warn>{NUMBER})?(?:;(?P<crit>{NUMBER})?(?:;(?P<min>{NUMBER})?"
+                       rf"(?:;(?P<max>{NUMBER})?)?)?)?)?$")
+LINE = re.compile(r"^TIMEKIT (?P<status>OK|WARNING|CRITICAL|UNKNOWN) - (?P<summary>[^|\n]+?)"
+                  r"(?: \| (?P<perf>[^|\n]+))?$")
+EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+MEASURE_TOL_S = 1e-3  # lab chronyd replies: README bound on the median error (seen 8-43 µs)
+SLACK_S = 20e-6  # the lab's own slack beyond NTP's delay/2 bound (README, tests of the lab)
+MAX_ATTEMPTS = 3  # bursts to try until one is precise enough to separate the threshold cases
+
+
+def plugin_output(proc: subprocess.CompletedProcess) -> tuple[str, str, dict[str, dict[str, str | None]]]:
+    """Assert the plugin contract on one run; return (status, summary, perfdata by label)."""
+    assert "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    m = LINE.match(lines[0])
+    assert m, lines[0]
+    assert proc.returncode == EXIT[m["status"]], (proc.returncode, lines[0])
+    assert lines[0].isascii()
+    perf: dict[str, dict[str, str | None]] = {}
+    for item in (m["perf"] or "").split():
+        pm = PERF_ITEM.match(item)
+        assert pm, item
+        assert pm["label"] not in perf
+        perf[pm["label"]] = pm.groupdict()
+    return m["status"], m["summary"], perf
+
+
+def check(*args: str, db: Path) -> subprocess.CompletedProcess:
+    return run_cli("check", *args, db=db, timeout=30)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.6f}"
+
+
+# ----------------------------------------------------------------------------- measure mode (lab)
+@pytest.mark.parametrize("server, case, expected", [
+    ("chrony-near", "healthy", "OK"),
+    ("chrony-near", "warning", "WARNING"),
+    ("chrony-near", "critical", "CRITICAL"),
+    ("chrony-ahead", "warning", "WARNING"),
+    ("chrony-ahead", "critical", "CRITICAL"),
+])
+def test_offset_thresholds_against_lab_truth(lab: Lab, tmp_path: Path, server: str, case: str,
+                                            expected: str) -> None:
+    srv = lab.server(server)
+    for attempt in range(MAX_ATTEMPTS):
+        truth = srv.true_offset_at(realtime_ns())  # near: +2 ms + 20 ppm × elapsed; ahead: +250 ms + 100 ppm
+        a = abs(truth)
+        assert a >= 0.002  # both are at least 2 ms off, so a/2 leaves >= 1 ms either side
+        warn, crit = {"healthy": (a + 0.005, a + 0.050),  # truth 5 ms inside warning
+                      "warning": (a / 2, a + 0.050),  # truth beyond warning by a/2, inside critical
+                      "critical": (a / 4, a / 2)}[case]
+        if server == "chrony-ahead":  # the documented defaults (10 ms / 100 ms) and a wide warning band
+            warn, crit = {"warning": (0.1, 1.0), "critical": (DEFAULT_THRESHOLDS.warn_offset_s,
+                                                              DEFAULT_THRESHOLDS.crit_offset_s)}[case]
+        margin = min(abs(a - warn), abs(a - crit))
+        db = tmp_path / f"t{attempt}.db"
+        status, summary, perf = plugin_output(check(srv.address, "--warn-offset", fmt(warn), "--crit-offset",
+                                                    fmt(crit), db=db))
+        later = srv.true_offset_at(realtime_ns())  # the check judged at some instant in between
+        offset, unc = float(perf["offset"]["value"] or "nan"), float(perf["uncertainty"]["value"] or "nan")
+        # the interval's promise: the truth lies within its half-width of the midpoint
+        assert min(truth, later) - unc - SLACK_S <= offset <= max(truth, later) + unc + SLACK_S, \
+            (offset, truth, later, unc)
+        if unc + SLACK_S < margin:  # precise enough to tell the cases apart (else: a burst of slow replies)
+            break
+    else:
+        pytest.fail(f"{MAX_ATTEMPTS} bursts all had an uncertainty beyond the {margin * 1e3:.3f} ms margin")
+    assert status == expected, summary
+    assert perf["offset"]["uom"] == "s"
+    assert float(perf["offset"]["warn"] or "nan") == pytest.approx(warn, abs=1e-6)
+    assert float(perf["offset"]["crit"] or "nan") == pytest.approx(crit, abs=1e-6)
+    assert perf["servers"]["value"] == "1" and perf["servers"]["max"] == "1"
+    if expected == "OK":
+        assert summary.startswith("offset +")
+    else:  # the worst reason first, in words with the unit
+        assert summary.startswith(f"offset +{offset * 1e3:.3f} ms beyond {expected.lower()}"), summary
+    with Store.open(db) as st:  # the burst was stored like `sample ntp`
+        assert len(st.ntp_samples(server=srv.address)) == 4
+
+
+def test_unreachable_server_is_unknown(lab: Lab, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        unused = f"127.0.0.1:{s.getsockname()[1]}"
+    silent = lab.server("silent").address
+    for target, code in ((silent, "timeout"), (unused, "network")):
+        status, summary, perf = plugin_output(check(target, "--timeout", "0.2", db=tmp_path / "u.db"))
+        assert status == "UNKNOWN" and summary.startswith(f"no usable reply from {target}"), summary
+        assert f"{code} x4" in summary and perf == {}
+    # one of two unreachable: the other still measured, and the silent one named as a warning
+    near = lab.server("chrony-near")
+    a = abs(near.true_offset_at(realtime_ns()))
+    status, summary, perf = plugin_output(check(near.address, silent, "--timeout", "0.2", "--warn-offset",
+                                                fmt(a + 0.005), "--crit-offset", fmt(a + 0.05),
+                                                db=tmp_path / "u.db"))
+    assert status == "WARNING" and summary.startswith(f"no usable reply from {silent}"), summary
+    assert perf["servers"]["value"] == "1" and perf["servers"]["max"] == "2"
+
+
+def test_references_that_disagree_are_critical(lab: Lab, tmp_path: Path) -> None:
+    names = ("chrony-near", "chrony-ahead", "chrony-behind")  # +2 ms, +250 ms, -80 ms: no two agree
+    proc = check(*(lab.server(n).address for n in names), "--warn-offset", "1", "--crit-offset", "2",
+                 db=tmp_path / "d.db")
+    status, summary, perf = plugin_output(proc)
+    assert status == "CRITICAL" and "no majority: only 1 of 3 agree" in summary, summary
+    assert "uncertainty" not in perf and perf["servers"]["value"] == "3"  # no interval without a majority
+
+
+# ----------------------------------------------------------------------------- store mode
+def write_samples(db: Path, offsets: dict[str, float], age_s: float, *, n: int = 8, spacing_s: float = 1.0,
+                  drift_ppm: float = 0.0, noise_s: float = 0.0, seed: int = 1) -> None:
+    """n ok samples per server, the newest `age_s` old (realtime and boottime moved back together).
+
+    offset(t) = offset - drift_ppm × 1e-6 × (t - t_newest) + noise (a local clock gaining drift_ppm).
+    """
+    rng = np.random.default_rng(seed)
+    rt, boot = read_now()
+    bid = boot_id()
+    samples = []
+    for server, offset in offsets.items():
+        for k in range(n):
+            back_s = age_s + (n - 1 - k) * spacing_s
+            back_ns = round(back_s * NS_PER_S)
+            value = offset + drift_ppm * 1e-6 * (back_s - age_s) + float(rng.normal(0.0, noise_s))
+            samples.append(NtpSample(server=server, ok=True, error=None, t_local_ns=rt - back_ns,
+                                     offset_s=value, delay_s=0.0004, stratum=2, leap=0,
+                                     root_delay_s=0.0002, root_dispersion_s=0.0001,
+                                     boottime_ns=boot - back_ns, boot_id=bid))
+    with Store.open(db) as st:
+        st.add_ntp_samples(samples)
+
+
+THREE = {"10.0.0.1:123": 0.0010, "10.0.0.2:123": 0.0011, "10.0.0.3:123": 0.0009}
+
+
+def test_store_mode_fresh_from_the_lab(lab: Lab, tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    near = lab.server("chrony-near")
+    assert run_cli("sample", "ntp", near.address, "--count", "4", db=db).returncode == 0
+    a = abs(near.true_offset_at(realtime_ns()))
+    status, summary, perf = plugin_output(check("--warn-offset", fmt(a + 0.005), "--crit-offset",
+                                                fmt(a + 0.05), db=db))
+    assert status == "OK", summary
+    assert abs(float(perf["offset"]["value"] or "nan") - near.true_offset_at(realtime_ns())) < MEASURE_TOL_S
+    assert 0 <= float(perf["age"]["value"] or "nan") < 30 and perf["age"]["uom"] == "s"
+
+
+def test_stale_store_is_unknown(tmp_path: Path) -> None:
+    for age_s in (2000.0, 3 * 3600.0):  # older than max age (900 s); and outside the 1 h window too
+        db = tmp_path / f"s{age_s:.0f}.db"
+        write_samples(db, THREE, age_s)
+        status, summary, _ = plugin_output(check(db=db))
+        assert status == "UNKNOWN" and summary.startswith("stale: the newest usable sample is"), summary
+        assert "(max age 15.0 min)" in summary
+    # a longer --max-age accepts the 2000 s old store: then it is merely free running (fresh < 300 s)
+    status, summary, perf = plugin_output(check("--max-age", "1h", db=tmp_path / "s2000.db"))
+    assert status == "WARNING" and summary.startswith("free running"), summary
+    assert float(perf["age"]["value"] or "nan") == pytest.approx(2000, abs=30)
+
+
+def test_store_mode_verdicts(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    write_samples(db, THREE, 5.0)
+    status, summary, perf = plugin_output(check(db=db))
+    assert status == "OK", summary
+    # the three agree on 1 ms (0.9, 1.0, 1.1 ms, each ± its root distance 0.45 ms)
+    assert float(perf["offset"]["value"] or "nan") == pytest.approx(0.001, abs=2e-4)
+    now = realtime_ns()
+    with Store.open(db) as st:  # a reference quarantined by `analyze skew`: WARNING
+        st.save_node_health([("10.0.0.3:123", "quarantined", 3, 0, now, 0.3, now)], [])
+    status, summary, _ = plugin_output(check(db=db))
+    assert (status, summary) == ("WARNING", "reference(s) quarantined: 10.0.0.3:123")
+    with Store.open(db) as st:  # this host quarantined: CRITICAL, named first
+        st.save_node_health([("self", "quarantined", 3, 0, now, 0.3, now)], [])
+    status, summary, _ = plugin_output(check(db=db))
+    assert status == "CRITICAL" and summary.startswith("this host is quarantined"), summary
+
+
+def test_falseticker_and_drift_are_warnings(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    write_samples(db, {**THREE, "10.0.0.4:123": 2.5}, 5.0)  # 3 of 4 agree: the liar is outvoted
+    status, summary, _ = plugin_output(check(db=db))
+    assert (status, summary) == ("WARNING", "falseticker(s) outside the majority: 10.0.0.4:123")
+    db = tmp_path / "d.db"  # local clock gains 300 ppm: 120 samples over 119 s, 10 µs noise
+    write_samples(db, THREE, 5.0, n=120, drift_ppm=300.0, noise_s=1e-5)
+    status, summary, perf = plugin_output(check("--warn-offset", "1", "--crit-offset", "2", db=db))
+    assert status == "WARNING" and summary.startswith("drift +"), summary
+    # 10 µs noise over 119 s: slope SE ~ 1e-5 / (119 / sqrt(12) × sqrt(120)) ≈ 0.03 ppm
+    assert float(perf["drift_ppm"]["value"] or "nan") == pytest.approx(300.0, abs=1.0)
+    assert perf["drift_ppm"]["uom"] is None  # ppm has no plugin UOM
+    # a 4-sample burst over 0.3 s cannot tell the drift (CI of hundreds of ppm): not judged, no perfdata
+    db = tmp_path / "b.db"
+    write_samples(db, THREE, 5.0, n=4, spacing_s=0.1, drift_ppm=300.0, noise_s=5e-5)
+    status, summary, perf = plugin_output(check("--warn-offset", "1", "--crit-offset", "2", db=db))
+    assert status == "OK" and "drift_ppm" not in perf, summary
+
+
+def test_store_failures_are_one_unknown_line(tmp_path: Path) -> None:
+    status, summary, _ = plugin_output(check(db=tmp_path / "none.db"))  # store mode never creates one
+    assert status == "UNKNOWN" and summary.startswith("no database at"), summary
+    assert not (tmp_path / "none.db").exists()
+    with Store.open(tmp_path / "empty.db"):
+        pass
+    status, summary, _ = plugin_output(check(db=tmp_path / "empty.db"))
+    assert status == "UNKNOWN" and summary.startswith("no usable sample in the store"), summary
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    for args in ((), ("127.0.0.1:1",)):
+        status, summary, _ = plugin_output(check(*args, db=tmp_path / "junk.db"))
+        assert status == "UNKNOWN" and "not a timekit database" in summary, summary
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args, words", [
+    (["--warn-offset", "abc"], "'abc' is not a valid float"),
+    (["--bogus"], "No such option"),
+    (["--warn-offset", "-1"], "warn_offset_s (-1.0)"),
+    (["--crit-offset", "nan"], "crit_offset_s (nan)"),
+    (["--warn-offset", "0.5", "--crit-offset", "0.1"], "warn_offset_s (0.5) <= crit_offset_s (0.1)"),
+    (["--max-age", "soon"], "--max-age: not a duration"),
+    (["--count", "0", "127.0.0.1:123"], "--count 0"),
+    (["--timeout", "0", "127.0.0.1:123"], "--timeout 0.0 s"),
+    (["127.0.0.1:99999"], "99999"),
+    (["--warn-stratum", "1.5"], "not a valid integer"),
+])
+def test_bad_input_is_one_unknown_line(tmp_path: Path, args: list[str], words: str) -> None:
+    status, summary, perf = plugin_output(check(*args, db=tmp_path / "b.db"))
+    assert status == "UNKNOWN" and summary.startswith("bad input: ") and words in summary, summary
+    assert perf == {}
+
+
+def test_bad_input_with_json_is_one_json_document(tmp_path: Path) -> None:
+    proc = check("--warn-offset", "abc", "--json", db=tmp_path / "b.db")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 3 and proc.stderr == ""
+    assert doc["status"] == "unknown" and doc["exit_code"] == 3 and "abc" in doc["summary"]
+
+
+def test_help_and_start_up(tmp_path: Path) -> None:
+    proc = check("--help", db=tmp_path / "h.db")
+    assert proc.returncode == 0 and "--warn-offset" in proc.stdout
+    # the command line stays light: no numpy/pandas/scipy until a check actually runs
+    code = ("import sys, timekit.cli; "
+            "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ----------------------------------------------------------------------------- JSON = text
+def test_json_is_the_same_verdict(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    write_samples(db, {**THREE, "10.0.0.4:123": 2.5}, 5.0)
+    with Store.open(db) as st:  # one verdict, both renderings
+        v = check_store(st)
+    doc = v.to_json()
+    assert v.status_line() == f"TIMEKIT {doc['status'].upper()} - {doc['summary']} | {doc['perfdata']}"
+    assert doc["exit_code"] == v.exit_code == 1 and doc["status"] == WARNING
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+    # and through the CLI: a stale store gives the same words either way (its age moves by < 1 s)
+    stale = tmp_path / "s.db"
+    write_samples(stale, THREE, 2000.0)
+    text, as_json = check(db=stale), check("--json", db=stale)
+    status, summary, perf = plugin_output(text)
+    doc = json.loads(as_json.stdout)
+    assert as_json.returncode == text.returncode == doc["exit_code"] == 3 and as_json.stderr == ""
+    assert (doc["status"].upper(), doc["summary"]) == (status, summary)
+    assert [p.split("=")[0] for p in doc["perfdata"].split()] == list(perf)
+    assert doc["reasons"][0]["metric"] == "age" and doc["reasons"][0]["status"] == UNKNOWN
+
+
+# ----------------------------------------------------------------------------- cron overlap
+def test_overlapping_runs_on_one_store(lab: Lab, tmp_path: Path) -> None:
+    db = tmp_path / "cron.db"
+    near = lab.server("chrony-near")
+    assert run_cli("sample", "ntp", near.address, "--count", "2", db=db).returncode == 0
+    a = abs(near.true_offset_at(realtime_ns()))
+    flags = ["--warn-offset", fmt(a + 0.005), "--crit-offset", fmt(a + 0.05)]
+    cmds = [[near.address, *flags], [near.address, *flags], flags]  # two measuring, one reading the store
+    procs = [subprocess.Popen([sys.executable, "-m", "timekit.cli", "check", *c, "--db", str(db)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    for p in procs:
+        out, err = p.communicate(timeout=30)
+        status, summary, _ = plugin_output(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        assert status == "OK", summary
+    with Store.open(db) as st:
+        assert st.count_ntp_samples() == 2 + 4 + 4  # every attempt of both bursts committed
+
+
+# ----------------------------------------------------------------------------- exact pieces
+def test_perfdata_format_is_plain_decimal() -> None:
+    assert PerfDatum("offset", 0.000123, "s", 0.01, 0.1).format() == "offset=0.000123s;0.01;0.1"
+    assert PerfDatum("offset", -1.5e-11, "s", 0.01, 0.1).format() == "offset=0s;0.01;0.1"  # rounds to 0 ns
+    drift = PerfDatum("drift_ppm", -99.99949, "", 100.0, 500.0, decimals=3)
+    assert drift.format() == "drift_ppm=-99.999;100;500"
+    assert PerfDatum("age", 12.0, "s", None, None, 0).format() == "age=12s;;;0"
+    assert PerfDatum("stratum", 2, "", 8, 15, 0, 16).format() == "stratum=2;8;15;0;16"
+
+
+def test_thresholds_from_flags() -> None:
+    assert thresholds_from_flags() == DEFAULT_THRESHOLDS
+    t = thresholds_from_flags(warn_offset_s=0.2)  # beyond the default crit (0.1): crit moves up to 0.2
+    assert (t.warn_offset_s, t.crit_offset_s) == (0.2, 0.2)
+    t = thresholds_from_flags(crit_jitter_s=0.001)  # below the default warn (0.005): warn moves down
+    assert (t.warn_jitter_s, t.crit_jitter_s) == (0.001, 0.001)
+    with pytest.raises(ValueError, match="max_age_s = 0"):
+        thresholds_from_flags(max_age_s=0)
+    assert {OK, WARNING, CRITICAL, UNKNOWN} == {"ok", "warning", "critical", "unknown"}

@@ -1,0 +1,442 @@
+"""Prometheus metrics: `timekit export prometheus`, `timekit exporter` and `timekit rules`.
+
+Every number comes from `timekit.fleet.fleet_status()` (the same snapshot `timekit check`
+judges), rebuilt on every scrape by a custom collector, so a scrape is never older than the
+store. Names follow Prometheus practice: the `timekit_` prefix, base units in the name
+(`_seconds`, `_ratio`, `_timestamp_seconds`); the one exception is drift, `_ppm`, stated in
+its HELP, because the thresholds, the CLI and chrony all speak ppm. Offsets keep timekit's
+sign (reference − local: positive means this clock is behind). A value timekit does not have
+(no usable sample, no drift fit, node never judged) is an absent series, never a 0.
+
+Only the CLI commands import this module (prometheus_client is not needed for `--help`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from timekit.analysis.interval import IntervalPolicy
+from timekit.errors import TimekitError, UsageError
+from timekit.fleet import DEFAULT_WINDOW_S, FleetStatus, fleet_status
+from timekit.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from timekit.units import NS_PER_S
+
+SYNC_STATUSES = ("synchronized", "free_running", "unknown")  # timekit_sync_status{status=...}
+NODE_STATUSES = ("ok", "suspect", "quarantined")  # timekit_node_status{status=...}
+SELF_NODE = "self"
+PAUSE_QUANTILES = (("0.5", "p50_s"), ("0.9", "p90_s"), ("0.99", "p99_s"), ("0.999", "p999_s"))
+DEFAULT_EXPORTER_PORT = 9123  # "123" for NTP; not a registered Prometheus exporter port
+DEFAULT_BIND = "127.0.0.1"
+TEXTFILE_MODE = 0o644  # node_exporter usually runs as another user: the file must be world-readable
+WARNING_FOR = "5m"  # a warning must persist this long before it fires (cron refreshes every minute)
+CRITICAL_FOR = "2m"
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily("timekit_" + name, doc, labels=list(labels))
+
+
+def fleet_metrics(fleet: FleetStatus, *, version: str | None = None) -> list[Metric]:
+    """The metric families for one `FleetStatus` snapshot (pure: no clock, no store)."""
+    by_server = {
+        "offset_seconds": ("Offset of the reference against this clock from its newest usable sample, "
+                           "seconds (reference - local; positive: this clock is behind).", "offset_s"),
+        "delay_seconds": ("Round-trip delay of the newest usable sample, seconds.", "delay_s"),
+        "root_distance_seconds": ("Root distance (root delay/2 + root dispersion) of the newest usable "
+                                  "sample, seconds.", "root_distance_s"),
+        "jitter_seconds": ("RMS of successive offset differences over the newest 8 usable samples, "
+                           "seconds.", "jitter_s"),
+        "drift_ppm": ("Drift of this clock against the reference in ppm (parts per million, 1e-6 s/s; "
+                      "positive: this clock gains), robust fit over the window.", "drift_ppm"),
+        "stratum": ("Stratum of the reference in its newest usable reply.", "stratum"),
+        "sample_age_seconds": ("Age of the reference's newest usable sample, seconds.", "age_s"),
+        "loss_ratio": ("Fraction (0-1) of the attempts in the window that gave no usable sample.",
+                       "loss_ratio"),
+    }
+    families = {key: _gauge("server_" + key, doc, ("server",)) for key, (doc, _attr) in by_server.items()}
+    chimer = _gauge("server_truechimer", "1 when the reference agrees with the majority in the interval "
+                    "selection, 0 when it is a falseticker; absent when not judged.", ("server",))
+    last_ok = _gauge("server_last_attempt_ok", "1 when the newest attempt to the reference gave a usable "
+                     "sample, 0 when it failed.", ("server",))
+    for st in fleet.servers:
+        for key, (_doc, attr) in by_server.items():
+            value = getattr(st, attr)
+            if value is not None:
+                families[key].add_metric([st.server], float(value))
+        if st.truechimer is not None:
+            chimer.add_metric([st.server], float(st.truechimer))
+        if st.n_attempts:
+            last_ok.add_metric([st.server], 0.0 if st.last_error is not None else 1.0)
+    out: list[Metric] = [*families.values(), chimer, last_ok]
+    out += _node_metrics(fleet)
+    out += _host_metrics(fleet)
+    info = _gauge("build_info", "Always 1; the timekit version that wrote these metrics.", ("version",))
+    info.add_metric([version or "unknown"], 1.0)
+    return [m for m in [*out, info] if m.samples]  # a family without data is left out, not zeroed
+
+
+def _node_metrics(fleet: FleetStatus) -> list[Metric]:
+    """Quarantine state of each judged node (references and `self`) from the skew checks."""
+    quarantined = _gauge("node_quarantined", "1 when the skew check holds the node in quarantine "
+                         "(node: a reference host:port, or self for this host), else 0.", ("node",))
+    status = _gauge("node_status", "1 for the node's current skew-check status (ok, suspect, "
+                    "quarantined), 0 for the others.", ("node", "status"))
+    nodes = [(st.server, st.health) for st in fleet.servers] + [(SELF_NODE, fleet.self_health)]
+    for node, health in nodes:
+        if health is None:  # never judged: absent, not "ok"
+            continue
+        quarantined.add_metric([node], float(health == "quarantined"))
+        for name in NODE_STATUSES:
+            status.add_metric([node, name], float(health == name))
+    return [quarantined, status]
+
+
+def _host_metrics(fleet: FleetStatus) -> list[Metric]:
+    """This host: its offset and TrueTime interval, sync status, evidence age, pauses."""
+    iv = fleet.interval
+    uncertainty = iv.uncertainty_s if iv is not None else None
+    sync_now = iv.status if iv is not None else "unknown"
+    offset = _gauge("clock_offset_seconds", "Offset of the references' true time against this clock at "
+                    "the interval's midpoint, seconds (reference - local; positive: this clock is behind).")
+    half = _gauge("clock_uncertainty_seconds", "Half-width of the interval [earliest, latest] that "
+                  "contains the references' true time, seconds.")
+    width = _gauge("clock_interval_width_seconds", "Width latest - earliest of the interval that "
+                   "contains the references' true time, seconds.")
+    if fleet.offset_s is not None and uncertainty is not None:
+        offset.add_metric([], fleet.offset_s)
+        half.add_metric([], uncertainty)
+        width.add_metric([], 2 * uncertainty)
+    sync = _gauge("sync_status", "1 for this clock's current status (synchronized, free_running, "
+                  "unknown), 0 for the others.", ("status",))
+    for name in SYNC_STATUSES:
+        sync.add_metric([name], float(sync_now == name))
+    age = _gauge("newest_sample_age_seconds", "Age of the newest usable sample of any reference, seconds.")
+    newest = _gauge("newest_sample_timestamp_seconds", "Unix time of the newest usable sample of any "
+                    "reference, seconds (alert on time() - this when exports may stop).")
+    if fleet.newest_age_s is not None:
+        age.add_metric([], fleet.newest_age_s)
+        newest.add_metric([], fleet.as_of_ns / NS_PER_S - fleet.newest_age_s)
+    pause = _gauge("pause_seconds", "Pause meter: worst per-interval percentile of how late a sleeper "
+                   "woke up in the window, seconds.", ("quantile",))
+    pause_max = _gauge("pause_max_seconds", "Pause meter: longest pause (late wake-up) in the window, "
+                       "seconds.")
+    suspend = _gauge("suspend_seconds", "Longest time the host was suspended in the window, seconds.")
+    if fleet.pause is not None:
+        for quantile, key in PAUSE_QUANTILES:
+            pause.add_metric([quantile], float(fleet.pause[key]))
+        pause_max.add_metric([], float(fleet.pause["max_s"]))
+        suspend.add_metric([], float(fleet.pause["suspend_s"]))
+    updated = _gauge("last_update_timestamp_seconds", "Unix time these metrics were computed from the "
+                     "store, seconds.")
+    updated.add_metric([], fleet.as_of_ns / NS_PER_S)
+    return [offset, half, width, sync, age, newest, pause, pause_max, suspend, updated]
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("timekit")
+    except PackageNotFoundError:
+        return None
+
+
+class TimekitCollector(Collector):
+    """A prometheus_client collector that reads the store afresh on every `collect()`.
+
+    `db` is the store path (None: the default store); `now` reads (CLOCK_REALTIME, CLOCK_BOOTTIME)
+    in ns (default: the clocks). With `strict`, a store error propagates (the textfile export
+    fails and keeps the old file); otherwise the scrape still answers, with `timekit_store_up 0`,
+    and `on_error` hears the message once per change.
+    """
+
+    def __init__(self, db: Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
+                 policy: IntervalPolicy | None = None, now: Callable[[], tuple[int, int]] | None = None,
+                 strict: bool = False, on_error: Callable[[str], None] | None = None) -> None:
+        if not 0 < window_s < float("inf"):
+            raise ValueError(f"window_s = {window_s} s must be positive and finite")
+        self.db, self.window_s, self.policy, self.now = db, window_s, policy, now
+        self.strict, self.on_error = strict, on_error
+        self._last_error: str | None = None
+        self._version = _version()
+
+    def describe(self) -> list[Metric]:
+        return []  # the families depend on the store: nothing is read at registration
+
+    def collect(self) -> Iterator[Metric]:
+        from timekit.store import Store
+
+        up = _gauge("store_up", "1 when the last read of the timekit store succeeded, 0 when it failed.")
+        try:
+            with Store.open(self.db, create=False) as store:
+                fleet = fleet_status(store, now=self.now() if self.now else None, window_s=self.window_s,
+                                     policy=self.policy)
+        except Exception as exc:  # a scrape still answers (store_up 0); the export fails in one line
+            if self.strict:
+                raise
+            text = (str(exc) if isinstance(exc, TimekitError)
+                    else f"internal error: {type(exc).__name__}: {exc}")
+            message = " ".join(text.split())
+            if message != self._last_error and self.on_error is not None:
+                self.on_error(f"scrape: cannot read the store: {message}")
+            self._last_error = message
+            up.add_metric([], 0.0)
+            yield up
+            return
+        if self._last_error is not None and self.on_error is not None:
+            self.on_error("scrape: the store is readable again")
+        self._last_error = None
+        up.add_metric([], 1.0)
+        yield up
+        yield from fleet_metrics(fleet, version=self._version)
+
+
+def registry_for(collector: TimekitCollector) -> CollectorRegistry:
+    """A registry holding only timekit's metrics (no process/platform metrics of the caller)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(db: Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
+               policy: IntervalPolicy | None = None) -> bytes:
+    """The text exposition format of the store now; a store error raises (TimekitError)."""
+    return generate_latest(registry_for(TimekitCollector(db, window_s=window_s, policy=policy, strict=True)))
+
+
+def write_atomically(out: Path, data: bytes, mode: int = TEXTFILE_MODE) -> None:
+    """Write `data` to `out` via a temp file in the same directory + fsync + os.replace.
+
+    A reader sees the old file or the new one, never a half-written one; on failure the old file
+    is kept, the temp file removed, and a TimekitError names `out` in one line.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as {out}/timekit.prom")
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        raise TimekitError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def export_textfile(out: Path, db: Path | None = None, *, policy: IntervalPolicy | None = None) -> int:
+    """Write the metrics for node_exporter's textfile collector atomically; the number of samples."""
+    data = exposition(db, policy=policy)
+    write_atomically(out, data)
+    return sum(1 for line in data.splitlines() if line and not line.startswith(b"#"))
+
+
+# ----------------------------------------------------------------------------- exporter
+@dataclass
+class Exporter:
+    """A running HTTP exporter; `close()` stops it."""
+
+    server: Any
+    thread: Any
+    url: str
+    loopback: bool  # only this host can reach it
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _is_loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def start_exporter(db: Path | None = None, *, port: int = DEFAULT_EXPORTER_PORT, bind: str = DEFAULT_BIND,
+                   policy: IntervalPolicy | None = None,
+                   on_error: Callable[[str], None] | None = None) -> Exporter:
+    """Serve /metrics on `bind`:`port` (0: any free port) in a daemon thread."""
+    from prometheus_client import start_http_server
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is not in 0-65535")
+    registry = registry_for(TimekitCollector(db, policy=policy, on_error=on_error))
+    try:
+        server, thread = start_http_server(port, addr=bind.strip("[]"), registry=registry)
+    except socket.gaierror as exc:
+        raise UsageError(f"--bind {bind}: cannot resolve ({exc.strerror})") from None
+    except OSError as exc:
+        raise TimekitError(f"cannot listen on {bind} port {port}: {exc.strerror or exc}") from None
+    host, real_port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return Exporter(server, thread, f"http://{shown}:{real_port}/metrics", _is_loopback(bind))
+
+
+def wait_for_stop() -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM; both end the wait normally."""
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ----------------------------------------------------------------------------- alerting rules
+@dataclass(frozen=True)
+class AlertRule:
+    """One Prometheus alerting rule; `summary` and `description` may use Prometheus templates."""
+
+    alert: str
+    expr: str
+    severity: str  # 'warning' | 'critical'
+    summary: str
+    description: str
+    check: str  # what is judged ('offset', 'drift', ...): the warning and critical of a pair share it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alert": self.alert, "expr": self.expr,
+                "for": CRITICAL_FOR if self.severity == "critical" else WARNING_FOR,
+                "labels": {"severity": self.severity, "check": self.check},
+                "annotations": {"summary": self.summary, "description": self.description}}
+
+
+def _pair(name: str, check: str, expr: str, warn: float, crit: float, summary: str,
+          description: str) -> list[AlertRule]:
+    """A warning and a critical rule for `expr > threshold` (expr judged as in `timekit check`)."""
+    return [AlertRule(f"{name}{level.title()}", f"{expr} > {threshold!r}", level, summary,
+                      f"{description} (threshold {threshold!r}, from timekit check's defaults).", check)
+            for level, threshold in (("warning", warn), ("critical", crit))]
+
+
+def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
+    """The alerting rules that mirror `timekit check`'s thresholds `th`."""
+    on = "{{ $labels.instance }}"
+    server = "{{ $labels.server }}"
+    rules = [
+        *_pair("TimekitClockOffset", "offset",
+               "abs(timekit_clock_offset_seconds)", th.warn_offset_s, th.crit_offset_s,
+               f"timekit: clock on {on} is {{{{ $value | humanizeDuration }}}} off true time",
+               "|offset| of this clock against the references' consensus, seconds"),
+        *_pair("TimekitClockUncertainty", "uncertainty",
+               "timekit_clock_uncertainty_seconds", th.warn_uncertainty_s,
+               th.crit_uncertainty_s,
+               f"timekit: time on {on} is only known to +/- {{{{ $value | humanizeDuration }}}}",
+               "half-width of the interval that contains true time, seconds"),
+        *_pair("TimekitServerJitter", "jitter",
+               "timekit_server_jitter_seconds", th.warn_jitter_s, th.crit_jitter_s,
+               f"timekit: reference {server} seen from {on} jitters {{{{ $value | humanizeDuration }}}}",
+               "RMS of successive offset differences over the newest 8 samples, seconds"),
+        *_pair("TimekitServerDrift", "drift",
+               "abs(timekit_server_drift_ppm)", th.warn_drift_ppm, th.crit_drift_ppm,
+               f"timekit: clock on {on} drifts {{{{ $value | printf \"%.1f\" }}}} ppm against {server}",
+               "|drift| of this clock against the reference, ppm"),
+        *_pair("TimekitServerStratum", "stratum", "timekit_server_stratum", th.warn_stratum, th.crit_stratum,
+               f"timekit: reference {server} of {on} is at stratum {{{{ $value }}}}",
+               "stratum of the reference's newest usable reply"),
+        *_pair("TimekitPause", "pause", "timekit_pause_max_seconds", th.warn_pause_s, th.crit_pause_s,
+               f"timekit: {on} paused for {{{{ $value | humanizeDuration }}}}",
+               "longest late wake-up of the pause meter in the window, seconds"),
+        AlertRule("TimekitSamplesStale",
+                  f"time() - timekit_newest_sample_timestamp_seconds > {th.max_age_s!r}", "warning",
+                  f"timekit: no fresh NTP sample on {on} for {{{{ $value | humanizeDuration }}}}",
+                  f"the newest usable sample is older than {th.max_age_s!r} s: collection stopped or "
+                  "every reference fails (timekit check says UNKNOWN).", "stale"),
+        AlertRule("TimekitMetricsStale",
+                  f"time() - timekit_last_update_timestamp_seconds > {th.max_age_s!r}", "warning",
+                  f"timekit: metrics of {on} not refreshed for {{{{ $value | humanizeDuration }}}}",
+                  "the textfile export (or the exporter's store read) has stopped.", "stale"),
+        AlertRule("TimekitStoreDown", "timekit_store_up == 0", "critical",
+                  f"timekit: the exporter on {on} cannot read its store",
+                  "timekit_store_up is 0: the store is missing, corrupt or unreadable.", "store"),
+        AlertRule("TimekitSyncFreeRunning", 'timekit_sync_status{status="free_running"} == 1', "warning",
+                  f"timekit: clock on {on} is free-running",
+                  "the evidence is stale: the interval only widens with the assumed drift.", "sync"),
+        AlertRule("TimekitSyncUnknown", 'timekit_sync_status{status="unknown"} == 1', "critical",
+                  f"timekit: time on {on} is unknown",
+                  "no usable evidence (no majority of references, or none at all).", "sync"),
+        AlertRule("TimekitSelfQuarantined", f'timekit_node_quarantined{{node="{SELF_NODE}"}} == 1',
+                  "critical", f"timekit: {on} is quarantined: its clock disagrees with the majority",
+                  "the skew check holds this host in quarantine until it has been healthy long enough.",
+                  "quarantine"),
+        AlertRule("TimekitReferenceQuarantined", f'timekit_node_quarantined{{node!="{SELF_NODE}"}} == 1',
+                  "warning", f"timekit: reference {{{{ $labels.node }}}} of {on} is quarantined",
+                  "the skew check found the reference far from the majority of references.", "quarantine"),
+    ]
+    return rules
+
+
+def rules_document(th: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """The Prometheus rule file as data: one group `timekit`."""
+    return {"groups": [{"name": "timekit", "rules": [r.to_dict() for r in alert_rules(th)]}]}
+
+
+_PLAIN_YAML = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9]+[smhdwy]")  # safe unquoted: names, durations
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar: plain when unambiguous, else single-quoted, else JSON-quoted (valid YAML)."""
+    if isinstance(value, str) and _PLAIN_YAML.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value
+    if isinstance(value, str) and "'" not in value and value.isprintable():
+        return "'" + value + "'"  # single-quoted YAML: no escapes at all
+    return json.dumps(value)
+
+
+def _yaml(value: Any, indent: int) -> list[str]:
+    """Block YAML for nested dicts/lists of strings and numbers."""
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                lines += [f"{pad}{key}:", *_yaml(item, indent + 2)]
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+    else:
+        for item in value:
+            block = _yaml(item, indent + 2)
+            lines.append(f"{pad}- {block[0].lstrip()}")
+            lines += block[1:]
+    return lines
+
+
+def rules_yaml(th: Thresholds = DEFAULT_THRESHOLDS) -> str:
+    """The rule file as YAML text (for `promtool check rules` and Prometheus' rule_files)."""
+    head = ["# Prometheus alerting rules for timekit metrics, generated by `timekit rules`.",
+            "# Thresholds are timekit check's defaults (timekit/thresholds.py)."]
+    return "\n".join([*head, *_yaml(rules_document(th), 0)]) + "\n"
