@@ -109,6 +109,9 @@ def slug(server: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", server).strip("_") or "server"
 
 
+GAP_FACTOR = 20  # a gap this many median spacings long breaks the offset line
+
+
 def _thin(mask: np.ndarray, limit: int = MAX_DRAWN) -> np.ndarray:
     """`mask` with only every k-th True kept so that at most about `limit` remain (drawing only)."""
     idx = np.flatnonzero(mask)
@@ -117,6 +120,21 @@ def _thin(mask: np.ndarray, limit: int = MAX_DRAWN) -> np.ndarray:
     out = np.zeros_like(mask)
     out[idx[:: math.ceil(idx.size / limit)]] = True
     return out
+
+
+def _break_gaps(t_ns: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Insert a NaN point into every gap much longer than the usual spacing, so a line plot does
+    not draw a straight line across hours without samples (it would look like data)."""
+    t = np.asarray(t_ns, dtype=np.int64)
+    if t.size < 3:
+        return (t, *values)
+    dt = np.diff(t)
+    gaps = np.flatnonzero(dt > GAP_FACTOR * max(float(np.median(dt)), 1.0))
+    if gaps.size == 0:
+        return (t, *values)
+    mids = t[gaps] + dt[gaps] // 2
+    out_t = np.insert(t, gaps + 1, mids)
+    return (out_t, *(np.insert(np.asarray(v, dtype=np.float64), gaps + 1, np.nan) for v in values))
 
 
 def _times(t_ns: np.ndarray) -> np.ndarray:
@@ -193,8 +211,9 @@ def _offset_figure(series: dict[str, Series], failures: dict[str, np.ndarray], c
         s = full.select(_thin(np.ones(len(full), dtype=bool)))
         rd = np.where(np.isfinite(s.root_distance_s), s.root_distance_s, np.nan)
         factor, unit = unit_for(float(np.nanmax(np.abs(s.offset_s) + np.nan_to_num(rd))))
-        t = _times(s.t_local_ns)
-        o = s.offset_s * factor
+        t_ns, off, rd = _break_gaps(s.t_local_ns, s.offset_s, rd)
+        t = _times(t_ns)
+        o = off * factor
         ax.fill_between(t, o - rd * factor, o + rd * factor, color=colors[name], alpha=0.22, lw=0,
                         label="± root distance (NTP error bound)")
         drawn = f" ({len(s)} drawn)" if len(s) < len(full) else ""
