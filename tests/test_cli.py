@@ -123,7 +123,7 @@ def write_config(tmp_path: Path, servers: list[str], **ntp: object) -> Path:
     cfg = tmp_path / "timekit.toml"
     extra = "".join(f"{k} = {v}\n" for k, v in ntp.items())
     cfg.write_text(f"[ntp]\nservers = {json.dumps(servers)}\ncount = 3\ninterval_s = 0.05\n{extra}"
-                   "[clocks]\nduration_s = 0.2\nrate_hz = 20\n")
+                   "[clocks]\nduration_s = 0.2\nrate_hz = 20\n[pauses]\nduration_s = 0.2\ninterval_s = 0.1\n")
     return cfg
 
 
@@ -141,6 +141,7 @@ def test_collect_stores_and_respects_min_poll(lab: Lab, tmp_path: Path) -> None:
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
         assert c.execute("SELECT count(*) FROM clock_samples").fetchone()[0] >= 6
+        assert c.execute("SELECT count(*) FROM pause_intervals").fetchone()[0] >= 1  # the pause meter ran
 
 
 def test_overlapping_collect_exits_75_without_touching_db(lab: Lab, tmp_path: Path) -> None:  # S1
@@ -256,3 +257,19 @@ def test_lab_start_unwritable_dir_one_line() -> None:
     proc = run_cli("lab", "start", "--dir", "/etc/passwd/lab")
     assert proc.returncode == 2
     assert_one_clean_line(proc, "cannot create lab directory")
+
+
+def test_collect_start_jitter_spreads_a_fleet(tmp_path: Path) -> None:  # S15
+    """Runs started at the same instant sleep a different random delay within the configured bound."""
+    cfg = tmp_path / "j.toml"
+    cfg.write_text("[run]\nstart_jitter_s = 1.0\n[clocks]\nenabled = false\n[pauses]\nenabled = false\n")
+    delays = []
+    for i in range(3):
+        t0 = time.monotonic()
+        doc = json.loads(run_cli("collect", "--config", str(cfg), "--json", db=tmp_path / f"{i}.db").stdout)
+        delays.append(doc["start_delay_s"])
+        assert time.monotonic() - t0 >= doc["start_delay_s"]  # it really slept that long first
+    assert all(0.0 <= d <= 1.0 for d in delays) and len(set(delays)) == 3
+    cfg.write_text("[run]\nstart_jitter_s = -1\n")
+    bad = run_cli("collect", "--config", str(cfg), db=tmp_path / "x.db")
+    assert bad.returncode == 2 and "start_jitter_s" in bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,11 @@ class CollectResult:
     ntp: NtpRun
     clocks: ClockRun | None
     budget_exceeded: bool
+    start_delay_s: float = 0.0  # the random start jitter slept before anything else
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
-                               "budget_exceeded": self.budget_exceeded}
+                               "budget_exceeded": self.budget_exceeded, "start_delay_s": self.start_delay_s}
         if self.clocks is not None:
             doc["clocks"] = self.clocks.report
             doc["kernel"] = self.clocks.kernel
@@ -40,6 +42,10 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
     """Load config, take the lock (or raise LockedError), sample NTP then clocks, store all."""
     config = load_config(config_path)
     db_path = Path(db) if db is not None else default_db_path()
+    # FAULTS S15: a fleet started by cron at :00 must not hit its servers in one burst
+    delay_s = random.uniform(0.0, config.start_jitter_s) if config.start_jitter_s > 0 else 0.0
+    if delay_s:
+        time.sleep(delay_s)
     started = time.monotonic()
     with run_lock(db_path, wait_s), Store.open(db_path) as store:
         due, skipped = due_servers(store, config, realtime_ns())
@@ -62,7 +68,7 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
                               command="collect")
         if ntp.samples:
             publish_quietly(store, config.interval)
-        return CollectResult(ntp, clocks, ntp.budget_exceeded)
+        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s)
 
 
 def publish_quietly(store: Store, interval: dict | None = None) -> str | None:

@@ -14,6 +14,7 @@
 
     [run]
     budget_s = 50        # abort and keep what is complete past this (below a cron minute)
+    start_jitter_s = 10  # sleep a random 0..10 s first, so a fleet's cron runs do not burst (default 0)
 
     [pauses]             # the pause meter (jHiccup-style), after the clocks
     enabled = true
@@ -63,6 +64,7 @@ class CollectConfig:
     clocks_duration_s: float = 1.0
     clocks_rate_hz: float = 20.0
     budget_s: float = 50.0
+    start_jitter_s: float = 0.0
     pauses_enabled: bool = True
     pauses_duration_s: float = 2.0
     pauses_resolution_s: float = 0.001
@@ -76,7 +78,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ntp": {"servers": list, "count": int, "interval_s": (int, float), "timeout_s": (int, float),
             "min_poll_s": (int, float)},
     "clocks": {"enabled": bool, "duration_s": (int, float), "rate_hz": (int, float)},
-    "run": {"budget_s": (int, float)},
+    "run": {"budget_s": (int, float), "start_jitter_s": (int, float)},
     "pauses": {"enabled": bool, "duration_s": (int, float), "resolution_s": (int, float),
                "interval_s": (int, float)},
     "interval": {"max_drift_ppm": (int, float), "fresh_s": (int, float), "void_after_s": (int, float),
@@ -146,6 +148,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         clocks_duration_s=_positive(source, "clocks.duration_s", clocks.get("duration_s", 1.0), hi=3600),
         clocks_rate_hz=_positive(source, "clocks.rate_hz", clocks.get("rate_hz", 20.0), hi=10_000),
         budget_s=_positive(source, "run.budget_s", run.get("budget_s", 50.0), hi=86_400),
+        start_jitter_s=_jitter(source, run.get("start_jitter_s", 0.0)),
         pauses_enabled=pauses.get("enabled", True),
         pauses_duration_s=_positive(source, "pauses.duration_s", pauses.get("duration_s", 2.0), hi=3600),
         pauses_resolution_s=_positive(source, "pauses.resolution_s", pauses.get("resolution_s", 0.001),
@@ -171,3 +174,11 @@ def _checked(source: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, UsageError) as exc:
         raise UsageError(f"{source}: [{section}] {exc}") from None
     return dict(body)
+
+
+def _jitter(source: str, value: float) -> float:
+    """Start jitter, seconds: slept before the run (and its budget) starts, so keep it well under
+    the cron period."""
+    if not 0 <= value <= 3600:  # (nan fails too)
+        raise UsageError(f"{source}: run.start_jitter_s = {value} is out of range (0-3600 s)")
+    return float(value)
