@@ -319,8 +319,8 @@ def test_overlapping_runs_on_one_store(lab: Lab, tmp_path: Path) -> None:
     cmds = [[near.address, *flags], [near.address, *flags], flags]  # two measuring, one reading the store
     procs = [subprocess.Popen([sys.executable, "-m", "timekit.cli", "check", *c, "--db", str(db)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
-    for p in procs:
-        out, err = p.communicate(timeout=30)
+    done = [(p, *p.communicate(timeout=30)) for p in procs]  # every pipe closed before any assert
+    for p, out, err in done:
         status, summary, _ = plugin_output(subprocess.CompletedProcess(p.args, p.returncode, out, err))
         assert status == "OK", summary
     with Store.open(db) as st:

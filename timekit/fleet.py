@@ -49,6 +49,27 @@ class ServerStatus:
     def loss_ratio(self) -> float | None:
         return None if self.n_attempts == 0 else 1.0 - self.n_ok / self.n_attempts
 
+    @property
+    def drift_ci_half_ppm(self) -> float | None:
+        """Half-width of the drift's 95 % interval, ppm (None without a drift)."""
+        if self.drift_ppm is None or self.drift_ci95_ppm is None:
+            return None
+        lo, hi = self.drift_ci95_ppm
+        return max(hi - self.drift_ppm, self.drift_ppm - lo)
+
+    def drift_judgeable(self, warn_drift_ppm: float) -> bool:
+        """Whether the drift is known well enough to alert on: its 95 % half-width is at most half
+        the warning threshold (a 4-query burst's ±340 ppm must not raise a drift alarm)."""
+        half = self.drift_ci_half_ppm
+        return half is not None and half <= warn_drift_ppm / 2
+
+    def silent_for_s(self) -> float | None:
+        """How long the server has failed to answer: age of the newest usable sample when the
+        newest attempt failed, else None (it answered last time)."""
+        if self.last_error is None:
+            return None
+        return self.age_s if self.age_s is not None else float("inf")
+
 
 @dataclass
 class FleetStatus:
@@ -59,6 +80,16 @@ class FleetStatus:
     interval: IntervalEstimate | None = None
     self_health: str | None = None
     pause: dict[str, Any] | None = None  # worst pause summary in the window (max of each column)
+
+    @property
+    def point_offset_s(self) -> float | None:
+        """This clock's offset (reference − local), s: the median of the truechimers' newest
+        offsets. The point estimate to judge and to graph; the interval's midpoint is not one
+        (the interval widens unevenly as evidence ages), its half-width is the uncertainty."""
+        chimers = [s.offset_s for s in self.servers if s.truechimer and s.offset_s is not None]
+        if not chimers:
+            return None
+        return float(np.median(chimers))
 
     @property
     def offset_s(self) -> float | None:
@@ -78,12 +109,15 @@ class FleetStatus:
         return [s for s in self.servers if s.offset_s is not None]
 
 
-def _jitter(offsets: np.ndarray) -> float | None:
-    """RMS of successive differences of the newest JITTER_SAMPLES offsets, s."""
-    tail = offsets[-JITTER_SAMPLES:]
-    if tail.size < 2:
+def _jitter(offsets: np.ndarray, delays: np.ndarray) -> float | None:
+    """RMS of successive differences of the newest JITTER_SAMPLES offsets, s, over the samples
+    whose delay is at most the median of those (as NTP's clock filter prefers low-delay
+    samples): a delay spike under load is a delay problem, not offset jitter."""
+    off, dl = offsets[-JITTER_SAMPLES:], delays[-JITTER_SAMPLES:]
+    keep = off[dl <= np.median(dl)] if dl.size else off
+    if keep.size < 2:
         return None
-    return float(np.sqrt(np.mean(np.diff(tail) ** 2)))
+    return float(np.sqrt(np.mean(np.diff(keep) ** 2)))
 
 
 def fleet_status(store: Store, *, now: tuple[int, int] | None = None, servers: list[str] | None = None,
@@ -115,12 +149,12 @@ def fleet_status(store: Store, *, now: tuple[int, int] | None = None, servers: l
         s = series.get(name)
         if s is not None and len(s):
             st.n_ok = len(s)
-            st.age_s = (rt_ns - int(s.t_local_ns[-1])) / NS_PER_S
+            st.age_s = max(0.0, (rt_ns - int(s.t_local_ns[-1])) / NS_PER_S)  # committed after `now`
             st.offset_s, st.delay_s = float(s.offset_s[-1]), float(s.delay_s[-1])
             rd = float(s.root_distance_s[-1])
             st.root_distance_s = rd if math.isfinite(rd) else None
             st.leap = int(s.leap[-1])
-            st.jitter_s = _jitter(s.offset_s)
+            st.jitter_s = _jitter(s.offset_s, s.delay_s)
             fit = fit_series(s, policy.max_root_distance_s)
             if fit.status in ("ok", "model_misfit"):
                 st.drift_ppm, st.drift_ci95_ppm = fit.drift_ppm, fit.drift_ci95_ppm
