@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -278,11 +279,46 @@ def effective_n(n: int, rho: float | None) -> float:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Student-t quantile (dimensionless) for probability p and (possibly fractional) df > 0."""
+    """Student-t quantile (dimensionless) for probability p and (possibly fractional) df > 0.
+
+    G. W. Hill, "Algorithm 396: Student's t-quantiles", CACM 13(10), 1970, for df >= 3 (within
+    1e-5 relative of scipy; a test holds it); exact closed forms at df = 1 and 2, and for a
+    fractional df below 3 the value at floor(df), which is wider (conservative: |t| falls with
+    df). Pure Python, so a drift fit (and `timekit check`) does not pay scipy's ~0.2 s import.
+    """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if not df > 0:
         raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    from scipy.special import stdtrit  # lazy: scipy costs ~0.2 s to import
+    if p == 0.5:
+        return 0.0
+    sign = 1.0 if p > 0.5 else -1.0
+    tail2 = 2.0 * min(p, 1.0 - p)  # two-tailed probability
+    n = float(df) if df >= 3.0 else float(math.floor(df))
+    if n == 1.0:
+        return sign * math.cos(tail2 * math.pi / 2) / math.sin(tail2 * math.pi / 2)
+    if n == 2.0:
+        return sign * math.sqrt(2.0 / (tail2 * (2.0 - tail2)) - 2.0)
+    if n < 1.0:
+        from scipy.special import stdtrit  # rare: fewer than one effective degree of freedom
 
-    return float(stdtrit(df, p))
+        return float(stdtrit(n, p))
+    a = 1.0 / (n - 0.5)
+    b = 48.0 / (a * a)
+    c = ((20700.0 * a / b - 98.0) * a - 16.0) * a + 96.36
+    d = ((94.5 / (b + c) - 3.0) / b + 1.0) * math.sqrt(a * math.pi / 2.0) * n
+    x = d * tail2
+    y = x ** (2.0 / n)
+    if y > 0.05 + a:
+        x = NormalDist().inv_cdf(tail2 * 0.5)
+        y = x * x
+        if n < 5.0:
+            c += 0.3 * (n - 4.5) * (x + 0.6)
+        c = (((0.05 * d * x - 5.0) * x - 7.0) * x - 2.0) * x + b + c
+        y = (((((0.4 * y + 6.3) * y + 36.0) * y + 94.5) / c - y - 3.0) / b + 1.0) * x
+        y = a * y * y
+        y = math.expm1(y)
+    else:
+        y = ((1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0) + 0.5 / (n + 4.0)) * y
+             - 1.0) * (n + 1.0) / (n + 2.0) + 1.0 / y
+    return sign * math.sqrt(n * y)

@@ -238,3 +238,22 @@ def test_real_resolution_and_cost() -> None:
     cost = read_cost_ns(batches=11, calls_per_batch=100)
     assert res.keys() == cost.keys()
     assert all(5.0 <= v < 100 * NS_PER_US for v in cost.values())  # ~55 ns here (vDSO)
+
+
+def test_suspend_and_step_between_two_runs_are_seen() -> None:
+    """A run sees only its own second; the gap since the previous run's last snapshot is compared
+    too (same boot: monotonic moved forward)."""
+    from types import SimpleNamespace
+
+    from timekit.sampling import between_runs
+
+    NS = 1_000_000_000  # noqa: N806
+    prev = (1_000 * NS, 50 * NS, 60 * NS)  # realtime, monotonic, boottime (10 s asleep before)
+    # 60 s later by monotonic; boottime moved 90 s (30 s suspended); realtime moved 88 s (stepped -2 s)
+    first = SimpleNamespace(realtime_ns=1_088 * NS, monotonic_ns=110 * NS, boottime_ns=150 * NS)
+    events = {e["kind"]: e["magnitude_s"] for e in between_runs(prev, first)}
+    assert events == {"suspend": 30.0, "step": -2.0}
+    calm = SimpleNamespace(realtime_ns=1_060 * NS, monotonic_ns=110 * NS, boottime_ns=120 * NS)
+    assert between_runs(prev, calm) == []
+    rebooted = SimpleNamespace(realtime_ns=2_000 * NS, monotonic_ns=5 * NS, boottime_ns=5 * NS)
+    assert between_runs(prev, rebooted) == [] and between_runs(None, calm) == []

@@ -387,3 +387,26 @@ def test_bias_structure_inside_the_error_bars_is_not_a_misfit(seed: int) -> None
     fit = fit_drift(t, o, d, hw)
     assert fit.n_halvings == 0 and fit.n_used == 120
     assert_recovers(fit, 100.0)
+
+
+def test_t_quantile_matches_scipy_and_is_conservative_below_three_df() -> None:
+    from scipy.special import stdtrit
+
+    for df in [3.0, 3.7, 5.0, 12.5, 30.0, 120.0, 1e4]:
+        for p in (0.6, 0.9, 0.975, 0.995, 0.9995, 0.025):
+            assert t_quantile(p, df) == pytest.approx(float(stdtrit(df, p)), rel=2e-5)
+    for df in [1.0, 1.4, 2.0, 2.6]:  # exact at 1 and 2; fractional df use floor(df): never narrower
+        got = t_quantile(0.975, df)
+        assert got >= float(stdtrit(df, 0.975)) - 1e-12
+        assert got == pytest.approx(float(stdtrit(math.floor(df), 0.975)), rel=1e-12)
+
+
+def test_a_drift_fit_does_not_import_scipy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from timekit.analysis.drift import fit_drift; "
+            "t = np.arange(50, dtype=np.int64) * 10**9; fit_drift(t, t * 1e-13, np.full(50, 1e-4)); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -128,6 +128,18 @@ def test_csv_round_trip_through_pandas_equals_store(lab: Lab, lab_db: Path, tmp_
         assert [None if v is pd.NA else v for v in exact[col]] == [getattr(s, col) for s in stored], col
 
 
+def test_csv_ok_only_gives_exact_int64_instants_with_no_options(lab_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ok.csv"
+    assert run_cli("export", "csv", "--out", str(out), "--ok-only", db=lab_db).returncode == 0
+    with Store.open(lab_db) as st:
+        stored = st.ntp_samples(ok_only=True)
+    df = pd.read_csv(out)  # no options
+    assert len(df) == len(stored) and df["ok"].all()
+    for col in ("t_local_ns", "t1_ns", "t2_ns", "t3_ns", "t4_ns", "rx_latency_ns", "boottime_ns"):
+        assert df[col].dtype == np.int64, col  # complete, so exact
+        assert df[col].tolist() == [getattr(s, col) for s in stored], col
+
+
 def test_csv_c15_nanosecond_instant_round_trips_exactly(tmp_path: Path) -> None:  # FAULTS C15
     db, out = tmp_path / "t.db", tmp_path / "c15.csv"
     assert int(float(C15_NS)) != C15_NS  # the trap: a float would lose 48 ns here

@@ -24,6 +24,14 @@ from timekit.truetime import read_now
 NS = 1_000_000_000
 
 
+def test_missed_wakeups_are_filled_in() -> None:
+    from timekit.collectors.pauses import with_missed_wakeups
+
+    # a 3.5 ms stall at 1 ms resolution hid three wake-ups, which would have seen 2.5, 1.5, 0.5 ms
+    got = with_missed_wakeups([0.0001, 0.0035], 0.001)
+    assert got[:2] == [0.0001, 0.0035] and got[2:] == pytest.approx([0.0025, 0.0015, 0.0005])
+
+
 def test_summary_percentiles_by_hand() -> None:
     hiccups = [i / 1000 for i in range(1, 1001)]  # 1 ms .. 1000 ms
     s = summarise(list(reversed(hiccups)), 5, 6, 1.0, 0.0)
@@ -49,6 +57,10 @@ def test_a_sigstop_is_measured_as_a_pause(tmp_path: Path) -> None:
     rows = json.loads(out)["pauses"]
     worst = max(r["max_s"] for r in rows)
     assert 0.55 <= worst < 1.5  # the 0.6 s stop, give or take scheduling
+    # coordinated omission corrected: the stall filled more than half of its interval, so even
+    # the median of that interval is a large part of the stall (not the 1 ms sleeper's ~0.1 ms)
+    stalled = max(rows, key=lambda r: r["max_s"])
+    assert stalled["p90_s"] > 0.2 and stalled["p99_s"] > 0.4
     calm = sorted(r["p50_s"] for r in rows)
     assert calm[len(calm) // 2] < 0.01  # a 1 ms sleeper normally wakes within a few ms
     with sqlite3.connect(db) as c:

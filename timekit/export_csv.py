@@ -201,8 +201,9 @@ def atomic_output(target: Path) -> Iterator[TextIO]:
 
 
 # ----------------------------------------------------------------------------- export
-def _query(kind: CsvKind, since_ns: int | None, servers: list[str] | None) -> tuple[str, list[Any]]:
-    conds: list[str] = []
+def _query(kind: CsvKind, since_ns: int | None, servers: list[str] | None,
+           ok_only: bool = False) -> tuple[str, list[Any]]:
+    conds: list[str] = ["ok = 1"] if ok_only else []
     args: list[Any] = []
     if since_ns is not None:
         conds.append("t_local_ns >= ?")
@@ -215,14 +216,19 @@ def _query(kind: CsvKind, since_ns: int | None, servers: list[str] | None) -> tu
 
 
 def export_csv(store: Store, out: Path, *, kind: str = "ntp", since_ns: int | None = None,
-               servers: list[str] | None = None) -> ExportResult:
-    """Write every stored sample of `kind` (optionally since `since_ns`, of `servers`) to `out`."""
+               servers: list[str] | None = None, ok_only: bool = False) -> ExportResult:
+    """Write every stored sample of `kind` (optionally since `since_ns`, of `servers`) to `out`.
+
+    `ok_only` (ntp): usable samples only. A failed attempt has no T2/T3 (often no T1/T4), and an
+    integer column with empty cells is float64 to pandas, which cannot hold a 2026 instant to the
+    ns; without failed rows every *_ns column is complete and pandas reads it as exact int64.
+    """
     spec = CSV_KINDS.get(kind)
     if spec is None:
         raise UsageError(f"--kind: unknown kind {kind!r} (choose one of {', '.join(CSV_KINDS)})")
-    if servers and not spec.has_server:
-        raise UsageError(f"--server applies to --kind ntp only, not {kind}")
-    sql, args = _query(spec, since_ns, servers)
+    if (servers or ok_only) and not spec.has_server:
+        raise UsageError(f"--server and --ok-only apply to --kind ntp only, not {kind}")
+    sql, args = _query(spec, since_ns, servers, ok_only)
     is_bool = [c in spec.bool_columns for c in spec.columns]
     rows = 0
     with atomic_output(Path(out)) as fh, store.reading() as conn:

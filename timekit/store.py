@@ -388,6 +388,13 @@ class Store:
                 c.execute("INSERT INTO clock_events(run_id, kind, t_local_ns, magnitude_s) "
                           "VALUES (?, ?, ?, ?)", (run_id, e["kind"], e["t_local_ns"], e["magnitude_s"]))
 
+    def newest_clock_sample(self) -> tuple[int, int, int] | None:
+        """(t_local_ns, monotonic_ns, boottime_ns) of the newest stored clock snapshot, or None."""
+        with self.reading() as c:
+            row = c.execute("SELECT t_local_ns, monotonic_ns, boottime_ns FROM clock_samples"
+                            " ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
     # --- per-server state ------------------------------------------------------------------
     def server_states(self) -> dict[str, ServerState]:
         with self.reading() as c:

@@ -13,6 +13,7 @@ import numpy as np
 
 from timekit.analysis.clock_state import ClockState
 from timekit.analysis.interval import (
+    DRIFT_SE_MULTIPLIER,
     IntervalEstimate,
     IntervalPolicy,
     ServerEvidence,
@@ -46,6 +47,10 @@ def server_evidence(series: Series, policy: IntervalPolicy, current_boot: str | 
         # standard error leaves out: an SE no smaller than the 95 % half-width / 1.96
         half = max(fit.drift_ci95_ppm[1] - fit.drift_ppm, fit.drift_ppm - fit.drift_ci95_ppm[0])
         drift, se = fit.drift_ppm, max(fit.drift_se_ppm, half / 1.96)
+        if DRIFT_SE_MULTIPLIER * se > policy.max_drift_ppm:
+            # an estimate vaguer than the assumed bound would only widen the interval and move its
+            # centre on noise (a 4-query burst): use the bound alone, as ClockBound does
+            drift = se = None
     this_boot = (series.boottime_ns >= 0) & np.array([b == current_boot for b in series.boot_id], dtype=bool)
     ev = series.select(this_boot)
     # this boot's samples in boottime order: after a backward wall-clock step, realtime order lies
