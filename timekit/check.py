@@ -13,6 +13,10 @@ How a verdict is reached (`judge`): the worst of the per-metric findings, ordere
 CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``), except that no
 usable sample at all, or a store whose newest usable sample is older than ``max_age_s``,
 makes the whole verdict UNKNOWN: what the store says is then no longer about *now*.
+The offset judged is `FleetStatus.point_offset_s` (median of the truechimers' newest offsets), not
+the interval's midpoint; the interval's half-width is the `uncertainty`. In store mode a reference
+whose newest attempt failed and whose newest usable reply is older than ``max_age_s`` is named
+(WARNING). Drift is judged only where `ServerStatus.drift_judgeable` (the Prometheus rules' gate).
 Every failure (bad flag, bad address, unreachable server, corrupt store, a bug) still ends in
 one ``TIMEKIT UNKNOWN - ...`` line and exit 3, never a traceback (`run_check` here; usage errors
 in `timekit.cli.CheckCommand`).
@@ -36,6 +40,7 @@ from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
     from timekit.address import ServerAddress
+    from timekit.analysis.interval import IntervalPolicy
     from timekit.fleet import FleetStatus, ServerStatus
     from timekit.store import Store
 
@@ -47,9 +52,6 @@ DEFAULT_TIMEOUT_S = 1.0  # per-query timeout cap: 4 lost queries to a public ser
 MAX_COUNT = 64
 MAX_TIMEOUT_S = 60.0
 FLEET_WINDOW_S = 3600.0  # loss, jitter and drift over the last hour (longer if max_age_s is longer)
-DRIFT_GATE_FRACTION = 0.5  # a drift is judged only when its 95 % CI half-width is <= warn × this:
-# then σ <= warn / 3.92, so a clock with no drift at all warns by chance less than once in 10⁴ checks
-MIN_DRIFT_GATE_PPM = 1.0  # ...and never narrower than this (warn may be 0)
 MAX_REASONS_IN_LINE = 4  # the status line names at most this many findings, worst first
 STRATUM_MAX = 16  # NTP: 16 = unsynchronized
 
@@ -206,12 +208,29 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def _precise_drift(s: ServerStatus, gate_ppm: float) -> float | None:
-    """The server's drift when its 95 % CI half-width is within `gate_ppm`, else None (not known yet)."""
-    if s.drift_ppm is None or s.drift_ci95_ppm is None:
-        return None
-    lo, hi = s.drift_ci95_ppm
-    return s.drift_ppm if math.isfinite(lo) and math.isfinite(hi) and (hi - lo) / 2 <= gate_ppm else None
+def _judgeable_drift(s: ServerStatus, warn_drift_ppm: float) -> float | None:
+    """The server's drift when it is known well enough to alert on (the gate the Prometheus rules
+    use, `ServerStatus.drift_judgeable`), else None (a short burst cannot tell)."""
+    return s.drift_ppm if s.drift_judgeable(warn_drift_ppm) else None
+
+
+def _silence_reasons(fleet: FleetStatus, t: Thresholds, window_s: float) -> list[Reason]:
+    """WARNING per server whose newest attempt failed and whose newest usable reply is older than
+    `t.max_age_s` (the age at which a whole store is stale): a reference that stopped answering.
+    One lost reply is not a finding; a server with no usable reply in the window is."""
+    out = []
+    for s in fleet.servers:
+        silent_s = s.silent_for_s()
+        if silent_s is None or silent_s <= t.max_age_s:
+            continue
+        error = s.last_error or "unknown"
+        if math.isinf(silent_s):
+            words = (f"no usable reply in the last {_fmt_age(window_s)} ({s.n_attempts} attempts, "
+                     f"last error {error})")
+        else:
+            words = f"no usable reply for {_fmt_age(silent_s)} (last error {error})"
+        out.append(Reason(WARNING, "reachability", f"{s.server}: {words}"))
+    return out
 
 
 def _server_row(s: ServerStatus) -> dict[str, Any]:
@@ -281,18 +300,18 @@ def judge(fleet: FleetStatus | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode
         reasons.append(Reason(WARNING, "selection", "falseticker(s) outside the majority: "
                               + ", ".join(sel.falsetickers)))
 
-    # offset: the interval's midpoint, else the median of the servers' newest offsets
-    offset = fleet.offset_s
-    offset_source = "interval"
+    # offset: the median of the truechimers' newest offsets (the interval's midpoint is no point
+    # estimate: it moves as the interval widens unevenly); without a majority, of the usable servers'
+    offset = fleet.point_offset_s
+    offset_source = "truechimers"
     if offset is None:
         offset, offset_source = _median([s.offset_s for s in chimers]), "median"
-    what = "offset" if offset_source == "interval" else f"median offset of {len(chimers)} server(s)"
+    what = "offset" if offset_source == "truechimers" else f"median offset of {len(chimers)} server(s)"
     _judge_value(reasons, "offset", offset, t.warn_offset_s, t.crit_offset_s, f"{what} {_fmt_s(offset)}")
     jitter = _median([s.jitter_s for s in chimers])
     _judge_value(reasons, "jitter", jitter, t.warn_jitter_s, t.crit_jitter_s,
                  f"jitter {_fmt_s(jitter, signed=False)}")
-    gate = max(t.warn_drift_ppm * DRIFT_GATE_FRACTION, MIN_DRIFT_GATE_PPM)
-    drift = _median([_precise_drift(s, gate) for s in chimers])
+    drift = _median([_judgeable_drift(s, t.warn_drift_ppm) for s in chimers])
     _judge_value(reasons, "drift", drift, t.warn_drift_ppm, t.crit_drift_ppm,
                  f"drift {drift:+.1f} ppm" if drift is not None else "")
     unc = iv.uncertainty_s if iv is not None else None
@@ -316,12 +335,7 @@ def judge(fleet: FleetStatus | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode
     if quarantined:
         reasons.append(Reason(WARNING, "quarantine", "reference(s) quarantined: " + ", ".join(quarantined)))
     if mode == "store":
-        silent = sorted(s.server for s in fleet.servers if s.n_ok == 0 and s.n_attempts > 0)
-        for name in silent:
-            st = next(s for s in fleet.servers if s.server == name)
-            reasons.append(Reason(WARNING, "reachability", f"{name}: no usable reply in the last "
-                                  f"{_fmt_age(window_s)} ({st.n_attempts} attempts, last error "
-                                  f"{st.last_error or 'unknown'})"))
+        reasons.extend(_silence_reasons(fleet, t, window_s))
 
     metrics = {"offset_s": offset, "offset_source": offset_source, "jitter_s": jitter, "drift_ppm": drift,
                "uncertainty_s": unc, "stratum": stratum, "sync_status": sync,
@@ -400,24 +414,56 @@ def _failure_words(attempts: Sequence[Any]) -> str:
     return words + (f"; {detail})" if detail else ")")
 
 
+def unresolvable(servers: Sequence[ServerAddress]) -> list[str]:
+    """'cannot resolve HOST: unknown host' per server whose name does not exist (bad input), found
+    before anything is measured: a typo is never stored as an attempt, so it cannot make later
+    store-mode checks warn. A transient DNS failure is not bad input (it is measured and stored)."""
+    import asyncio
+    import socket
+
+    from timekit.collectors.ntp_client import _dns_detail, resolve
+
+    async def one(server: ServerAddress) -> str | None:
+        try:
+            await resolve(server)
+        except socket.gaierror as exc:
+            detail = _dns_detail(server, exc)
+            return detail if detail.startswith("cannot resolve") else None
+        except (OSError, TimeoutError):
+            return None
+        return None
+
+    async def every() -> list[str | None]:
+        return list(await asyncio.gather(*(one(s) for s in servers)))
+
+    return sorted({d for d in asyncio.run(every()) if d is not None})
+
+
 def check_servers(store: Store, servers: Sequence[ServerAddress], t: Thresholds = DEFAULT_THRESHOLDS, *,
-                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S) -> CheckVerdict:
-    """Measure `servers` now (a short burst, stored like `sample ntp`), then judge those servers."""
+                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  policy: IntervalPolicy | None = None) -> CheckVerdict:
+    """Measure `servers` now (a short burst, stored like `sample ntp`), then judge those servers.
+
+    Names that do not resolve are bad input (UNKNOWN) and nothing is measured or stored.
+    """
     from timekit.collectors.ntp_client import QueryPlan
     from timekit.fleet import fleet_status
     from timekit.sampling import sample_ntp
 
+    bad = unresolvable(servers)
+    if bad:
+        return unknown_verdict("bad input: " + "; ".join(bad), mode="measure", thresholds=t)
     run = sample_ntp(store, servers, QueryPlan(count=count, interval_s=None, timeout_s=timeout_s),
                      command="check")
-    if run.unresolved:
+    if run.unresolved:  # the name vanished between the two look-ups
         return unknown_verdict("bad input: " + "; ".join(run.unresolved), mode="measure", thresholds=t)
     by_server: dict[str, list[Any]] = {}
     for s in run.samples:
         by_server.setdefault(s.server, []).append(s)
     reachable = [a.name for a in servers if any(s.ok for s in by_server.get(a.name, []))]
     failures = {a.name: _failure_words(by_server.get(a.name, [])) for a in servers if a.name not in reachable}
-    fleet = fleet_status(store, servers=reachable, window_s=max(FLEET_WINDOW_S, t.max_age_s)) \
-        if reachable else None
+    fleet = fleet_status(store, servers=reachable, window_s=max(FLEET_WINDOW_S, t.max_age_s),
+                         policy=policy) if reachable else None
     return judge(fleet, t, mode="measure", failures=failures)
 
 
@@ -428,20 +474,34 @@ def newest_ok_age_s(store: Store, now_ns: int) -> float | None:
 
 
 def check_store(store: Store, t: Thresholds = DEFAULT_THRESHOLDS, *,
-                now: tuple[int, int] | None = None) -> CheckVerdict:
+                now: tuple[int, int] | None = None, policy: IntervalPolicy | None = None) -> CheckVerdict:
     """Judge what the store holds now (every server in it); stale beyond `t.max_age_s`."""
     from timekit.fleet import fleet_status
 
     window_s = max(FLEET_WINDOW_S, t.max_age_s)
-    fleet = fleet_status(store, now=now, window_s=window_s)
+    fleet = fleet_status(store, now=now, window_s=window_s, policy=policy)
     return judge(fleet, t, mode="store", newest_ok_age_s=newest_ok_age_s(store, fleet.as_of_ns),
                  window_s=window_s)
 
 
+def interval_policy(config: Path | None) -> IntervalPolicy:
+    """The interval policy of `config`'s [interval] section (as `timekit now --config`); default without."""
+    from timekit.analysis.interval import IntervalPolicy
+
+    if config is None:
+        return IntervalPolicy()
+    from timekit.config import load_config
+
+    return IntervalPolicy(**load_config(config).interval)  # load_config validated it (UsageError)
+
+
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
-              timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None,
+              timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None, config: Path | None = None,
               **threshold_flags: float | None) -> CheckVerdict:
-    """The whole check; never raises: every failure is an UNKNOWN verdict with the reason."""
+    """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
+
+    `config`: a TOML config (collect's); its [interval] section sets the interval policy.
+    """
     mode = "measure" if servers else "store"
     try:
         flags: dict[str, Any] = dict(threshold_flags)
@@ -457,6 +517,7 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
             raise ValueError(f"--count {count} is outside 1..{MAX_COUNT} queries")
         if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
+        policy = interval_policy(config)
         from timekit.store import Store
 
         if servers:
@@ -464,9 +525,9 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
 
             targets = list({a.name: a for a in (parse_server(s) for s in servers)}.values())
             with Store.open(db) as store:
-                return check_servers(store, targets, t, count=count, timeout_s=timeout_s)
+                return check_servers(store, targets, t, count=count, timeout_s=timeout_s, policy=policy)
         with Store.open(db, create=False) as store:
-            return check_store(store, t)
+            return check_store(store, t, policy=policy)
     except ValueError as exc:
         return unknown_verdict(f"bad input: {exc}", mode=mode)
     except KeyboardInterrupt:

@@ -406,6 +406,8 @@ def export_csv_cmd(
     since: SinceOpt = None,
     server: ServerOpt = None,
     kind: Annotated[str, typer.Option("--kind", help="ntp (default), clocks, pauses or events.")] = "ntp",
+    ok_only: Annotated[bool, typer.Option("--ok-only", help="ntp: usable samples only (no failed "
+                                          "attempts, so every *_ns column is complete and exact).")] = False,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
@@ -416,7 +418,7 @@ def export_csv_cmd(
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
     with Store.open(db, create=False) as store:
-        res = export_csv(store, out, kind=kind, since_ns=since_ns, servers=names)
+        res = export_csv(store, out, kind=kind, since_ns=since_ns, servers=names, ok_only=ok_only)
     if as_json:
         emit_json({"out": str(res.path), "kind": res.kind, "rows": res.rows, "columns": list(res.columns)})
     else:
@@ -495,14 +497,42 @@ def exporter_cmd(
 
 
 @app.command("rules")
-def rules_cmd(as_json: JsonOpt = False) -> None:
-    """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds."""
-    from timekit.metrics import rules_document, rules_yaml
+def rules_cmd(
+    warn_offset: Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")] = None,
+    crit_offset: Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")] = None,
+    warn_jitter: Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")] = None,
+    crit_jitter: Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")] = None,
+    warn_drift: Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm",
+                                             "ppm")] = None,
+    crit_drift: Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm",
+                                             "ppm")] = None,
+    warn_uncertainty: Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
+                                                   "warn_uncertainty_s")] = None,
+    crit_uncertainty: Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
+                                                   "crit_uncertainty_s")] = None,
+    warn_stratum: Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum",
+                                             "")] = None,
+    crit_stratum: Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
+                                             "crit_stratum", "")] = None,
+    warn_pause: Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")] = None,
+    crit_pause: Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")] = None,
+    max_age: Annotated[str | None, _thr("--max-age", "Samples older than this are stale; 900, 15m, 2h",
+                                        "max_age_s")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
+    (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
+    from timekit.metrics import rules_document, rules_thresholds, rules_yaml
 
+    th = rules_thresholds(
+        max_age, warn_offset_s=warn_offset, crit_offset_s=crit_offset, warn_jitter_s=warn_jitter,
+        crit_jitter_s=crit_jitter, warn_drift_ppm=warn_drift, crit_drift_ppm=crit_drift,
+        warn_uncertainty_s=warn_uncertainty, crit_uncertainty_s=crit_uncertainty, warn_stratum=warn_stratum,
+        crit_stratum=crit_stratum, warn_pause_s=warn_pause, crit_pause_s=crit_pause)
     if as_json:
-        emit_json(rules_document())
+        emit_json(rules_document(th))
     else:
-        sys.stdout.write(rules_yaml())
+        sys.stdout.write(rules_yaml(th))
 
 
 # ----------------------------------------------------------------------------- check
@@ -554,6 +584,8 @@ def check_cmd(
                                         "UNKNOWN (stale); 900, 15m, 2h", "max_age_s")] = None,
     count: Annotated[int, typer.Option(help="Queries per named server (a burst, as chrony's iburst).")] = 4,
     timeout: Annotated[float, typer.Option(help="Per-query timeout cap, s.")] = 1.0,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config (collect's); its [interval] "
+                                                "section sets the interval policy, as for `now`.")] = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
@@ -561,7 +593,7 @@ def check_cmd(
     from timekit.check import print_verdict, run_check
 
     verdict = run_check(
-        servers or [], db, count=count, timeout_s=timeout, max_age=max_age,
+        servers or [], db, count=count, timeout_s=timeout, max_age=max_age, config=config,
         warn_offset_s=warn_offset, crit_offset_s=crit_offset, warn_jitter_s=warn_jitter,
         crit_jitter_s=crit_jitter, warn_drift_ppm=warn_drift, crit_drift_ppm=crit_drift,
         warn_uncertainty_s=warn_uncertainty, crit_uncertainty_s=crit_uncertainty, warn_stratum=warn_stratum,

@@ -6,7 +6,10 @@ store. Names follow Prometheus practice: the `timekit_` prefix, base units in th
 (`_seconds`, `_ratio`, `_timestamp_seconds`); the one exception is drift, `_ppm`, stated in
 its HELP, because the thresholds, the CLI and chrony all speak ppm. Offsets keep timekit's
 sign (reference − local: positive means this clock is behind). A value timekit does not have
-(no usable sample, no drift fit, node never judged) is an absent series, never a 0.
+(no usable sample, no drift fit, node never judged) is an absent series, never a 0; so is a
+drift too uncertain to judge (`ServerStatus.drift_judgeable`), as `timekit check` ignores it.
+Every family is a plain gauge: `quantile` is reserved for summaries, so the pause percentiles
+are one gauge each (`timekit_pause_p99_seconds`), which `promtool check metrics` accepts.
 
 Only the CLI commands import this module (prometheus_client is not needed for `--help`).
 """
@@ -15,14 +18,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
+import secrets
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from timekit.analysis.interval import IntervalPolicy
+from timekit.check import thresholds_from_flags
 from timekit.errors import TimekitError, UsageError
+from timekit.export_csv import TEMP_INFIX, clean_stale_temps
 from timekit.fleet import DEFAULT_WINDOW_S, FleetStatus, fleet_status
 from timekit.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.units import NS_PER_S
@@ -39,7 +45,10 @@ from timekit.units import NS_PER_S
 SYNC_STATUSES = ("synchronized", "free_running", "unknown")  # timekit_sync_status{status=...}
 NODE_STATUSES = ("ok", "suspect", "quarantined")  # timekit_node_status{status=...}
 SELF_NODE = "self"
-PAUSE_QUANTILES = (("0.5", "p50_s"), ("0.9", "p90_s"), ("0.99", "p99_s"), ("0.999", "p999_s"))
+PAUSE_PERCENTILES = (("p50", "p50_s", "50th"), ("p90", "p90_s", "90th"), ("p99", "p99_s", "99th"),
+                     ("p999", "p999_s", "99.9th"))  # timekit_pause_{name}_seconds <- pause summary key
+DRIFT_EXPORT_WARN_PPM = DEFAULT_THRESHOLDS.warn_drift_ppm  # a drift is exported when judgeable at this
+DRIFT_GATE_FRACTION = 0.5  # ...i.e. its 95 % half-width <= warn × this (ServerStatus.drift_judgeable)
 DEFAULT_EXPORTER_PORT = 9123  # "123" for NTP; not a registered Prometheus exporter port
 DEFAULT_BIND = "127.0.0.1"
 TEXTFILE_MODE = 0o644  # node_exporter usually runs as another user: the file must be world-readable
@@ -61,14 +70,20 @@ def fleet_metrics(fleet: FleetStatus, *, version: str | None = None) -> list[Met
                                   "sample, seconds.", "root_distance_s"),
         "jitter_seconds": ("RMS of successive offset differences over the newest 8 usable samples, "
                            "seconds.", "jitter_s"),
-        "drift_ppm": ("Drift of this clock against the reference in ppm (parts per million, 1e-6 s/s; "
-                      "positive: this clock gains), robust fit over the window.", "drift_ppm"),
         "stratum": ("Stratum of the reference in its newest usable reply.", "stratum"),
         "sample_age_seconds": ("Age of the reference's newest usable sample, seconds.", "age_s"),
         "loss_ratio": ("Fraction (0-1) of the attempts in the window that gave no usable sample.",
                        "loss_ratio"),
     }
     families = {key: _gauge("server_" + key, doc, ("server",)) for key, (doc, _attr) in by_server.items()}
+    gate = DRIFT_EXPORT_WARN_PPM * DRIFT_GATE_FRACTION
+    drift = _gauge("server_drift_ppm", "Drift of this clock against the reference in ppm (parts per "
+                   "million, 1e-6 s/s; positive: this clock gains), robust fit over the window; absent "
+                   f"while its 95 % CI half-width exceeds {gate:g} ppm (half the default warning: noise, "
+                   "as timekit check judges it).", ("server",))
+    drift_half = _gauge("server_drift_ci95_halfwidth_ppm", "Half-width of the 95 % confidence interval "
+                        "of the drift fit, ppm (parts per million); present whenever a drift was fitted.",
+                        ("server",))
     chimer = _gauge("server_truechimer", "1 when the reference agrees with the majority in the interval "
                     "selection, 0 when it is a falseticker; absent when not judged.", ("server",))
     last_ok = _gauge("server_last_attempt_ok", "1 when the newest attempt to the reference gave a usable "
@@ -78,11 +93,16 @@ def fleet_metrics(fleet: FleetStatus, *, version: str | None = None) -> list[Met
             value = getattr(st, attr)
             if value is not None:
                 families[key].add_metric([st.server], float(value))
+        half = st.drift_ci_half_ppm
+        if half is not None and not math.isnan(half):
+            drift_half.add_metric([st.server], float(half))
+            if st.drift_ppm is not None and st.drift_judgeable(DRIFT_EXPORT_WARN_PPM):
+                drift.add_metric([st.server], float(st.drift_ppm))
         if st.truechimer is not None:
             chimer.add_metric([st.server], float(st.truechimer))
         if st.n_attempts:
             last_ok.add_metric([st.server], 0.0 if st.last_error is not None else 1.0)
-    out: list[Metric] = [*families.values(), chimer, last_ok]
+    out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok]
     out += _node_metrics(fleet)
     out += _host_metrics(fleet)
     info = _gauge("build_info", "Always 1; the timekit version that wrote these metrics.", ("version",))
@@ -111,14 +131,20 @@ def _host_metrics(fleet: FleetStatus) -> list[Metric]:
     iv = fleet.interval
     uncertainty = iv.uncertainty_s if iv is not None else None
     sync_now = iv.status if iv is not None else "unknown"
-    offset = _gauge("clock_offset_seconds", "Offset of the references' true time against this clock at "
-                    "the interval's midpoint, seconds (reference - local; positive: this clock is behind).")
+    offset = _gauge("clock_offset_seconds", "Offset of this clock: median of the truechimers' newest "
+                    "offsets, seconds (reference - local; positive: this clock is behind).")
+    point = fleet.point_offset_s
+    if point is not None:
+        offset.add_metric([], point)
+    midpoint = _gauge("clock_interval_midpoint_offset_seconds", "Midpoint of the interval [earliest, "
+                      "latest] minus this clock, seconds (reference - local): with the uncertainty it "
+                      "draws the band; not a point estimate (it moves as the interval widens unevenly).")
     half = _gauge("clock_uncertainty_seconds", "Half-width of the interval [earliest, latest] that "
                   "contains the references' true time, seconds.")
     width = _gauge("clock_interval_width_seconds", "Width latest - earliest of the interval that "
                    "contains the references' true time, seconds.")
     if fleet.offset_s is not None and uncertainty is not None:
-        offset.add_metric([], fleet.offset_s)
+        midpoint.add_metric([], fleet.offset_s)
         half.add_metric([], uncertainty)
         width.add_metric([], 2 * uncertainty)
     sync = _gauge("sync_status", "1 for this clock's current status (synchronized, free_running, "
@@ -131,20 +157,21 @@ def _host_metrics(fleet: FleetStatus) -> list[Metric]:
     if fleet.newest_age_s is not None:
         age.add_metric([], fleet.newest_age_s)
         newest.add_metric([], fleet.as_of_ns / NS_PER_S - fleet.newest_age_s)
-    pause = _gauge("pause_seconds", "Pause meter: worst per-interval percentile of how late a sleeper "
-                   "woke up in the window, seconds.", ("quantile",))
+    pauses = {name: _gauge(f"pause_{name}_seconds", f"Pause meter: worst per-interval {words} "
+                           "percentile of how late a sleeper woke up in the window, seconds.")
+              for name, _key, words in PAUSE_PERCENTILES}
     pause_max = _gauge("pause_max_seconds", "Pause meter: longest pause (late wake-up) in the window, "
                        "seconds.")
     suspend = _gauge("suspend_seconds", "Longest time the host was suspended in the window, seconds.")
     if fleet.pause is not None:
-        for quantile, key in PAUSE_QUANTILES:
-            pause.add_metric([quantile], float(fleet.pause[key]))
+        for name, key, _words in PAUSE_PERCENTILES:
+            pauses[name].add_metric([], float(fleet.pause[key]))
         pause_max.add_metric([], float(fleet.pause["max_s"]))
         suspend.add_metric([], float(fleet.pause["suspend_s"]))
     updated = _gauge("last_update_timestamp_seconds", "Unix time these metrics were computed from the "
                      "store, seconds.")
     updated.add_metric([], fleet.as_of_ns / NS_PER_S)
-    return [offset, half, width, sync, age, newest, pause, pause_max, suspend, updated]
+    return [offset, midpoint, half, width, sync, age, newest, *pauses.values(), pause_max, suspend, updated]
 
 
 def _version() -> str | None:
@@ -223,25 +250,30 @@ def write_atomically(out: Path, data: bytes, mode: int = TEXTFILE_MODE) -> None:
     """Write `data` to `out` via a temp file in the same directory + fsync + os.replace.
 
     A reader sees the old file or the new one, never a half-written one; on failure the old file
-    is kept, the temp file removed, and a TimekitError names `out` in one line.
+    is kept, the temp file removed, and a TimekitError names `out` in one line. Temp files are
+    named as `timekit export csv` names them (`.{name}.tmp-{pid}-{hex}`), so one left by a killed
+    export is removed by the next export to the same `out` (`clean_stale_temps`).
     """
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name such as {out}/timekit.prom")
-    tmp: str | None = None
+    clean_stale_temps(out)
+    tmp = out.with_name(f".{out.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    created = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        created = True
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # whatever the umask: node_exporter must read it
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, out)
-        tmp = None
+        created = False
     except OSError as exc:
         raise TimekitError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
-        if tmp is not None:
+        if created:  # also on KeyboardInterrupt
             try:
                 os.unlink(tmp)
             except OSError:
@@ -334,18 +366,44 @@ class AlertRule:
                 "annotations": {"summary": self.summary, "description": self.description}}
 
 
+def _num(value: float) -> str:
+    """A threshold in PromQL: the shortest exact text, without a trailing `.0` (500, 0.05, 1e-06)."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _pair(name: str, check: str, expr: str, warn: float, crit: float, summary: str,
-          description: str) -> list[AlertRule]:
-    """A warning and a critical rule for `expr > threshold` (expr judged as in `timekit check`)."""
-    return [AlertRule(f"{name}{level.title()}", f"{expr} > {threshold!r}", level, summary,
-                      f"{description} (threshold {threshold!r}, from timekit check's defaults).", check)
+          description: str, guard: str = "") -> list[AlertRule]:
+    """A warning and a critical rule for `expr > threshold` (expr judged as in `timekit check`);
+    `guard` (PromQL, optional) must also hold, e.g. the drift being precise enough to judge."""
+    also = f" and {guard}" if guard else ""
+    return [AlertRule(f"{name}{level.title()}", f"{expr} > {_num(threshold)}{also}", level, summary,
+                      f"{description} (threshold {_num(threshold)}, as timekit check).", check)
             for level, threshold in (("warning", warn), ("critical", crit))]
+
+
+def rules_thresholds(max_age: str | None = None, **flags: float | None) -> Thresholds:
+    """Thresholds from `timekit rules`' flags, exactly as `timekit check` maps the same flags
+    (`thresholds_from_flags`; `max_age` is a duration text: 900, 15m); UsageError on bad input."""
+    from timekit.units import parse_duration_s
+
+    try:
+        given: dict[str, float | None] = dict(flags)
+        if max_age is not None:
+            try:
+                given["max_age_s"] = parse_duration_s(max_age)
+            except ValueError as exc:
+                raise ValueError(f"--max-age: {exc}") from None
+        return thresholds_from_flags(**given)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
     """The alerting rules that mirror `timekit check`'s thresholds `th`."""
     on = "{{ $labels.instance }}"
     server = "{{ $labels.server }}"
+    drift_gate = th.warn_drift_ppm * DRIFT_GATE_FRACTION  # as ServerStatus.drift_judgeable(warn)
     rules = [
         *_pair("TimekitClockOffset", "offset",
                "abs(timekit_clock_offset_seconds)", th.warn_offset_s, th.crit_offset_s,
@@ -363,20 +421,32 @@ def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
         *_pair("TimekitServerDrift", "drift",
                "abs(timekit_server_drift_ppm)", th.warn_drift_ppm, th.crit_drift_ppm,
                f"timekit: clock on {on} drifts {{{{ $value | printf \"%.1f\" }}}} ppm against {server}",
-               "|drift| of this clock against the reference, ppm"),
+               "|drift| of this clock against the reference, ppm, judged only while its 95 % half-width "
+               f"is at most {_num(drift_gate)} ppm (half the warning)",
+               guard=f"timekit_server_drift_ci95_halfwidth_ppm <= {_num(drift_gate)}"),
         *_pair("TimekitServerStratum", "stratum", "timekit_server_stratum", th.warn_stratum, th.crit_stratum,
                f"timekit: reference {server} of {on} is at stratum {{{{ $value }}}}",
                "stratum of the reference's newest usable reply"),
         *_pair("TimekitPause", "pause", "timekit_pause_max_seconds", th.warn_pause_s, th.crit_pause_s,
                f"timekit: {on} paused for {{{{ $value | humanizeDuration }}}}",
                "longest late wake-up of the pause meter in the window, seconds"),
+        AlertRule("TimekitReferenceNotAnswering", "timekit_server_last_attempt_ok == 0", "warning",
+                  f"timekit: reference {server} of {on} does not answer",
+                  "the newest attempt to the reference gave no usable sample (timeout, refused, "
+                  "kiss-o'-death, bad reply) and no later one succeeded.", "reachability"),
+        AlertRule("TimekitReferenceSampleStale",
+                  f"timekit_server_sample_age_seconds > {_num(th.max_age_s)}", "warning",
+                  f"timekit: newest sample of reference {server} on {on} is "
+                  "{{ $value | humanizeDuration }} old",
+                  f"the reference's newest usable sample is older than {_num(th.max_age_s)} s (timekit "
+                  "check's max age): it stopped answering or is no longer queried.", "reachability"),
         AlertRule("TimekitSamplesStale",
-                  f"time() - timekit_newest_sample_timestamp_seconds > {th.max_age_s!r}", "warning",
+                  f"time() - timekit_newest_sample_timestamp_seconds > {_num(th.max_age_s)}", "warning",
                   f"timekit: no fresh NTP sample on {on} for {{{{ $value | humanizeDuration }}}}",
-                  f"the newest usable sample is older than {th.max_age_s!r} s: collection stopped or "
+                  f"the newest usable sample is older than {_num(th.max_age_s)} s: collection stopped or "
                   "every reference fails (timekit check says UNKNOWN).", "stale"),
         AlertRule("TimekitMetricsStale",
-                  f"time() - timekit_last_update_timestamp_seconds > {th.max_age_s!r}", "warning",
+                  f"time() - timekit_last_update_timestamp_seconds > {_num(th.max_age_s)}", "warning",
                   f"timekit: metrics of {on} not refreshed for {{{{ $value | humanizeDuration }}}}",
                   "the textfile export (or the exporter's store read) has stopped.", "stale"),
         AlertRule("TimekitStoreDown", "timekit_store_up == 0", "critical",
@@ -437,6 +507,9 @@ def _yaml(value: Any, indent: int) -> list[str]:
 
 def rules_yaml(th: Thresholds = DEFAULT_THRESHOLDS) -> str:
     """The rule file as YAML text (for `promtool check rules` and Prometheus' rule_files)."""
+    changed = [f"{f.name}={_num(getattr(th, f.name))}" for f in fields(Thresholds)
+               if getattr(th, f.name) != getattr(DEFAULT_THRESHOLDS, f.name)]
     head = ["# Prometheus alerting rules for timekit metrics, generated by `timekit rules`.",
-            "# Thresholds are timekit check's defaults (timekit/thresholds.py)."]
+            "# Thresholds: timekit check's defaults (timekit/thresholds.py)"
+            + (f" except {', '.join(changed)}." if changed else ".")]
     return "\n".join([*head, *_yaml(rules_document(th), 0)]) + "\n"
