@@ -24,10 +24,11 @@ Pipeline (each stage counts what it drops; every sample ends in exactly one coun
    MIN_SAMPLES_AFTER_TRIM samples; if it still fails the status is 'model_misfit'.
 5. Interval: the slope's standard error is inflated for lag-1 autocorrelation of the standardised
    residuals (AR(1): ×sqrt((1+ρ)/(1−ρ)), Student t on n_eff − 2 degrees of freedom). Then a
-   delay-bias term is added in quadrature: an offset error that is a fraction of delay/2 (path
+   delay-bias term is added (linearly: it is systematic, not noise; on the lab, in quadrature missed
+   the truth in 2 of 6 short bursts): an offset error that is a fraction of delay/2 (path
    asymmetry, or the lab server reading its clock late by a wake-up latency) turns any trend of the
    delay into a slope the residuals cannot show; its worst case is the fitted slope of delay/2 over
-   the window (`delay_bias_ppm`). CI95 = drift ± sqrt((t·se)² + delay_bias²).
+   the window (`delay_bias_ppm`). CI95 = drift ± (t·se + delay_bias).
 
 Complexity: O(n) time and memory. All per-sample work is vectorised numpy: a constant number of
 passes per Huber iteration (at most 8), medians over at most 10⁶ strided values, and the halvings
@@ -239,7 +240,7 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     wdx = fit.weights * (x[lo:] - fit.x_mean)
     delay_bias = abs(float(np.dot(wdx, d[idx[lo:]])) / (2.0 * fit.sxx))  # slope of delay/2, s/s
     tq = t_quantile(0.5 + CI_LEVEL / 2.0, max(n_eff - 2.0, 1.0))
-    half = math.sqrt((tq * slope_se) ** 2 + delay_bias**2)
+    half = tq * slope_se + delay_bias  # the bias is systematic: added, not in quadrature
     drift = -fit.slope / PPM
     t_start = int(t[idx[lo]])
     span_s = (t_end - t_start) / NS_PER_S
