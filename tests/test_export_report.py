@@ -194,7 +194,7 @@ def test_csv_filters_server_since_kind(lab: Lab, lab_db: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("args,needle", [
     (["--kind", "bogus"], "unknown kind 'bogus'"),
-    (["--kind", "pauses", "--server", "127.0.0.1:123"], "--server applies to --kind ntp only"),
+    (["--kind", "pauses", "--server", "127.0.0.1:123"], "apply to --kind ntp only"),
 ])
 def test_csv_bad_options_one_line_no_file(lab_db: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     out = tmp_path / "x.csv"
