@@ -48,6 +48,7 @@ from timekit.analysis.regression import (
     MIN_SAMPLES_FOR_REGRESSION,
     SCALE_SUBSAMPLE,
     effective_n,
+    feasible_slope_range,
     huber_line,
     lag1_autocorrelation,
     runs_test,
@@ -109,6 +110,9 @@ class DriftFit:
     rho_lag1: float | None
     n_effective: float | None
     delay_bias_ppm: float | None
+    # every drift for which one line passes through all the window's error bars (root distance):
+    # certain if the bars are honest; the 95 % interval is widened to contain it (None: no line fits)
+    drift_bound_ppm: tuple[float, float] | None = None
 
 
 def delay_spike_threshold_s(delay_s: np.ndarray) -> float:
@@ -242,6 +246,11 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     tq = t_quantile(0.5 + CI_LEVEL / 2.0, max(n_eff - 2.0, 1.0))
     half = tq * slope_se + delay_bias  # the bias is systematic: added, not in quadrature
     drift = -fit.slope / PPM
+    ci = (drift - half / PPM, drift + half / PPM)
+    feasible = feasible_slope_range(x[lo:], y[lo:], hw[idx[lo:]])
+    bound = None if feasible is None else (-feasible[1] / PPM, -feasible[0] / PPM)
+    if bound is not None:  # NTP's own guarantee: the truth's slope is in here when the bars are honest
+        ci = (min(ci[0], bound[0]), max(ci[1], bound[1]))
     t_start = int(t[idx[lo]])
     span_s = (t_end - t_start) / NS_PER_S
     resid_std = math.sqrt(float(np.dot(fit.residuals, fit.residuals)) / (n_used - 2)) if n_used > 2 else None
@@ -255,7 +264,7 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
                   "a constant drift does not describe these data")
     return DriftFit(
         status=status, reason=reason, drift_ppm=drift,
-        drift_ci95_ppm=(drift - half / PPM, drift + half / PPM), drift_se_ppm=slope_se / PPM,
+        drift_ci95_ppm=ci, drift_se_ppm=slope_se / PPM, drift_bound_ppm=bound,
         offset_s=y_ref + fit.intercept, offset_se_s=fit.intercept_se * math.sqrt(inflation),
         t_start_ns=t_start, t_end_ns=t_end, n_samples=n, n_used=n_used, span_s=span_s,
         residual_std_s=resid_std, n_trimmed_old=lo, n_halvings=halvings, runs_z=runs.z, rho_lag1=rho,

@@ -322,3 +322,57 @@ def t_quantile(p: float, df: float) -> float:
         y = ((1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0) + 0.5 / (n + 4.0)) * y
              - 1.0) * (n + 1.0) / (n + 2.0) + 1.0 / y
     return sign * math.sqrt(n * y)
+
+
+FEASIBLE_MAX_POINTS = 20_000  # a strided subset: fewer constraints can only widen the range
+FEASIBLE_ITERATIONS = 80  # golden-section / bisection steps (each halves or better the bracket)
+
+
+def feasible_slope_range(x: np.ndarray, y: np.ndarray, half: np.ndarray) -> tuple[float, float] | None:
+    """Every slope b for which some line a + b·x passes through all the bars [y − half, y + half].
+
+    When each bar is an honest bound on its sample's error (NTP's root distance) and the truth
+    is a line, its slope is certainly in this range: a guarantee, not a confidence level. None
+    when no line fits all bars (a bar lied, or the model is wrong). g(b) = max(y − half − b·x) −
+    min(y + half − b·x) is convex; the range is {g <= 0}, found by golden section for the
+    minimum and bisection for each end. O(n) per step on at most FEASIBLE_MAX_POINTS samples.
+    """
+    xa, ya, ha = _as_1d_float("x", x), _as_1d_float("y", y), _as_1d_float("half", half)
+    if xa.size < 2 or float(np.ptp(xa)) <= 0.0:
+        return None
+    if xa.size > FEASIBLE_MAX_POINTS:
+        step = -(-xa.size // FEASIBLE_MAX_POINTS)
+        keep = np.r_[np.arange(0, xa.size - 1, step), xa.size - 1]  # always keep both ends
+        xa, ya, ha = xa[keep], ya[keep], ha[keep]
+    low, high = ya - ha, ya + ha
+
+    def g(b: float) -> float:
+        return float(np.max(low - b * xa)) - float(np.min(high - b * xa))
+
+    i, j = int(np.argmin(xa)), int(np.argmax(xa))
+    dx = float(xa[j] - xa[i])
+    b_lo, b_hi = (low[j] - high[i]) / dx, (high[j] - low[i]) / dx  # the two end bars alone allow no more
+    a, c = float(b_lo), float(b_hi)
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(FEASIBLE_ITERATIONS):  # golden section for the minimum of the convex g
+        m1, m2 = c - ratio * (c - a), a + ratio * (c - a)
+        if g(m1) <= g(m2):
+            c = m2
+        else:
+            a = m1
+    best = (a + c) / 2.0
+    if g(best) > 0.0:
+        return None
+
+    def edge(inside: float, outside: float) -> float:
+        for _ in range(FEASIBLE_ITERATIONS):
+            mid = (inside + outside) / 2.0
+            if g(mid) <= 0.0:
+                inside = mid
+            else:
+                outside = mid
+        return outside  # the outer end of the last bracket: never narrower than the true range
+
+    left = b_lo if g(b_lo) <= 0.0 else edge(best, b_lo)
+    right = b_hi if g(b_hi) <= 0.0 else edge(best, b_hi)
+    return left, right

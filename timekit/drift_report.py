@@ -29,6 +29,7 @@ def drift_result(server: str, fit: DriftFit) -> dict[str, Any]:
         "drift_ci95_ppm": None if fit.drift_ci95_ppm is None else list(fit.drift_ci95_ppm),
         "offset_s": fit.offset_s, "n_samples": fit.n_samples, "span_s": fit.span_s,
         "status": fit.status, "reason": fit.reason, "drift_se_ppm": fit.drift_se_ppm,
+        "drift_bound_ppm": None if fit.drift_bound_ppm is None else list(fit.drift_bound_ppm),
         "offset_se_s": fit.offset_se_s, "n_used": fit.n_used, "t_start_ns": fit.t_start_ns,
         "t_end_ns": fit.t_end_ns, "residual_std_s": fit.residual_std_s,
         "steps": [{"t_ns": st.t_ns, "size_s": st.size_s} for st in fit.steps],
