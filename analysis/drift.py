@@ -28,7 +28,13 @@ Pipeline (each stage counts what it drops; every sample ends in exactly one coun
    the truth in 2 of 6 short bursts): an offset error that is a fraction of delay/2 (path
    asymmetry, or the lab server reading its clock late by a wake-up latency) turns any trend of the
    delay into a slope the residuals cannot show; its worst case is the fitted slope of delay/2 over
-   the window (`delay_bias_ppm`). CI95 = drift ± (t·se + delay_bias).
+   the window (`delay_bias_ppm`). CI95 = drift ± (t·se + delay_bias), then widened to contain
+   `drift_bound_ppm`: every slope for which one line passes through all the window's bars
+   (± half-width), which holds the truth whenever the bars are honest (NTP's guarantee).
+6. Point estimate: when that bound is narrower than the statistical interval, the middle of the
+   bound (and the middle of the offsets it allows at the newest sample): for errors bounded by
+   the bars it converges as 1/n, and a bias regime inside the bars cannot tilt it; otherwise the
+   Huber slope.
 
 Complexity: O(n) time and memory. All per-sample work is vectorised numpy: a constant number of
 passes per Huber iteration (at most 8), medians over at most 10⁶ strided values, and the halvings
@@ -249,8 +255,19 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     ci = (drift - half / PPM, drift + half / PPM)
     feasible = feasible_slope_range(x[lo:], y[lo:], hw[idx[lo:]])
     bound = None if feasible is None else (-feasible[1] / PPM, -feasible[0] / PPM)
+    offset_at_end = y_ref + fit.intercept
     if bound is not None:  # NTP's own guarantee: the truth's slope is in here when the bars are honest
-        ci = (min(ci[0], bound[0]), max(ci[1], bound[1]))
+        if bound[1] - bound[0] < ci[1] - ci[0] and feasible is not None:
+            # the bars pin the slope tighter than the statistics: take the middle of what they allow
+            # (for errors bounded by the bars this converges as 1/n, least squares as 1/sqrt(n), and
+            # it cannot be tilted by a bias regime that stays inside the bars), and the middle of the
+            # offsets that slope allows at the newest sample
+            b_mid = (feasible[0] + feasible[1]) / 2.0
+            xs, ys, hs = x[lo:], y[lo:], hw[idx[lo:]]
+            a_lo, a_hi = float(np.max(ys - hs - b_mid * xs)), float(np.min(ys + hs - b_mid * xs))
+            drift = -b_mid / PPM
+            offset_at_end = y_ref + (a_lo + a_hi) / 2.0
+        ci = (min(ci[0], bound[0], drift), max(ci[1], bound[1], drift))
     t_start = int(t[idx[lo]])
     span_s = (t_end - t_start) / NS_PER_S
     resid_std = math.sqrt(float(np.dot(fit.residuals, fit.residuals)) / (n_used - 2)) if n_used > 2 else None
@@ -265,7 +282,7 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     return DriftFit(
         status=status, reason=reason, drift_ppm=drift,
         drift_ci95_ppm=ci, drift_se_ppm=slope_se / PPM, drift_bound_ppm=bound,
-        offset_s=y_ref + fit.intercept, offset_se_s=fit.intercept_se * math.sqrt(inflation),
+        offset_s=offset_at_end, offset_se_s=fit.intercept_se * math.sqrt(inflation),
         t_start_ns=t_start, t_end_ns=t_end, n_samples=n, n_used=n_used, span_s=span_s,
         residual_std_s=resid_std, n_trimmed_old=lo, n_halvings=halvings, runs_z=runs.z, rho_lag1=rho,
         n_effective=n_eff, delay_bias_ppm=delay_bias / PPM, **counts)  # type: ignore[arg-type]

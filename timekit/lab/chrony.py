@@ -378,6 +378,19 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path, detach: bool) -> sub
             raise CollectorError(f"cannot start {argv[0]}: {e}") from e
 
 
+def _measured_truth(anchor_file: Path, drift_ppm: float) -> ServerTruth | None:
+    """The truth line from the shim's (real, fake) pair read at chronyd's exec, if it wrote one.
+
+    Exact where the spawn-time reading is a guess: a loaded machine can put a second between
+    Popen and exec, which at 100 ppm is 100 µs of error in every later "true" offset.
+    """
+    try:
+        real_ns, fake_ns = (int(x) for x in anchor_file.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return ServerTruth(offset_s=(fake_ns - real_ns) / NS_PER_S, drift_ppm=drift_ppm, start_ns=real_ns)
+
+
 def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKETIME", "LD_PRELOAD"))}
     env["LC_ALL"] = "C"  # libfaketime parses "0.25" with the C library's locale
@@ -475,6 +488,9 @@ class ChronyServer:
         env = _base_env()
         env["LD_PRELOAD"] = f"{libfaketime}:{shim}"
         env["FAKETIME"] = faketime_spec(offset_s, drift_ppm)
+        anchor_file = workdir / "anchor"
+        anchor_file.unlink(missing_ok=True)
+        env["TIMEKIT_LAB_ANCHOR"] = str(anchor_file)  # shim.c writes (real, fake) at exec
         argv = [chronyd, "-4", "-x", "-d", "-u", user, *flags, "-f", str(conf)]
         log.write_bytes(b"")
         # libfaketime anchors its rate at chronyd's exec, which lies between these two readings
@@ -490,6 +506,7 @@ class ChronyServer:
         except BaseException:
             server.stop()
             raise
+        server.truth = _measured_truth(anchor_file, drift_ppm) or truth
         return server
 
     def _wait_ready(self, stratum: int, timeout_s: float, log: Path) -> None:

@@ -68,3 +68,33 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
     }
     return real_setsockopt(fd, level, optname, optval, optlen);
 }
+
+/*
+ * Ground truth for the lab: at load time (chronyd's exec, when libfaketime anchors its rate)
+ * write one line "REAL_NS FAKE_NS" to $TIMEKIT_LAB_ANCHOR: the real CLOCK_REALTIME read by a
+ * raw syscall (libfaketime does not intercept it) and the faked one read through libfaketime,
+ * back to back. The server's truth is then fake0 - real0 + drift * (t - real0) exactly, with
+ * no guess of when the exec happened.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+__attribute__((constructor)) static void timekit_record_anchor(void)
+{
+    const char *path = getenv("TIMEKIT_LAB_ANCHOR");
+    struct timespec real, fake;
+    FILE *f;
+    if (path == NULL || path[0] == '\0')
+        return;
+    if (syscall(SYS_clock_gettime, CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_REALTIME, &fake) != 0)
+        return;
+    f = fopen(path, "w");
+    if (f == NULL)
+        return;
+    fprintf(f, "%lld %lld\n", (long long)real.tv_sec * 1000000000LL + real.tv_nsec,
+            (long long)fake.tv_sec * 1000000000LL + fake.tv_nsec);
+    fclose(f);
+}
