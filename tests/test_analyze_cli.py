@@ -47,9 +47,10 @@ def test_drift_within_bound_of_truth_with_ci_containing_it(lab: Lab, sampled_db:
         assert abs(r["drift_ppm"] - truth) <= DRIFT_BOUND_PPM, (name, r["drift_ppm"], truth)
         lo, hi = r["drift_ci95_ppm"]
         assert lo <= truth <= hi, (name, lo, hi, truth)
-        # and it says something (under load the Huber standard error on the lab's two-humped noise
-        # is conservative: a ±136 ppm interval was seen around an estimate 1.4 ppm from the truth)
-        assert hi - lo < 300.0
+        # and it says something: NTP's own bound (inside the interval) pins it to tens of ppm; the
+        # statistical part can be far wider under load (the Huber SE on the lab's two-humped noise)
+        blo, bhi = r["drift_bound_ppm"]
+        assert lo <= blo <= truth <= bhi <= hi and bhi - blo < 60.0, r["drift_bound_ppm"]
         # all 60 given; the fit spans the 6 s, or its newer half if the runs test trimmed once
         assert r["n_samples"] == 60 and 7.0 < r["span_s"] < 16.0
         # offset_s is the fitted offset at the newest sample: within 1 ms of the truth then
