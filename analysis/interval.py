@@ -64,7 +64,8 @@ class IntervalPolicy:
     void_after_s: float = 14_400.0  # older than this: not evidence any more (status unknown)
     max_root_distance_s: float = 1.5  # samples vouching for less than this are not used (N26)
     step_tolerance_s: float = 1e-3  # wall-clock step since the evidence that makes status unknown
-    max_samples_per_server: int = 256  # newest samples per reference that the intersection looks at
+    max_samples_per_server: int = 16  # newest samples per reference the intersection uses (older add
+    # little: their bars grew with age, and each extrapolation is one more chance to be wrong)
 
     def __post_init__(self) -> None:
         checks = [
