@@ -325,7 +325,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 FEASIBLE_MAX_POINTS = 20_000  # a strided subset: fewer constraints can only widen the range
-FEASIBLE_ITERATIONS = 80  # golden-section / bisection steps (each halves or better the bracket)
+FEASIBLE_ITERATIONS = 60  # golden-section / bisection steps: 2^-60 of the bracket, far below a ppb
 
 
 def feasible_slope_range(x: np.ndarray, y: np.ndarray, half: np.ndarray) -> tuple[float, float] | None:
@@ -354,13 +354,20 @@ def feasible_slope_range(x: np.ndarray, y: np.ndarray, half: np.ndarray) -> tupl
     b_lo, b_hi = (low[j] - high[i]) / dx, (high[j] - low[i]) / dx  # the two end bars alone allow no more
     a, c = float(b_lo), float(b_hi)
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    for _ in range(FEASIBLE_ITERATIONS):  # golden section for the minimum of the convex g
-        m1, m2 = c - ratio * (c - a), a + ratio * (c - a)
-        if g(m1) <= g(m2):
-            c = m2
+    m1, m2 = c - ratio * (c - a), a + ratio * (c - a)
+    g1, g2 = g(m1), g(m2)
+    for _ in range(FEASIBLE_ITERATIONS):  # golden section (one new g per step) for the minimum
+        if g1 <= 0.0 or g2 <= 0.0:
+            break  # a feasible slope is all we need: both ends are then found by bisection
+        if g1 <= g2:
+            c, m2, g2 = m2, m1, g1
+            m1 = c - ratio * (c - a)
+            g1 = g(m1)
         else:
-            a = m1
-    best = (a + c) / 2.0
+            a, m1, g1 = m1, m2, g2
+            m2 = a + ratio * (c - a)
+            g2 = g(m2)
+    best = m1 if g1 <= g2 else m2
     if g(best) > 0.0:
         return None
 
