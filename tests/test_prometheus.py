@@ -319,7 +319,8 @@ def test_textfile_export_failure_keeps_old_file(sampled: tuple[Path, list[LabSer
     assert os.listdir(outdir) == ["timekit.prom"]  # no temp file
 
     missing = run_cli("export", "prometheus", "--out", str(tmp_path / "no" / "dir.prom"), db=db)
-    assert missing.returncode == 1 and "No such file or directory" in missing.stderr
+    # a missing directory is bad input, as for `export csv` (the same atomic writer): exit 2
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
 
 

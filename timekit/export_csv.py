@@ -21,16 +21,12 @@ file left by a killed export is removed by the next export to the same path (FAU
 from __future__ import annotations
 
 import csv
-import os
-import re
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from timekit.errors import TimekitError, UsageError
+from timekit.atomic_files import atomic_output
+from timekit.errors import UsageError
 from timekit.samples import NtpSample
 
 if TYPE_CHECKING:
@@ -42,7 +38,6 @@ INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\0")  # OWASP CSV injecti
 INJECTION_GUARD = "'"
 NUL_ESCAPE = "\\x00"  # C-based readers (pandas) end a cell at NUL: written as the 4 characters \x00
 LINE_END = "\r\n"  # RFC 4180; with it the csv module also quotes cells holding a bare CR
-TEMP_INFIX = ".tmp-"  # temp files are ".{name}.tmp-{pid}-{random}" next to the target
 
 
 @dataclass(frozen=True)
@@ -111,93 +106,6 @@ def csv_cell(value: Any, is_bool: bool = False) -> str:
     text = str(value)
     guard = INJECTION_GUARD if text.startswith(INJECTION_PREFIXES) else ""
     return guard + text.replace("\0", NUL_ESCAPE)
-
-
-# ----------------------------------------------------------------------------- atomic files
-_TEMP_RE = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def clean_stale_temps(target: Path) -> list[Path]:
-    """Remove temp files of `target` left by writers that no longer run (killed mid-write)."""
-    removed = []
-    prefix = f".{target.name}{TEMP_INFIX}"
-    try:
-        entries = list(target.parent.iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = _TEMP_RE.search(p.name)
-        if p.name.startswith(prefix) and m and not _pid_alive(int(m.group(1))):
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def check_out_path(target: Path) -> None:
-    """UsageError unless `target` can be a file: its directory exists and it is not a directory."""
-    if target.is_dir():
-        raise UsageError(f"--out {target} is a directory; give a file name")
-    if not target.parent.is_dir():
-        raise UsageError(f"--out {target}: directory {target.parent} does not exist")
-
-
-@contextmanager
-def atomic_output(target: Path) -> Iterator[TextIO]:
-    """A text file that replaces `target` only when the block succeeds (temp + fsync + os.replace).
-
-    On any exception (or kill) the previous `target` stays as it was and the temp file is removed
-    (after a kill: by the next writer of the same target, `clean_stale_temps`).
-    """
-    target = Path(target)
-    check_out_path(target)
-    clean_stale_temps(target)
-    tmp = target.with_name(f".{target.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask decides, like any file
-    except OSError as exc:
-        raise TimekitError(f"cannot write {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise TimekitError(f"cannot write {target}: {exc.strerror or exc}; "
-                               "the previous file (if any) is unchanged") from None
-        raise
-    _fsync_dir(target.parent)
 
 
 # ----------------------------------------------------------------------------- export

@@ -19,9 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-import os
 import re
-import secrets
 import signal
 import socket
 import time
@@ -35,9 +33,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from timekit.analysis.interval import IntervalPolicy
+from timekit.atomic_files import atomic_output
 from timekit.check import thresholds_from_flags
 from timekit.errors import TimekitError, UsageError
-from timekit.export_csv import TEMP_INFIX, clean_stale_temps
 from timekit.fleet import DEFAULT_WINDOW_S, FleetStatus, fleet_status
 from timekit.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.units import NS_PER_S
@@ -247,37 +245,9 @@ def exposition(db: Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
 
 
 def write_atomically(out: Path, data: bytes, mode: int = TEXTFILE_MODE) -> None:
-    """Write `data` to `out` via a temp file in the same directory + fsync + os.replace.
-
-    A reader sees the old file or the new one, never a half-written one; on failure the old file
-    is kept, the temp file removed, and a TimekitError names `out` in one line. Temp files are
-    named as `timekit export csv` names them (`.{name}.tmp-{pid}-{hex}`), so one left by a killed
-    export is removed by the next export to the same `out` (`clean_stale_temps`).
-    """
-    out = Path(out)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give a file name such as {out}/timekit.prom")
-    clean_stale_temps(out)
-    tmp = out.with_name(f".{out.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
-    created = False
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        created = True
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # whatever the umask: node_exporter must read it
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-        created = False
-    except OSError as exc:
-        raise TimekitError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        if created:  # also on KeyboardInterrupt
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    """Write `data` to `out` atomically (`timekit.atomic_files`), readable by node_exporter."""
+    with atomic_output(Path(out), binary=True, chmod=mode) as fh:
+        fh.write(data)
 
 
 def export_textfile(out: Path, db: Path | None = None, *, policy: IntervalPolicy | None = None) -> int:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from timekit.atomic_files import atomic_output, pid_alive, temp_pid
 from timekit.drift_report import drift_results, fit_series
 from timekit.errors import AnalysisError, TimekitError, UsageError
 from timekit.evidence import Series, load_series
@@ -139,16 +140,6 @@ def _break_gaps(t_ns: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]
 
 def _times(t_ns: np.ndarray) -> np.ndarray:
     return np.asarray(t_ns, dtype=np.int64).astype("datetime64[ns]")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ----------------------------------------------------------------------------- figures
@@ -491,16 +482,15 @@ def _prepare_dir(out: Path) -> bool:
     except OSError as exc:
         raise TimekitError(f"cannot create report directory {out}: {exc.strerror}") from None
     for p in out.glob(STAGING_PREFIX + "*"):  # left by a killed report
-        m = re.search(r"-(\d+)-[0-9a-f]+$", p.name)
-        if m and not _pid_alive(int(m.group(1))):
+        pid = temp_pid(p.name)
+        if pid is not None and not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
     return created
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as fh:
+        fh.write(text)
 
 
 def _publish(staging: Path, out: Path, names: list[str]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from timekit.address import format_hostport
+from timekit.atomic_files import pid_alive
 from timekit.errors import CollectorError, UsageError
 from timekit.lab.faultserver import FAULT_KINDS, PortSpec, step_at, write_json_atomic
 from timekit.units import NS_PER_S, PPM
@@ -165,21 +166,6 @@ def is_lab_process(pid: int, directory: Path) -> bool:
         return False
     text = b" ".join(args).decode(errors="replace")
     return ("chronyd" in text or "timekit.lab.faultserver" in text) and str(directory) in text
-
-
-def pid_alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def default_lab_dir() -> Path:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from timekit.atomic_files import pid_alive
 from timekit.collectors.clocks import realtime_ns
-from timekit.lab.manager import Lab, pid_alive
+from timekit.lab.manager import Lab
 from timekit.store import Store
 
 

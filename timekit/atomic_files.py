@@ -1,0 +1,126 @@
+"""Files other tools read (CSV, textfile-collector output, reports): written whole or not at all.
+
+A writer writes `.{name}.tmp-{pid}-{random}` next to the target, fsyncs it, `os.replace`s it
+over the target and fsyncs the directory: a reader sees the old file or the new one, never a
+half-written one. On failure the temp file is removed and the old file stays; a writer killed
+mid-write leaves its temp file, which the next writer of the same target removes once that pid
+no longer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from timekit.errors import TimekitError, UsageError
+
+TEMP_INFIX = ".tmp-"
+_TEMP_RE = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie (a zombie writer is a dead writer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def temp_pid(name: str) -> int | None:
+    """The writer's pid in a temp file (or staging directory) name, or None if it is not one."""
+    m = _TEMP_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def temp_name(target: Path) -> Path:
+    """A fresh temp path next to `target` carrying this process's pid."""
+    return target.with_name(f".{target.name}{TEMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def clean_stale_temps(target: Path) -> list[Path]:
+    """Remove temp files of `target` left by writers that no longer run (killed mid-write)."""
+    removed: list[Path] = []
+    prefix = f".{target.name}{TEMP_INFIX}"
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        pid = temp_pid(p.name)
+        if p.name.startswith(prefix) and pid is not None and not pid_alive(pid):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_out_path(target: Path) -> None:
+    """UsageError unless `target` can be a file: its directory exists and it is not a directory."""
+    if target.is_dir():
+        raise UsageError(f"--out {target} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--out {target}: directory {target.parent} does not exist")
+
+
+@contextmanager
+def atomic_output(target: Path, *, binary: bool = False, chmod: int | None = None) -> Iterator[IO]:
+    """A file that replaces `target` only when the block succeeds (temp + fsync + os.replace).
+
+    Text (UTF-8, no newline translation) or `binary`; `chmod` sets the mode whatever the umask
+    (node_exporter must be able to read a textfile). On any exception the previous `target`
+    stays as it was and the temp file is removed (after a kill: by the next writer).
+    """
+    target = Path(target)
+    check_out_path(target)
+    clean_stale_temps(target)
+    tmp = temp_name(target)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask decides, like any file
+    except OSError as exc:
+        raise TimekitError(f"cannot write {target}: {exc.strerror}") from None
+    try:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
+            if chmod is not None:
+                os.fchmod(fh.fileno(), chmod)
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise TimekitError(f"cannot write {target}: {exc.strerror or exc}; "
+                               "the previous file (if any) is unchanged") from None
+        raise
+    fsync_dir(target.parent)
