@@ -496,46 +496,6 @@ def exporter_cmd(
     print("timekit exporter: stopped", file=sys.stderr)
 
 
-@app.command("rules")
-def rules_cmd(
-    warn_offset: Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")] = None,
-    crit_offset: Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")] = None,
-    warn_jitter: Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")] = None,
-    crit_jitter: Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")] = None,
-    warn_drift: Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm",
-                                             "ppm")] = None,
-    crit_drift: Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm",
-                                             "ppm")] = None,
-    warn_uncertainty: Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
-                                                   "warn_uncertainty_s")] = None,
-    crit_uncertainty: Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
-                                                   "crit_uncertainty_s")] = None,
-    warn_stratum: Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum",
-                                             "")] = None,
-    crit_stratum: Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
-                                             "crit_stratum", "")] = None,
-    warn_pause: Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")] = None,
-    crit_pause: Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")] = None,
-    max_age: Annotated[str | None, _thr("--max-age", "Samples older than this are stale; 900, 15m, 2h",
-                                        "max_age_s")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
-    (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
-    from timekit.metrics import rules_document, rules_thresholds, rules_yaml
-
-    th = rules_thresholds(
-        max_age, warn_offset_s=warn_offset, crit_offset_s=crit_offset, warn_jitter_s=warn_jitter,
-        crit_jitter_s=crit_jitter, warn_drift_ppm=warn_drift, crit_drift_ppm=crit_drift,
-        warn_uncertainty_s=warn_uncertainty, crit_uncertainty_s=crit_uncertainty, warn_stratum=warn_stratum,
-        crit_stratum=crit_stratum, warn_pause_s=warn_pause, crit_pause_s=crit_pause)
-    if as_json:
-        emit_json(rules_document(th))
-    else:
-        sys.stdout.write(rules_yaml(th))
-
-
-# ----------------------------------------------------------------------------- check
 def _thr(flag: str, words: str, field: str, unit: str = "s") -> Any:
     """A threshold flag whose help shows the default from timekit.thresholds (no second copy)."""
     from timekit.thresholds import DEFAULT_THRESHOLDS
@@ -544,6 +504,66 @@ def _thr(flag: str, words: str, field: str, unit: str = "s") -> Any:
     return typer.Option(flag, help=f"{words} (default {default}).", show_default=False)
 
 
+# the threshold flags of `check` and `rules` (one definition: the rules must match the check)
+WarnOffsetOpt = Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")]
+CritOffsetOpt = Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")]
+WarnJitterOpt = Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")]
+CritJitterOpt = Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")]
+WarnDriftOpt = Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm", "ppm")]
+CritDriftOpt = Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm", "ppm")]
+WarnUncertaintyOpt = Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
+                                                  "warn_uncertainty_s")]
+CritUncertaintyOpt = Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
+                                                  "crit_uncertainty_s")]
+WarnStratumOpt = Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum", "")]
+CritStratumOpt = Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
+                                            "crit_stratum", "")]
+WarnPauseOpt = Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")]
+CritPauseOpt = Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")]
+MaxAgeOpt = Annotated[str | None, _thr("--max-age", "A newest sample older than this is stale "
+                                       "(check: UNKNOWN); 900, 15m, 2h", "max_age_s")]
+THRESHOLD_FLAGS = {"warn_offset": "warn_offset_s", "crit_offset": "crit_offset_s",
+                   "warn_jitter": "warn_jitter_s", "crit_jitter": "crit_jitter_s",
+                   "warn_drift": "warn_drift_ppm", "crit_drift": "crit_drift_ppm",
+                   "warn_uncertainty": "warn_uncertainty_s", "crit_uncertainty": "crit_uncertainty_s",
+                   "warn_stratum": "warn_stratum", "crit_stratum": "crit_stratum",
+                   "warn_pause": "warn_pause_s", "crit_pause": "crit_pause_s"}
+
+
+def _threshold_kwargs(flags: dict[str, Any]) -> dict[str, Any]:
+    """A command's threshold flag values keyed by their `Thresholds` field names."""
+    return {field: flags[flag] for flag, field in THRESHOLD_FLAGS.items()}
+
+
+@app.command("rules")
+def rules_cmd(
+    warn_offset: WarnOffsetOpt = None,
+    crit_offset: CritOffsetOpt = None,
+    warn_jitter: WarnJitterOpt = None,
+    crit_jitter: CritJitterOpt = None,
+    warn_drift: WarnDriftOpt = None,
+    crit_drift: CritDriftOpt = None,
+    warn_uncertainty: WarnUncertaintyOpt = None,
+    crit_uncertainty: CritUncertaintyOpt = None,
+    warn_stratum: WarnStratumOpt = None,
+    crit_stratum: CritStratumOpt = None,
+    warn_pause: WarnPauseOpt = None,
+    crit_pause: CritPauseOpt = None,
+    max_age: MaxAgeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
+    (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
+    from timekit.metrics import rules_document, rules_thresholds, rules_yaml
+
+    th = rules_thresholds(max_age, **_threshold_kwargs(locals()))
+    if as_json:
+        emit_json(rules_document(th))
+    else:
+        sys.stdout.write(rules_yaml(th))
+
+
+# ----------------------------------------------------------------------------- check
 class CheckCommand(typer.core.TyperCommand):
     """`timekit check`'s command: a usage error is an UNKNOWN verdict on stdout (exit 3), not exit 2."""
 
@@ -562,26 +582,19 @@ class CheckCommand(typer.core.TyperCommand):
 def check_cmd(
     servers: Annotated[list[str] | None, typer.Argument(help="Measure these now (HOST, HOST:PORT); "
                                                         "none: judge what the store holds.")] = None,
-    warn_offset: Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")] = None,
-    crit_offset: Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")] = None,
-    warn_jitter: Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")] = None,
-    crit_jitter: Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")] = None,
-    warn_drift: Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm",
-                                             "ppm")] = None,
-    crit_drift: Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm",
-                                             "ppm")] = None,
-    warn_uncertainty: Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
-                                                   "warn_uncertainty_s")] = None,
-    crit_uncertainty: Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
-                                                   "crit_uncertainty_s")] = None,
-    warn_stratum: Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum",
-                                             "")] = None,
-    crit_stratum: Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
-                                             "crit_stratum", "")] = None,
-    warn_pause: Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")] = None,
-    crit_pause: Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")] = None,
-    max_age: Annotated[str | None, _thr("--max-age", "Store mode: a newest sample older than this is "
-                                        "UNKNOWN (stale); 900, 15m, 2h", "max_age_s")] = None,
+    warn_offset: WarnOffsetOpt = None,
+    crit_offset: CritOffsetOpt = None,
+    warn_jitter: WarnJitterOpt = None,
+    crit_jitter: CritJitterOpt = None,
+    warn_drift: WarnDriftOpt = None,
+    crit_drift: CritDriftOpt = None,
+    warn_uncertainty: WarnUncertaintyOpt = None,
+    crit_uncertainty: CritUncertaintyOpt = None,
+    warn_stratum: WarnStratumOpt = None,
+    crit_stratum: CritStratumOpt = None,
+    warn_pause: WarnPauseOpt = None,
+    crit_pause: CritPauseOpt = None,
+    max_age: MaxAgeOpt = None,
     count: Annotated[int, typer.Option(help="Queries per named server (a burst, as chrony's iburst).")] = 4,
     timeout: Annotated[float, typer.Option(help="Per-query timeout cap, s.")] = 1.0,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config (collect's); its [interval] "
@@ -592,12 +605,8 @@ def check_cmd(
     """Monitoring-plugin verdict: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line + perfdata."""
     from timekit.check import print_verdict, run_check
 
-    verdict = run_check(
-        servers or [], db, count=count, timeout_s=timeout, max_age=max_age, config=config,
-        warn_offset_s=warn_offset, crit_offset_s=crit_offset, warn_jitter_s=warn_jitter,
-        crit_jitter_s=crit_jitter, warn_drift_ppm=warn_drift, crit_drift_ppm=crit_drift,
-        warn_uncertainty_s=warn_uncertainty, crit_uncertainty_s=crit_uncertainty, warn_stratum=warn_stratum,
-        crit_stratum=crit_stratum, warn_pause_s=warn_pause, crit_pause_s=crit_pause)
+    verdict = run_check(servers or [], db, count=count, timeout_s=timeout, max_age=max_age, config=config,
+                        **_threshold_kwargs(locals()))
     print_verdict(verdict, as_json)
     raise typer.Exit(verdict.exit_code)
 
