@@ -60,9 +60,9 @@ def _series(rows: list[tuple]) -> Series:
         return np.array([np.nan if v is None else v for v in cols[j]], dtype=np.float64)
 
     delay = floats(5)
-    unknown_is_inf = {"nan": np.inf}
-    root_distance = (delay / 2 + np.nan_to_num(floats(6), **unknown_is_inf) / 2
-                     + np.nan_to_num(floats(7), **unknown_is_inf))
+    # delay/2 + root delay/2 + root dispersion; an unknown part makes the sample vouch for nothing
+    root_distance = delay / 2 + floats(6) / 2 + floats(7)
+    root_distance[np.isnan(root_distance)] = np.inf
     return Series(
         server=rows[0][0],
         t_local_ns=np.array(cols[1], dtype=np.int64),

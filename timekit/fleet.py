@@ -84,7 +84,7 @@ class FleetStatus:
     @property
     def point_offset_s(self) -> float | None:
         """This clock's offset (reference − local), s: the median of the truechimers' newest
-        offsets. The point estimate to judge and to graph; the interval's midpoint is not one
+        offsets. The point estimate to judge and to graph; `interval_midpoint_offset_s` is not one
         (the interval widens unevenly as evidence ages), its half-width is the uncertainty."""
         chimers = [s.offset_s for s in self.servers if s.truechimer and s.offset_s is not None]
         if not chimers:
@@ -92,8 +92,9 @@ class FleetStatus:
         return float(np.median(chimers))
 
     @property
-    def offset_s(self) -> float | None:
-        """This clock's offset (reference − local) at the interval's midpoint, s."""
+    def interval_midpoint_offset_s(self) -> float | None:
+        """The interval's midpoint as an offset (reference − local), s: the centre of the band
+        `± interval.uncertainty_s`; not a point estimate (see `point_offset_s`)."""
         iv = self.interval
         if iv is None or iv.earliest_ns is None or iv.latest_ns is None:
             return None

@@ -139,12 +139,13 @@ class IntervalClock:
         gen, state, boot = got
         from timekit.collectors.clocks import boot_id
 
-        if boot and boot != boot_id():  # published before a reboot: boottime means nothing now
-            state = ClockState(0, 0, 0, 0, 0.0, 0.0, math.inf, 1.0, 1.0, 1, True, False)
-        if self._max_drift_ppm is not None and self._max_drift_ppm > state.growth_ppm:
-            state = replace(state, growth_ppm=self._max_drift_ppm)  # this reader assumes a wider drift
         self._gen = gen
         self.source = "published"
+        if boot and boot != boot_id():  # published before a reboot: its boottime means nothing now
+            self._set(None)
+            return
+        if self._max_drift_ppm is not None and self._max_drift_ppm > state.growth_ppm:
+            state = replace(state, growth_ppm=self._max_drift_ppm)  # this reader assumes a wider drift
         self._set(state)
 
     def _from_store(self) -> None:

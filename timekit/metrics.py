@@ -141,8 +141,8 @@ def _host_metrics(fleet: FleetStatus) -> list[Metric]:
                   "contains the references' true time, seconds.")
     width = _gauge("clock_interval_width_seconds", "Width latest - earliest of the interval that "
                    "contains the references' true time, seconds.")
-    if fleet.offset_s is not None and uncertainty is not None:
-        midpoint.add_metric([], fleet.offset_s)
+    if fleet.interval_midpoint_offset_s is not None and uncertainty is not None:
+        midpoint.add_metric([], fleet.interval_midpoint_offset_s)
         half.add_metric([], uncertainty)
         width.add_metric([], 2 * uncertainty)
     sync = _gauge("sync_status", "1 for this clock's current status (synchronized, free_running, "

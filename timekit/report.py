@@ -434,7 +434,8 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
     if iv is None or iv.earliest_ns is None:
         lines.append(f"Status **{iv.status if iv else 'unknown'}**: no interval ({iv.reason if iv else ''}).")
     else:
-        lines += [f"Status **{iv.status}**: true time = this clock {fmt_value(fleet.offset_s)} "
+        centre = fmt_value(fleet.interval_midpoint_offset_s)
+        lines += [f"Status **{iv.status}**: true time = this clock {centre} "
                   f"± {fmt_value(iv.uncertainty_s, False)} (earliest {utc_text(iv.earliest_ns)}, "
                   f"latest {utc_text(iv.latest_ns)}, as of {utc_text(iv.as_of_ns)} on this clock).", "",
                   f"Why: {iv.reason}"]

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from timekit.analysis.interval import IntervalPolicy, server_bound
 from timekit.analysis.quarantine import FleetUpdate, NodeHealth, QuarantinePolicy, update_fleet
 from timekit.analysis.skew import NodeObservation, SkewAssessment, assess_skew
+from timekit.collectors.clocks import boot_id
 from timekit.errors import UsageError
 from timekit.evidence import load_series
-from timekit.truetime import read_now, server_evidence
+from timekit.truetime import DRIFT_WINDOW, LOOKBACK_MARGIN_S, read_now, server_evidence
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -87,10 +88,11 @@ class SkewReport:
                                 for t in self.update.transitions]}
 
 
-def load_health(store: Store) -> dict[str, NodeHealth]:
-    """The stored node health, as the pure state machine wants it."""
+def load_health(store: Store, rows: list[tuple] | None = None) -> dict[str, NodeHealth]:
+    """The stored node health (from `rows` of `store.node_health_rows()` if already read)."""
+    rows = store.node_health_rows() if rows is None else rows
     return {r[0]: NodeHealth(node=r[0], status=r[1], bad_streak=r[2], good_streak=r[3], since_ns=r[4],
-                             last_offset_s=r[5]) for r in store.node_health_rows()}
+                             last_offset_s=r[5]) for r in rows}
 
 
 def quarantined_nodes(store: Store) -> list[str]:
@@ -104,10 +106,8 @@ def run_skew_check(store: Store, cfg: SkewConfig | None = None, *, now: tuple[in
     cfg = cfg or SkewConfig()
     policy = interval_policy or IntervalPolicy()
     rt_ns, boot_ns = now if now is not None else read_now()
-    from timekit.collectors.clocks import boot_id
-
-    since = rt_ns - int((cfg.max_age_s + 3600) * NS_PER_S)
-    series = load_series(store, since_ns=since, last_per_server=256)
+    since = rt_ns - int((cfg.max_age_s + LOOKBACK_MARGIN_S) * NS_PER_S)
+    series = load_series(store, since_ns=since, last_per_server=DRIFT_WINDOW)
     current_boot = boot_id()
     observations = [NodeObservation(SELF, 0.0, 0.0)]
     stale: list[str] = []
@@ -122,14 +122,15 @@ def run_skew_check(store: Store, cfg: SkewConfig | None = None, *, now: tuple[in
         if len(s) and float(s.delay_s[-1]) > cfg.pause_guard_s:
             slow += 1
     assessment = assess_skew(observations, warn_offset_s=cfg.warn_offset_s, max_offset_s=cfg.max_offset_s)
-    previous = load_health(store)
+    health_rows = store.node_health_rows()
+    previous = load_health(store, health_rows)
     hold = None
     n_refs = len(observations) - 1
     if n_refs and slow * 2 > n_refs:
         hold = (f"pause guard: {slow} of {n_refs} references' newest replies took over "
                 f"{cfg.pause_guard_s:g} s (timekit or this host stalled)")
     else:
-        last_check = max((r[6] for r in store.node_health_rows()), default=rt_ns)
+        last_check = max((r[6] for r in health_rows), default=rt_ns)  # updated_ns of the last check
         suspends = [e for e in store.clock_events(since_ns=last_check) if e[0] == "suspend"]
         worst = max((p["max_s"] for p in store.pause_rows(since_ns=last_check)), default=0.0)
         if previous and suspends:
