@@ -328,3 +328,24 @@ def test_a_pending_leap_second_widens_from_one_second_before_its_midnight(tmp_pa
     a = clock_with(tmp_path, leap_soon).now().uncertainty_s
     b = clock_with(tmp_path, leap_past).now().uncertainty_s
     assert b == pytest.approx(a + 1.0, abs=1e-3)
+
+
+def test_now_never_opens_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock built from the store (nothing published yet) looks for the published file again
+    from now(), but never queries the store there: that would put a database read in the hot path."""
+    from timekit.store import Store
+
+    db = tmp_path / "tk.db"
+    Store.open(db).close()
+    monkeypatch.setattr(ic, "REMAP_EVERY_NS", 1)
+    clock = IntervalClock(db)
+    assert clock.source in ("store", "none")
+
+    def no_store(*_a: object, **_k: object) -> None:
+        raise AssertionError("now() opened the store")
+
+    monkeypatch.setattr(Store, "open", no_store)
+    for _ in range(1000):
+        clock.now()  # retries mapping the file every call here (REMAP_EVERY_NS = 1 ns), never the store
+    publish(state_path_for(db), state_now(), boot_id())
+    assert clock.now().status == "synchronized" and clock.source == "published"

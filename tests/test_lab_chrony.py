@@ -31,7 +31,9 @@ NS_PER_S = 1_000_000_000
 NTP_UNIX_DELTA_S = 2_208_988_800
 
 MISSING = lab_prerequisites()
-needs_lab = pytest.mark.skipif(bool(MISSING), reason="reference lab unavailable: " + "; ".join(MISSING))
+# skipped without the lab on a bare machine; never in CI, which installs it (the tests then fail)
+needs_lab = pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),
+                               reason="reference lab unavailable: " + "; ".join(MISSING))
 
 FAST = (0.250, 100.0)  # +250 ms, +100 ppm
 SLOW = (-0.080, -200.0)  # -80 ms, -200 ppm

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_lab
 from timekit.address import parse_server
 from timekit.analysis.interval import IntervalPolicy
 from timekit.collectors.clocks import boot_id
@@ -83,8 +84,7 @@ def _stepper_off(t_s: float) -> bool:
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     from timekit.lab.chrony import lab_prerequisites
 
-    if lab_prerequisites():
-        pytest.skip("lab prerequisites missing")
+    require_lab(lab_prerequisites())
     tmp = tmp_path_factory.mktemp("truetime")
     chrony = tuple(ChronySpec(n, GROUP_OFFSET_S, GROUP_DRIFT_PPM) for n in ("grp-a", "grp-b", "grp-c"))
     ports = (

@@ -109,21 +109,26 @@ class IntervalClock:
     # -- loading ---------------------------------------------------------------------------
     def refresh(self) -> None:
         """Map the published state if there is one, else compute a state from the store now."""
-        from timekit.published_state import StateReader
-
         if self._reader is None:
-            try:
-                self._reader = StateReader(self.state_path)
-                self._genv = self._reader.gen
-            except (OSError, ValueError):
-                self._reader = None
-                self._retry_map_at = _gettime(_BOOTTIME) + REMAP_EVERY_NS
+            self._map()
         if self._reader is not None:
             self._gen = -1
             self._reload()
             if self.source == "published":
                 return
         self._from_store()
+
+    def _map(self) -> None:
+        """Map the published state file if it exists; if not, look again in REMAP_EVERY_NS."""
+        from timekit.published_state import StateReader
+
+        try:
+            self._reader = StateReader(self.state_path)
+            self._genv = self._reader.gen
+            self._retry_map_at = 0
+        except (OSError, ValueError):
+            self._reader = None
+            self._retry_map_at = _gettime(_BOOTTIME) + REMAP_EVERY_NS
 
     def _reload(self) -> None:
         reader = self._reader
@@ -226,9 +231,12 @@ class IntervalClock:
         return _new_interval(TimeInterval, (earliest, latest, status))
 
     def _remap(self) -> None:
-        """No published state was there at start: look again (at most every REMAP_EVERY_NS)."""
-        self._retry_map_at = 0
-        self.refresh()
+        """No published state was there before: look for the file again (never the database:
+        this runs inside now(), which must not query it)."""
+        self._map()
+        if self._reader is not None:
+            self._gen = -1
+            self._reload()
 
     def after(self, t_ns: int) -> bool:
         """True only when `t_ns` is certainly in the past."""

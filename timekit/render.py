@@ -193,7 +193,7 @@ def timeout_table(results: list[dict[str, Any]]) -> Table:
 
 def pauses_table(rows: list[Any]) -> Table:
     """`timekit sample pauses`: hiccup percentiles per interval."""
-    t = Table(title="Pauses: how late a 1 ms sleeper woke up, per interval")
+    t = Table(title="Pauses: how late a sleeper woke up, per interval (incl. wake-ups a stall swallowed)")
     for col in ("end (UTC)", "wake-ups", "p50", "p90", "p99", "p99.9", "max", "suspended"):
         t.add_column(col, justify="left" if col.startswith("end") else "right")
     for r in rows:
