@@ -160,6 +160,7 @@ def test_after_and_before_only_when_certain(tmp_path: Path) -> None:
 def test_interval_values_are_immutable_and_ordered() -> None:
     a, b = TimeInterval(10, 20, "synchronized"), TimeInterval(30, 40, "synchronized")
     assert a.certainly_before(b) and b.certainly_after(a) and a < b
+    assert a.midpoint_ns == 15 and a.contains(10) and a.contains(20) and not a.contains(21)
     assert not TimeInterval(10, 35, "synchronized").certainly_before(b)
     with pytest.raises(AttributeError):
         a.earliest_ns = 0  # type: ignore[misc]

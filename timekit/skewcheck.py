@@ -95,11 +95,6 @@ def load_health(store: Store, rows: list[tuple] | None = None) -> dict[str, Node
                              last_offset_s=r[5]) for r in rows}
 
 
-def quarantined_nodes(store: Store) -> list[str]:
-    """Nodes the store says are quarantined (for `check` and the library)."""
-    return sorted(n for n, h in load_health(store).items() if h.status == "quarantined")
-
-
 def run_skew_check(store: Store, cfg: SkewConfig | None = None, *, now: tuple[int, int] | None = None,
                    interval_policy: IntervalPolicy | None = None) -> SkewReport:
     """Assess every reference with fresh evidence and `self`, update and persist quarantine state."""

@@ -13,16 +13,6 @@ NTP_ERA_S = 1 << 32  # one NTP era: 2**32 seconds (~136 years)
 FRAC_PER_S = 1 << 32  # NTP fixed point: 2**32 fractional units per second
 
 
-def ns_to_s(ns: int) -> float:
-    """Duration in integer ns -> float seconds."""
-    return ns / NS_PER_S
-
-
-def s_to_ns(s: float) -> int:
-    """Duration in float seconds -> integer ns (rounded)."""
-    return round(s * NS_PER_S)
-
-
 def unix_ns_to_ntp_fixed(unix_ns: int) -> int:
     """Unix-epoch ns -> unbounded NTP fixed point (2**-32 s units since 1900, no era wrap)."""
     return ((unix_ns + NTP_UNIX_DELTA_S * NS_PER_S) << 32) // NS_PER_S
