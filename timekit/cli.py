@@ -125,7 +125,7 @@ def sample_ntp_cmd(
             if prog:
                 prog.stop()
         if any(s.ok for s in run.samples):
-            from timekit.collect import publish_quietly
+            from timekit.truetime import publish_quietly
 
             publish_quietly(store)
     if as_json:
@@ -342,13 +342,9 @@ def now_cmd(
         # what every reference says now, under the configured (not a one-off flag's) assumptions:
         # the freshest state for every IntervalClock on this host
         if names is None and max_drift_ppm is None:
-            from timekit.collectors.clocks import boot_id
-            from timekit.published_state import publish, state_path_for
+            from timekit.truetime import publish_quietly
 
-            try:
-                publish(state_path_for(store.path), state, boot_id())
-            except TimekitError as exc:
-                warn(f"warning: clock state not published: {exc}")
+            publish_quietly(store, state=state)
     from timekit.render import interval_doc, interval_text
 
     doc = interval_doc(est)
@@ -375,13 +371,12 @@ def daemon_cmd(
     """Keep sampling and publish the clock state after every round, for IntervalClock readers."""
     import time
 
-    from timekit.collect import publish_quietly
     from timekit.collectors.ntp_client import QueryPlan
     from timekit.sampling import sample_ntp
+    from timekit.truetime import publish_quietly
 
     targets = _parse_servers(servers)
-    policy = _config_section(config, "interval")
-    _interval_policy(config)  # validate before the first round
+    policy = _interval_policy(config)  # validated before the first round
     every_s = interval if interval is not None else (1.0 if all(t.is_loopback for t in targets) else 64.0)
     done = 0
     with _open_store(db) as store:

@@ -67,21 +67,8 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
             sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s, interval_s=per,
                               command="collect")
         if ntp.samples:
-            publish_quietly(store, config.interval)
+            from timekit.analysis.interval import IntervalPolicy
+            from timekit.truetime import publish_quietly
+
+            publish_quietly(store, IntervalPolicy(**config.interval))
         return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s)
-
-
-def publish_quietly(store: Store, interval: dict | None = None) -> str | None:
-    """Publish the clock state for IntervalClock readers; a failure is reported, never fatal."""
-    from timekit.analysis.interval import IntervalPolicy
-    from timekit.errors import TimekitError
-    from timekit.truetime import publish_from_store
-
-    try:
-        publish_from_store(store, IntervalPolicy(**(interval or {})))
-    except (TimekitError, OSError) as exc:
-        import sys
-
-        print(f"timekit: warning: clock state not published: {exc}", file=sys.stderr)
-        return str(exc)
-    return None

@@ -92,10 +92,20 @@ def state_from_store(store: Store, policy: IntervalPolicy | None = None) -> Cloc
     return estimate(store, policy)[1]
 
 
-def publish_from_store(store: Store, policy: IntervalPolicy | None = None) -> IntervalEstimate:
-    """Compute the interval from every reference now and publish it next to the store."""
+def publish_quietly(store: Store, policy: IntervalPolicy | None = None,
+                    state: ClockState | None = None) -> str | None:
+    """Publish `state` (or the one computed now under `policy`) next to the store for IntervalClock
+    readers. A failure is one warning line on stderr, never fatal: the samples are what matter."""
+    import sys
+
+    from timekit.errors import TimekitError
     from timekit.published_state import publish, state_path_for
 
-    est, state = estimate(store, policy)
-    publish(state_path_for(store.path), state, boot_id())
-    return est
+    try:
+        if state is None:
+            state = estimate(store, policy)[1]
+        publish(state_path_for(store.path), state, boot_id())
+    except (TimekitError, OSError) as exc:
+        print(f"timekit: warning: clock state not published: {exc}", file=sys.stderr)
+        return str(exc)
+    return None
