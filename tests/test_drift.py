@@ -224,7 +224,9 @@ def test_known_drift_recovered(drift_ppm: float) -> None:
 
 def test_without_half_widths_uses_delay() -> None:
     t, o, d, _ = Scenario(drift_ppm=-50.0, seed=5).make()
-    assert_recovers(fit_drift(t, o, d), -50.0)
+    fit = fit_drift(t, o, d)
+    assert_recovers(fit, -50.0)
+    assert fit == fit_drift(t, o, d, d / 2)  # no half-widths given: delay/2 is used, exactly
 
 
 def test_ci_coverage_over_seeded_series() -> None:
