@@ -22,8 +22,9 @@ Pipeline (each stage counts what it drops; every sample ends in exactly one coun
    already covers) means a constant drift does not describe the window:
    the oldest half is dropped and the fit repeated (`n_trimmed_old`, `n_halvings`), down to
    MIN_SAMPLES_AFTER_TRIM samples; if it still fails the status is 'model_misfit'.
-5. Interval: the slope's standard error is inflated for lag-1 autocorrelation of the standardised
-   residuals (AR(1): ×sqrt((1+ρ)/(1−ρ)), Student t on n_eff − 2 degrees of freedom). Then a
+5. Interval: the slope's standard error (HC1 sandwich on the final Huber weights, which does not
+   lean on a MAD scale that two-level lab errors collapse) is inflated for lag-1 autocorrelation of
+   the standardised residuals (AR(1): ×sqrt((1+ρ)/(1−ρ)), Student t on n_eff − 2 degrees of freedom). Then a
    delay-bias term is added (linearly: it is systematic, not noise; on the lab, in quadrature missed
    the truth in 2 of 6 short bursts): an offset error that is a fraction of delay/2 (path
    asymmetry, or the lab server reading its clock late by a wake-up latency) turns any trend of the
@@ -58,6 +59,7 @@ from timekit.analysis.regression import (
     huber_line,
     lag1_autocorrelation,
     runs_test,
+    sandwich_slope_se,
     t_quantile,
     variance_inflation,
 )
@@ -246,7 +248,7 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     rho = lag1_autocorrelation(z_std)
     inflation = variance_inflation(rho)
     n_eff = effective_n(n_used, rho)
-    slope_se = fit.slope_se * math.sqrt(inflation)
+    slope_se = sandwich_slope_se(x[lo:], fit) * math.sqrt(inflation)
     wdx = fit.weights * (x[lo:] - fit.x_mean)
     delay_bias = abs(float(np.dot(wdx, d[idx[lo:]])) / (2.0 * fit.sxx))  # slope of delay/2, s/s
     tq = t_quantile(0.5 + CI_LEVEL / 2.0, max(n_eff - 2.0, 1.0))
