@@ -84,6 +84,12 @@ def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
+def _settle(done: asyncio.Future[NtpSample | None]) -> None:
+    """Resolve the exchange's future with no reply (the deadline passed), unless a reply settled it."""
+    if not done.done():
+        done.set_result(None)
+
+
 def _fail(server: ServerAddress, code: str, detail: str, address: str | None = None,
           timeout_s: float | None = None) -> NtpSample:
     return NtpSample(server=server.name, ok=False, error=code, t_local_ns=_realtime_ns(),
@@ -206,7 +212,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 sock.send(request)
             except OSError as exc:
                 return _fail(server, "network", f"send: {exc.strerror or exc}", address, timeout_s)
-            timer = loop.call_later(timeout_s, lambda: done.done() or done.set_result(None))
+            timer = loop.call_later(timeout_s, _settle, done)
             try:
                 result = await done
             finally:

@@ -17,6 +17,31 @@ from timekit.collectors.server_policy import ServerState
 from timekit.lab.manager import Lab, start_lab
 from timekit.samples import NtpSample
 
+# Fixtures that start lab servers (chronyd under libfaketime): a test using one, directly or through
+# another fixture, carries the `lab` marker, so `pytest -m "not lab"` runs without chronyd. Tests that
+# start chronyd themselves are marked by hand.
+LAB_FIXTURES = frozenset({"lab", "chrony_pair"})
+_FIGURES: list[tuple[str, str]] = []
+
+
+def record_figure(topic: str, text: str) -> None:
+    """A measured figure (how many checks a run made, ...) printed in the run's summary: counts that
+    depend on the machine are reported, not asserted."""
+    _FIGURES.append((topic, text))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for topic, text in _FIGURES:
+            terminalreporter.write_line(f"{topic}: {text}")
+
 
 def require_lab(missing: list[str]) -> None:
     """Skip a lab test on a machine without chronyd/libfaketime/gcc, but fail in CI (which installs

@@ -153,27 +153,61 @@ def test_references_that_disagree_are_critical(lab: Lab, tmp_path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- store mode
+UPTIME_PAD_NS = 30 * 86_400 * NS_PER_S  # the synthetic host has been up 30 days longer than this one
+PREVIOUS_BOOT = "00000000-0000-4000-8000-000000000000"  # a boot id that is not this boot's
+
+
+def host_now() -> tuple[int, int]:
+    """(CLOCK_REALTIME, CLOCK_BOOTTIME) ns of a host up 30 days longer than this machine.
+
+    Evidence minutes or hours old is valid on that host whatever this machine's uptime (CI may
+    start a minute after boot, when `boottime - 2000 s` is negative, which means "not recorded").
+    Stores written at this instant are judged in-process at it (`judge`), not by a CLI run.
+    """
+    rt, boot = read_now()
+    return rt, boot + UPTIME_PAD_NS
+
+
 def write_samples(db: Path, offsets: dict[str, float], age_s: float, *, n: int = 8, spacing_s: float = 1.0,
-                  drift_ppm: float = 0.0, noise_s: float = 0.0, seed: int = 1) -> None:
+                  drift_ppm: float = 0.0, noise_s: float = 0.0, seed: int = 1,
+                  now: tuple[int, int] | None = None, boot: str | None = None) -> None:
     """n ok samples per server, the newest `age_s` old (realtime and boottime moved back together).
 
     offset(t) = offset - drift_ppm × 1e-6 × (t - t_newest) + noise (a local clock gaining drift_ppm).
+    `now`: the host's (realtime, boottime) the ages count back from (default: this machine's clocks,
+    for a store a CLI run judges). `boot`: the boot id written (default: this boot); samples of
+    another boot carry a boottime of that boot (`UPTIME_PAD_NS` into it), which this boot cannot age.
+    A sample that would predate this boot is refused: it is invalid evidence, not a test case.
     """
     rng = np.random.default_rng(seed)
-    rt, boot = read_now()
-    bid = boot_id()
+    rt, boot_ns = now if now is not None else read_now()
+    bid = boot_id() if boot is None else boot
+    if bid != boot_id():
+        boot_ns = UPTIME_PAD_NS
     samples = []
     for server, offset in offsets.items():
         for k in range(n):
             back_s = age_s + (n - 1 - k) * spacing_s
             back_ns = round(back_s * NS_PER_S)
+            if boot_ns - back_ns < 0:
+                raise ValueError(f"a sample {back_s:.0f} s old predates this boot "
+                                 f"({boot_ns / NS_PER_S:.0f} s ago): write it at host_now(), judge it there")
             value = offset + drift_ppm * 1e-6 * (back_s - age_s) + float(rng.normal(0.0, noise_s))
             samples.append(NtpSample(server=server, ok=True, error=None, t_local_ns=rt - back_ns,
                                      offset_s=value, delay_s=0.0004, stratum=2, leap=0,
                                      root_delay_s=0.0002, root_dispersion_s=0.0001,
-                                     boottime_ns=boot - back_ns, boot_id=bid))
+                                     boottime_ns=boot_ns - back_ns, boot_id=bid))
     with Store.open(db) as st:
         st.add_ntp_samples(samples)
+
+
+def judge(db: Path, *, now: tuple[int, int] | None = None, **kw: object) -> subprocess.CompletedProcess:
+    """`timekit check` of a store (no servers), in-process at `now` (default `host_now()`), rendered as
+    the CLI prints it: the same `run_check` the command calls, with the instant injected."""
+    from timekit.check import run_check
+
+    v = run_check([], db, now=now if now is not None else host_now(), **kw)  # type: ignore[arg-type]
+    return subprocess.CompletedProcess(["timekit", "check"], v.exit_code, v.status_line() + "\n", "")
 
 
 THREE = {"10.0.0.1:123": 0.0010, "10.0.0.2:123": 0.0011, "10.0.0.3:123": 0.0009}
@@ -192,16 +226,25 @@ def test_store_mode_fresh_from_the_lab(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_stale_store_is_unknown(tmp_path: Path) -> None:
+    host = host_now()
     for age_s in (2000.0, 3 * 3600.0):  # older than max age (900 s); and outside the 1 h window too
         db = tmp_path / f"s{age_s:.0f}.db"
-        write_samples(db, THREE, age_s)
-        status, summary, _ = plugin_output(check(db=db))
+        write_samples(db, THREE, age_s, now=host)
+        status, summary, _ = plugin_output(judge(db))
         assert status == "UNKNOWN" and summary.startswith("stale: the newest usable sample is"), summary
         assert "(max age 15.0 min)" in summary
     # a longer --max-age accepts the 2000 s old store: then it is merely free running (fresh < 300 s)
-    status, summary, perf = plugin_output(check("--max-age", "1h", db=tmp_path / "s2000.db"))
+    status, summary, perf = plugin_output(judge(tmp_path / "s2000.db", max_age="1h"))
     assert status == "WARNING" and summary.startswith("free running"), summary
     assert float(perf["age"]["value"] or "nan") == pytest.approx(2000, abs=30)
+    # the CLI on this machine, whatever its uptime: a store written before the last boot is stale by
+    # its wall-clock age, and a longer --max-age gives no interval (another boot's ages are unknown)
+    db = tmp_path / "before-boot.db"
+    write_samples(db, THREE, 2000.0, boot=PREVIOUS_BOOT)
+    status, summary, _ = plugin_output(check(db=db))
+    assert status == "UNKNOWN" and summary.startswith("stale: the newest usable sample is 33."), summary
+    status, summary, _ = plugin_output(check("--max-age", "1h", db=db))
+    assert status == "UNKNOWN" and "no usable evidence" in summary, summary
 
 
 def test_store_mode_verdicts(tmp_path: Path) -> None:
@@ -228,8 +271,8 @@ def test_falseticker_and_drift_are_warnings(tmp_path: Path) -> None:
     status, summary, _ = plugin_output(check(db=db))
     assert (status, summary) == ("WARNING", "falseticker(s) outside the majority: 10.0.0.4:123")
     db = tmp_path / "d.db"  # local clock gains 300 ppm: 120 samples over 119 s, 10 µs noise
-    write_samples(db, THREE, 5.0, n=120, drift_ppm=300.0, noise_s=1e-5)
-    status, summary, perf = plugin_output(check("--warn-offset", "1", "--crit-offset", "2", db=db))
+    write_samples(db, THREE, 5.0, n=120, drift_ppm=300.0, noise_s=1e-5, now=host_now())
+    status, summary, perf = plugin_output(judge(db, warn_offset_s=1, crit_offset_s=2))
     assert status == "WARNING" and summary.startswith("drift +"), summary
     # 10 µs noise over 119 s: slope SE ~ 1e-5 / (119 / sqrt(12) × sqrt(120)) ≈ 0.03 ppm
     assert float(perf["drift_ppm"]["value"] or "nan") == pytest.approx(300.0, abs=1.0)
@@ -301,16 +344,20 @@ def test_json_is_the_same_verdict(tmp_path: Path) -> None:
     assert v.status_line() == f"TIMEKIT {doc['status'].upper()} - {doc['summary']} | {doc['perfdata']}"
     assert doc["exit_code"] == v.exit_code == 1 and doc["status"] == WARNING
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
-    # and through the CLI: a stale store gives the same words either way (its age moves by < 1 s)
+    # and through the CLI: a stale store (written before the last boot, valid on any host) gives the
+    # same verdict either way; two runs are seconds apart, so only the numbers may differ
     stale = tmp_path / "s.db"
-    write_samples(stale, THREE, 2000.0)
+    write_samples(stale, THREE, 2000.0, boot=PREVIOUS_BOOT)
     text, as_json = check(db=stale), check("--json", db=stale)
     status, summary, perf = plugin_output(text)
     doc = json.loads(as_json.stdout)
     assert as_json.returncode == text.returncode == doc["exit_code"] == 3 and as_json.stderr == ""
-    assert (doc["status"].upper(), doc["summary"]) == (status, summary)
+    digits = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+    assert doc["status"].upper() == status and digits.sub("N", doc["summary"]) == digits.sub("N", summary)
+    assert summary.startswith("stale: the newest usable sample is 33.") and "(max age 15.0 min)" in summary
     assert [p.split("=")[0] for p in doc["perfdata"].split()] == list(perf)
-    assert doc["reasons"][0]["metric"] == "age" and doc["reasons"][0]["status"] == UNKNOWN
+    assert doc["thresholds"]["max_age_s"] == 900.0 and perf["age"]["warn"] is None
+    assert (doc["reasons"][0]["status"], doc["reasons"][0]["metric"]) == (UNKNOWN, "age")
 
 
 # ----------------------------------------------------------------------------- cron overlap
@@ -355,9 +402,10 @@ def test_thresholds_from_flags() -> None:
 
 
 # ----------------------------------------------------------------------------- review fixes
-def write_failures(db: Path, server: str, ages_s: list[float], error: str = "timeout") -> None:
-    """Failed attempts of `server`, `ages_s` old (as a collector stores a lost query)."""
-    rt, boot = read_now()
+def write_failures(db: Path, server: str, ages_s: list[float], error: str = "timeout", *,
+                   now: tuple[int, int]) -> None:
+    """Failed attempts of `server`, `ages_s` old at `now` (as a collector stores a lost query)."""
+    rt, boot = now
     bid = boot_id()
     backs_ns = [round(a * NS_PER_S) for a in sorted(ages_s, reverse=True)]
     with Store.open(db) as st:
@@ -370,9 +418,9 @@ def test_offset_is_the_truechimers_median_not_the_interval_midpoint(tmp_path: Pa
     db = tmp_path / "m.db"
     # three references that agree (200 s old, each ±(0.45 ms + 200 s × 200 ppm) = ±40.45 ms): +2, +2, -40 ms.
     # The interval's midpoint sits at -19 ms (the interval widens unevenly); the clock's offset is +2 ms.
-    write_samples(db, {"10.0.0.1:123": 0.002, "10.0.0.2:123": 0.002, "10.0.0.3:123": -0.040}, 200.0)
-    status, summary, perf = plugin_output(check("--warn-uncertainty", "0.2", "--crit-uncertainty", "0.5",
-                                                db=db))
+    write_samples(db, {"10.0.0.1:123": 0.002, "10.0.0.2:123": 0.002, "10.0.0.3:123": -0.040}, 200.0,
+                  now=host_now())
+    status, summary, perf = plugin_output(judge(db, warn_uncertainty_s=0.2, crit_uncertainty_s=0.5))
     assert status == "OK" and summary.startswith("offset +2.000 ms +/-"), summary
     assert float(perf["offset"]["value"] or "nan") == pytest.approx(0.002, abs=1e-9)  # median(+2, +2, -40) ms
     assert float(perf["uncertainty"]["value"] or "nan") > 0.040  # the half-width is still the uncertainty
@@ -381,23 +429,24 @@ def test_offset_is_the_truechimers_median_not_the_interval_midpoint(tmp_path: Pa
 def test_silent_reference_is_named(tmp_path: Path) -> None:
     silent = "10.0.0.4:123"
     db = tmp_path / "s.db"
-    write_samples(db, THREE, 5.0)
-    write_samples(db, {silent: 0.001}, 1000.0)  # its newest usable reply is 1000 s old (> max age 900 s)
-    write_failures(db, silent, [700.0, 400.0, 100.0, 10.0])  # and every attempt since timed out
-    status, summary, _ = plugin_output(check(db=db))
+    host = host_now()
+    write_samples(db, THREE, 5.0, now=host)
+    write_samples(db, {silent: 0.001}, 1000.0, now=host)  # newest usable reply 1000 s old (> max age 900 s)
+    write_failures(db, silent, [700.0, 400.0, 100.0, 10.0], now=host)  # and every attempt since timed out
+    status, summary, _ = plugin_output(judge(db, now=host))
     assert (status, summary) == ("WARNING", f"{silent}: no usable reply for 16.7 min (last error timeout)")
-    status, summary, _ = plugin_output(check("--max-age", "20m", db=db))  # the threshold is --max-age
+    status, summary, _ = plugin_output(judge(db, now=host, max_age="20m"))  # the threshold is --max-age
     assert status == "OK", summary
     db = tmp_path / "lost.db"  # one lost reply 10 s ago, the last usable one 300 s old: not a finding
-    write_samples(db, THREE, 5.0)
-    write_samples(db, {silent: 0.001}, 300.0)
-    write_failures(db, silent, [10.0])
-    status, summary, _ = plugin_output(check(db=db))
+    write_samples(db, THREE, 5.0, now=host)
+    write_samples(db, {silent: 0.001}, 300.0, now=host)
+    write_failures(db, silent, [10.0], now=host)
+    status, summary, _ = plugin_output(judge(db, now=host))
     assert status == "OK", summary
     db = tmp_path / "never.db"  # no usable reply in the whole window
-    write_samples(db, THREE, 5.0)
-    write_failures(db, silent, [600.0, 10.0])
-    status, summary, _ = plugin_output(check(db=db))
+    write_samples(db, THREE, 5.0, now=host)
+    write_failures(db, silent, [600.0, 10.0], now=host)
+    status, summary, _ = plugin_output(judge(db, now=host))
     assert (status, summary) == ("WARNING", f"{silent}: no usable reply in the last 60.0 min (2 attempts, "
                                  "last error timeout)")
 
@@ -406,14 +455,15 @@ def test_drift_gate_is_the_one_prometheus_uses(tmp_path: Path) -> None:
     from timekit.fleet import fleet_status
 
     db = tmp_path / "g.db"  # local clock gains 3 ppm; 150 µs noise leaves each fit ±0.6-0.8 ppm (95 %)
-    write_samples(db, THREE, 5.0, n=120, drift_ppm=3.0, noise_s=150e-6)
+    host = host_now()
+    write_samples(db, THREE, 5.0, n=120, drift_ppm=3.0, noise_s=150e-6, now=host)
     warn = 1.0
     with Store.open(db) as st:
-        halves = [s.drift_ci_half_ppm or float("nan") for s in fleet_status(st).servers]
+        halves = [s.drift_ci_half_ppm or float("nan") for s in fleet_status(st, now=host).servers]
     # the case where the gates differ: beyond warn/2 = 0.5 ppm (not judgeable: the rules' gate),
     # within the old private gate of max(warn/2, 1 ppm)
     assert all(warn / 2 < h for h in halves) and any(h <= 1.0 for h in halves), halves
-    status, summary, perf = plugin_output(check("--warn-drift", str(warn), "--crit-drift", "500", db=db))
+    status, summary, perf = plugin_output(judge(db, now=host, warn_drift_ppm=warn, crit_drift_ppm=500))
     assert status == "OK" and "drift_ppm" not in perf, summary
 
 
@@ -437,12 +487,12 @@ def test_unknown_host_is_not_stored(lab: Lab, tmp_path: Path) -> None:
 
 def test_config_sets_the_interval_policy(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
-    write_samples(db, THREE, 100.0)  # 100 s old: fresh under the default fresh_s = 300 s
-    status, summary, _ = plugin_output(check(db=db))
+    write_samples(db, THREE, 100.0, now=host_now())  # 100 s old: fresh under the default fresh_s = 300 s
+    status, summary, _ = plugin_output(judge(db))
     assert status == "OK" and summary.endswith("synchronized"), summary
     cfg = tmp_path / "timekit.toml"  # the same file as collect's; [interval] as for `timekit now`
     cfg.write_text('[ntp]\nservers = ["10.0.0.1"]\n\n[interval]\nfresh_s = 60\n')
-    status, summary, _ = plugin_output(check("--config", str(cfg), db=db))
+    status, summary, _ = plugin_output(judge(db, config=cfg))
     assert status == "WARNING" and summary.startswith("free running"), summary
     status, summary, _ = plugin_output(check("--config", str(tmp_path / "none.toml"), db=db))
     assert status == "UNKNOWN" and summary.startswith("bad input: config file"), summary

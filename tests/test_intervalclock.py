@@ -25,7 +25,24 @@ from timekit.units import NS_PER_S
 
 
 def clocks() -> tuple[int, int]:
-    return time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    """(realtime, boottime) ns as IntervalClock reads them (through `long_uptime` when a test uses it)."""
+    gettime = ic._gettime
+    return gettime(time.CLOCK_REALTIME), gettime(time.CLOCK_BOOTTIME)
+
+
+UPTIME_PAD_NS = 30 * 86_400 * NS_PER_S
+
+
+@pytest.fixture
+def long_uptime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This host as one up 30 days longer: CLOCK_BOOTTIME as IntervalClock reads it moves forward,
+    so a state anchored hours ago has a valid (positive) boottime whatever this machine's uptime."""
+    real = ic._gettime
+
+    def gettime(clock: int) -> int:
+        return real(clock) + (UPTIME_PAD_NS if clock == time.CLOCK_BOOTTIME else 0)
+
+    monkeypatch.setattr(ic, "_gettime", gettime)
 
 
 def state_now(*, half_ns: int = 100_000, centre_ns: int = 0, age_s: float = 0.0, evidence_age_s: float = 1.0,
@@ -34,6 +51,7 @@ def state_now(*, half_ns: int = 100_000, centre_ns: int = 0, age_s: float = 0.0,
     """A state anchored `age_s` ago (boottime) saying true time = local + centre ± half then."""
     rt, bt = clocks()
     age_ns = round(age_s * NS_PER_S)
+    assert bt - age_ns >= 0, "anchor before this boot: use the long_uptime fixture"
     return ClockState(rt - age_ns + realtime_shift_ns, bt - age_ns, centre_ns - half_ns, centre_ns + half_ns,
                       drift_ppm, growth_ppm, evidence_age_s, kw.pop("fresh_s", 300.0),  # type: ignore[arg-type]
                       kw.pop("void_after_s", 14_400.0), 1_000_000, anchor_unknown=False,  # type: ignore[arg-type]
@@ -94,7 +112,7 @@ def test_fresh_state_is_synchronized_and_contains_the_anchor_truth(tmp_path: Pat
     assert 51e-6 <= iv.uncertainty_s < 51e-6 + 200e-6 * 0.05
 
 
-def test_status_and_width_follow_the_age_of_the_evidence(tmp_path: Path) -> None:
+def test_status_and_width_follow_the_age_of_the_evidence(tmp_path: Path, long_uptime: None) -> None:
     """synchronized -> free_running -> unknown as evidence ages; the bound grows at max drift."""
     statuses, widths = [], []
     for age_s in (10.0, 1000.0, 20_000.0):
@@ -314,7 +332,7 @@ def test_a_clock_started_before_the_first_publish_picks_it_up(tmp_path: Path,
     assert clock.source == "published" and clock.now().status == "synchronized"
 
 
-def test_a_reader_may_assume_a_wider_drift_than_the_publisher(tmp_path: Path) -> None:
+def test_a_reader_may_assume_a_wider_drift_than_the_publisher(tmp_path: Path, long_uptime: None) -> None:
     publish(state_path_for(tmp_path / "tk.db"), state_now(growth_ppm=10.0, age_s=100.0), boot_id())
     narrow = IntervalClock(tmp_path / "tk.db").now().uncertainty_s
     wide = IntervalClock(tmp_path / "tk.db", max_drift_ppm=500.0).now().uncertainty_s

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_lab
 from timekit.errors import CollectorError
 from timekit.lab.chrony import (
     ChronyClient,
@@ -30,10 +31,12 @@ from timekit.lab.chrony import (
 NS_PER_S = 1_000_000_000
 NTP_UNIX_DELTA_S = 2_208_988_800
 
-MISSING = lab_prerequisites()
-# skipped without the lab on a bare machine; never in CI, which installs it (the tests then fail)
-needs_lab = pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),
-                               reason="reference lab unavailable: " + "; ".join(MISSING))
+
+@pytest.fixture
+def needs_lab() -> None:
+    """Skipped without chronyd & co. on a bare machine; never in CI, which installs them (fails there)."""
+    require_lab(lab_prerequisites())
+
 
 FAST = (0.250, 100.0)  # +250 ms, +100 ppm
 SLOW = (-0.080, -200.0)  # -80 ms, -200 ppm
@@ -112,7 +115,7 @@ def free_port() -> int:
 
 
 @dataclass
-class Lab:
+class ChronyPair:
     fast: ChronyServer
     slow: ChronyServer
     client: ChronyClient
@@ -121,9 +124,9 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if MISSING:
-        pytest.skip("reference lab unavailable: " + "; ".join(MISSING))
+def chrony_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChronyPair]:
+    """Two chronyd servers (fast, slow) under libfaketime and a chronyd client of the fast one."""
+    require_lab(lab_prerequisites())
     root = tmp_path_factory.mktemp("lab")
     cache = root / "cache"
     started: list[ChronyServer | ChronyClient] = []
@@ -135,7 +138,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         client = ChronyClient.start(fast.port, root / "client", poll=-2)
         started.append(client)
         first = {"fast": best_of(fast.port), "slow": best_of(slow.port)}
-        yield Lab(fast, slow, client, first, time.monotonic_ns())
+        yield ChronyPair(fast, slow, client, first, time.monotonic_ns())
     finally:
         for p in reversed(started):
             p.stop()
@@ -170,11 +173,11 @@ def test_faketime_spec_signs_and_rate() -> None:
 
 
 @pytest.mark.lab
-@needs_lab
+@pytest.mark.usefixtures("needs_lab")
 @pytest.mark.parametrize("name", ["fast", "slow"])
-def test_server_offset_matches_truth(lab: Lab, name: str) -> None:
-    server: ChronyServer = getattr(lab, name)
-    r = lab.first[name]
+def test_server_offset_matches_truth(chrony_pair: ChronyPair, name: str) -> None:
+    server: ChronyServer = getattr(chrony_pair, name)
+    r = chrony_pair.first[name]
     truth_s = server.truth.offset_at(r.mid_ns)
     assert abs(r.offset_s - truth_s) < OFFSET_TOL_S, (r.offset_s, truth_s)
     # the shim works: without it T2 is the real clock and delay is about -offset
@@ -184,12 +187,12 @@ def test_server_offset_matches_truth(lab: Lab, name: str) -> None:
 
 
 @pytest.mark.lab
-@needs_lab
-def test_server_drift_matches_truth(lab: Lab) -> None:
-    _wait_until(lab.t0_mono_ns, DRIFT_WINDOW_S)
+@pytest.mark.usefixtures("needs_lab")
+def test_server_drift_matches_truth(chrony_pair: ChronyPair) -> None:
+    _wait_until(chrony_pair.t0_mono_ns, DRIFT_WINDOW_S)
     for name in ("fast", "slow"):
-        server: ChronyServer = getattr(lab, name)
-        a, b = lab.first[name], best_of(server.port)
+        server: ChronyServer = getattr(chrony_pair, name)
+        a, b = chrony_pair.first[name], best_of(server.port)
         elapsed_s = (b.mid_ns - a.mid_ns) / NS_PER_S
         assert elapsed_s >= DRIFT_WINDOW_S - 0.5
         measured_ppm = (b.offset_s - a.offset_s) / elapsed_s * 1e6
@@ -198,19 +201,19 @@ def test_server_drift_matches_truth(lab: Lab) -> None:
 
 
 @pytest.mark.lab
-@needs_lab
-def test_chrony_client_agrees_with_truth(lab: Lab) -> None:
+@pytest.mark.usefixtures("needs_lab")
+def test_chrony_client_agrees_with_truth(chrony_pair: ChronyPair) -> None:
     """chronyd as a client is an independent measurement of the same server."""
-    _wait_until(lab.t0_mono_ns, DRIFT_WINDOW_S + 1.0)
-    tr = lab.client.tracking()
+    _wait_until(chrony_pair.t0_mono_ns, DRIFT_WINDOW_S + 1.0)
+    tr = chrony_pair.client.tracking()
     t_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
     assert tr["ref_id"] == "7F000001"
     assert tr["stratum"] == 2
     # chrony's system_time_s: positive = local slow of NTP time (server 0.25 s ahead)
-    assert abs(tr["system_time_s"] - lab.fast.truth.offset_at(t_ns)) < OFFSET_TOL_S
+    assert abs(tr["system_time_s"] - chrony_pair.fast.truth.offset_at(t_ns)) < OFFSET_TOL_S
     # chrony's frequency: negative = local slow; the server gains 100 ppm
-    assert abs(tr["frequency_ppm"] - (-lab.fast.truth.drift_ppm)) < DRIFT_TOL_PPM
-    ss = lab.client.sourcestats()
+    assert abs(tr["frequency_ppm"] - (-chrony_pair.fast.truth.drift_ppm)) < DRIFT_TOL_PPM
+    ss = chrony_pair.client.sourcestats()
     assert ss["name"] == "127.0.0.1"
     assert ss["n_samples"] >= 3
     # synchronised to the source: residual offset and frequency are near zero
@@ -219,7 +222,7 @@ def test_chrony_client_agrees_with_truth(lab: Lab) -> None:
 
 
 @pytest.mark.lab
-@needs_lab
+@pytest.mark.usefixtures("needs_lab")
 def test_detached_server_reattach_and_stop(tmp_path: Path) -> None:
     srv = ChronyServer.start(free_port(), 0.0, 0.0, tmp_path / "d", detach=True, cache_dir=tmp_path / "cache")
     try:
@@ -237,7 +240,7 @@ def test_detached_server_reattach_and_stop(tmp_path: Path) -> None:
 
 
 @pytest.mark.lab
-@needs_lab
+@pytest.mark.usefixtures("needs_lab")
 def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -247,7 +250,7 @@ def test_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.lab
-@needs_lab
+@pytest.mark.usefixtures("needs_lab")
 def test_build_shim_is_cached(tmp_path: Path) -> None:
     so = build_shim(tmp_path)
     mtime = so.stat().st_mtime_ns

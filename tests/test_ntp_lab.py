@@ -130,26 +130,31 @@ def _addr(p: dict) -> str:
 
 def test_many_servers_are_sampled_concurrently(delayed_ports: dict) -> None:
     slow = [p for p in delayed_ports["ports"] if p["name"].startswith("slow")]
-    t0 = time.monotonic()
     got = sample([_addr(p) for p in slow], count=1, timeout_s=2.0)
-    wall_s = time.monotonic() - t0
     assert all(s.ok for s in got) and len(got) == 60
-    # one after another this would take 60 × 0.2 s = 12 s
-    assert wall_s < 3.0, wall_s
+    # all 60 in flight at once: every request left before the first reply came back (each port holds
+    # its reply 0.2 s); one after another, the second request would leave after the first reply
+    assert max(s.t1_ns for s in got) < min(s.t4_ns for s in got)  # type: ignore[type-var]
     for s, p in zip(sorted(got, key=lambda s: s.server), sorted(slow, key=_addr), strict=True):
-        assert s.delay_s == pytest.approx(0.2, abs=0.05)
-        # symmetric delay: offset unaffected, up to the Python server's own timer skew when
-        # 60 of its replies fall due at once (seen: 1 ms)
-        assert s.offset_s == pytest.approx(p["offset_s"], abs=5e-3)
+        assert s.delay_s is not None and s.offset_s is not None
+        # the port holds each request 0.1 s before T2 and 0.1 s after T3, so the path delay is at least
+        # 0.2 s, and only lateness beyond that (timers on a busy machine) can make the legs unequal:
+        # NTP's bound with the known symmetric part taken out, |offset - truth| <= (delay - 0.2) / 2
+        assert s.delay_s >= 0.2 - PRECISION_S, s.delay_s
+        assert abs(s.offset_s - p["offset_s"]) <= (s.delay_s - 0.2) / 2 + PRECISION_S, (s.offset_s, s.delay_s)
 
 
 def test_a_silent_server_does_not_hold_up_others(lab: Lab) -> None:
     silent = next(s for s in lab.servers if s.kind == "silent")
     good = lab.server("chrony-ahead")
-    t0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
     got = sample([silent.address, good.address], count=3, interval_s=0.1, timeout_s=1.5)
     good_done = max(s.t_local_ns for s in got if s.server == good.address)
-    assert (good_done - t0) / NS_PER_S < 1.0  # the good server finished long before 3 × 1.5 s
+    lost = [s for s in got if s.server == silent.address]
+    assert [s.error for s in lost] == ["timeout"] * 3
+    # the good server's three exchanges (0.2 s of spacing) were over before the silent one's first
+    # query gave up (its timeout starts at 1 s): the silent server, listed first, held up nothing
+    assert all(s.ok for s in got if s.server == good.address)
+    assert good_done < min(s.t_local_ns for s in lost)
 
 
 def test_ipv6_server(delayed_ports: dict) -> None:

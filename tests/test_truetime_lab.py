@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_lab
+from tests.conftest import record_figure, require_lab
 from timekit.address import parse_server
 from timekit.analysis.interval import IntervalPolicy
 from timekit.collectors.clocks import boot_id
@@ -41,7 +41,11 @@ SCENARIO_S = 42.0  # from the fault server's start
 SAMPLE_INTERVAL_S = 0.25
 SKEW = SkewConfig(warn_offset_s=0.05, max_offset_s=0.1, enter_after=3, leave_after=4)
 SKEW_EVERY_S = 1.0
+READS_PER_CHECK = 100  # IntervalClock.now() reads per interval computed (~3 µs each): the run scales
+BIN_S = 2.0  # coverage: every BIN_S of the scenario has checks, whatever the machine's speed
 HONEST = ("grp-a", "grp-b", "grp-c", "grp-jittery")
+
+pytestmark = pytest.mark.lab  # its own lab of chronyd servers under libfaketime
 
 
 @dataclass
@@ -111,7 +115,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
     checks: list[Check] = []
-    clock_reads: list[tuple[float, int, int, str, dict[str, tuple[int, int]]]] = []
+    raw_reads: list[tuple[float, int, int, str, int, int]] = []  # (t_s, earliest, latest, status, rt0, rt1)
     clock: IntervalClock | None = None
     skew: list[tuple[float, dict[str, tuple[str, str]]]] = []
     names = {s.address: s.name for s in lab.servers}
@@ -126,13 +130,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 est, state = estimate(st, IntervalPolicy(), now=now)
                 publish(state_path_for(db), state, boot_id())  # as `timekit now`/collect/daemon do
                 clock = clock or IntervalClock(db)
-                for _ in range(3):  # the library's hot path on the published state, against the truth
+                for _ in range(READS_PER_CHECK):  # the library's hot path on the published state
                     rt0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
                     iv = clock.now()
                     rt1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
-                    clock_reads.append((t_s, iv.earliest_ns, iv.latest_ns, iv.status, {
-                        n: (rt0 + round(lab.server(n).true_offset_at(rt0) * NS_PER_S),
-                            rt1 + round(lab.server(n).true_offset_at(rt1) * NS_PER_S)) for n in HONEST}))
+                    raw_reads.append((t_s, iv.earliest_ns, iv.latest_ns, iv.status, rt0, rt1))
                 sb = next((b for b in est.servers if names[b.server] == "grp-stepper"), None)
                 checks.append(Check(
                     t_s, est.status, est.earliest_ns, est.latest_ns, est.as_of_ns, est.uncertainty_s,
@@ -153,8 +155,22 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         from timekit.drift_report import drift_results
 
         fits = {names[r["server"]]: r for r in drift_results(st)}
+    # each read against every honest reference's truth at both ends of its bracket (after the run:
+    # the truth is a function of the instant, and computing it inside the loop would slow the reads)
+    honest = [lab.server(n) for n in HONEST]
+    clock_reads = [(t_s, e, lt, status, {s.name: (rt0 + round(s.true_offset_at(rt0) * NS_PER_S),
+                                                  rt1 + round(s.true_offset_at(rt1) * NS_PER_S))
+                                         for s in honest})
+                   for t_s, e, lt, status, rt0, rt1 in raw_reads]
     yield Scenario(lab, db, checks, clock_reads, skew, counts[0] if counts else 0, fits)
     lab.stop()
+
+
+def _covered(times: list[float], start_s: float, end_s: float) -> list[float]:
+    """The BIN_S bins of [start_s, end_s) with no time in `times` (coverage, not a count: a busy
+    machine computes fewer intervals, but every phase of the scenario must be checked)."""
+    bins = {int((t - start_s) // BIN_S) for t in times if start_s <= t < end_s}
+    return [start_s + k * BIN_S for k in range(int((end_s - start_s) // BIN_S)) if k not in bins]
 
 
 def _inside(c: Check, name: str) -> bool:
@@ -164,7 +180,8 @@ def _inside(c: Check, name: str) -> bool:
 
 def test_interval_always_contains_every_honest_references_truth(scenario: Scenario) -> None:
     checks = [c for c in scenario.checks if c.t_s > 2.0]  # the first samples are in after ~0.3 s
-    assert len(checks) >= 2000, f"only {len(checks)} checks"
+    record_figure("truetime lab", f"{len(checks)} intervals checked against 4 truths each")
+    assert _covered([c.t_s for c in checks], 2.0, SCENARIO_S) == []
     odd = [(round(c.t_s, 2), c.status, c.reason) for c in checks
            if c.status != "synchronized" or c.earliest_ns is None]
     assert odd == [], f"{len(odd)} checks not synchronized: {odd[:3]}"
@@ -222,7 +239,7 @@ def test_stepping_server_its_own_bound_follows_it_and_the_fit_restarts(scenario:
     """The stepper's own interval (single reference) contains its own truth whenever it has
     evidence from after its last jump; the drift fit does not span the steps."""
     srv = scenario.srv("grp-stepper")
-    checked = 0
+    checked: list[float] = []
     for c in scenario.checks:
         if c.stepper is None or c.t_s < 2.0:
             continue
@@ -232,8 +249,12 @@ def test_stepping_server_its_own_bound_follows_it_and_the_fit_restarts(scenario:
             continue
         truth = srv.true_offset_at(c.as_of_ns)
         assert lo <= truth <= hi, (c.t_s, lo, truth, hi)
-        checked += 1
-    assert checked > 1500
+        checked.append(c.t_s)
+    record_figure("truetime lab", f"{len(checked)} stepper bounds checked against its truth")
+    # checked before the step, during the excursion (once evidence from after the jump is in) and after
+    phases = ((2.0, STEP_AFTER_S), (STEP_AFTER_S + 1, STEP_UNTIL_S), (STEP_UNTIL_S + 1, SCENARIO_S))
+    for start_s, end_s in phases:
+        assert _covered(checked, start_s, end_s) == [], (start_s, end_s)
     fit = scenario.fits["grp-stepper"]
     sizes = sorted(round(st["size_s"], 2) for st in fit["steps"])
     assert sizes == [-0.2, 0.2], fit["steps"]
@@ -256,7 +277,9 @@ def test_interval_clock_on_the_published_state_contains_the_truth(scenario: Scen
     assert loose == [], f"{len(loose)} misses: {loose[:3]}"
     # reads not preempted (bracket <= 3 µs): the strict check, with no room at all
     tight = [r for r in reads if all(tr[1] - tr[0] <= 3_000 for tr in r[4].values())]
-    assert len(tight) >= 3000, len(tight)
+    record_figure("truetime lab", f"{len(reads)} IntervalClock.now() reads checked, {len(tight)} with a "
+                  "bracket <= 3 us checked strictly")
+    assert _covered([r[0] for r in tight], 2.0, SCENARIO_S) == []  # strict checks all through the scenario
     strict = [(round(t, 2), n, e - tr[0], lt - tr[1]) for t, e, lt, _st, truth in tight
               for n, tr in truth.items() if not (e <= tr[0] and tr[1] <= lt)]
     assert strict == [], f"{len(strict)} misses (t, server, ns past earliest, ns to latest): {strict[:3]}"

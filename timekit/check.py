@@ -497,10 +497,11 @@ def interval_policy(config: Path | None) -> IntervalPolicy:
 
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
               timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None, config: Path | None = None,
-              **threshold_flags: float | None) -> CheckVerdict:
+              now: tuple[int, int] | None = None, **threshold_flags: float | None) -> CheckVerdict:
     """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
 
     `config`: a TOML config (collect's); its [interval] section sets the interval policy.
+    `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
     """
     mode = "measure" if servers else "store"
     try:
@@ -527,7 +528,7 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
             with Store.open(db) as store:
                 return check_servers(store, targets, t, count=count, timeout_s=timeout_s, policy=policy)
         with Store.open(db, create=False) as store:
-            return check_store(store, t, policy=policy)
+            return check_store(store, t, now=now, policy=policy)
     except ValueError as exc:
         return unknown_verdict(f"bad input: {exc}", mode=mode)
     except KeyboardInterrupt:

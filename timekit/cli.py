@@ -78,9 +78,10 @@ def _open_store(db: Path | None) -> Any:
 def _parse_servers(servers: list[str]) -> list[Any]:
     from timekit.address import parse_server
 
-    parsed = [parse_server(s) for s in servers]
-    seen: set[str] = set()
-    return [s for s in parsed if not (s.name in seen or seen.add(s.name))]
+    unique: dict[str, Any] = {}  # the first of each normalised name, in order
+    for server in (parse_server(text) for text in servers):
+        unique.setdefault(server.name, server)
+    return list(unique.values())
 
 
 def _progress(total: int, label: str) -> Any:

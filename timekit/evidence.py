@@ -7,7 +7,7 @@ and hands it arrays (instants int64 ns, offsets/delays float s).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def load_series(store: Store, *, server: str | None = None, since_ns: int | None
     return out
 
 
-def _series(rows: list[tuple]) -> Series:
+def _series(rows: list[tuple[Any, ...]]) -> Series:
     cols = list(zip(*rows, strict=True))
 
     def floats(j: int) -> np.ndarray:

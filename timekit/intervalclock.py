@@ -22,11 +22,14 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, LEAP_NS, PAIR_SLACK_NS, ClockState
 from timekit.errors import AnalysisError
 from timekit.units import NS_PER_S, PPM
+
+if TYPE_CHECKING:
+    from timekit.published_state import StateReader
 
 _REALTIME, _BOOTTIME = time.CLOCK_REALTIME, time.CLOCK_BOOTTIME
 _gettime = time.clock_gettime_ns
@@ -98,8 +101,8 @@ class IntervalClock:
         self.db = Path(db) if db is not None else default_db_path()
         self.state_path = Path(state_path) if state_path is not None else state_path_for(self.db)
         self._max_drift_ppm = max_drift_ppm
-        self._reader = None
-        self._genv = None  # the published generation counter (a memoryview), when mapped
+        self._reader: StateReader | None = None
+        self._genv: memoryview | None = None  # the published generation counter, when mapped
         self._gen = -1
         self._retry_map_at = 0  # boottime ns after which to look for a published state again
         self.source = "none"  # 'published' | 'store' | 'none'

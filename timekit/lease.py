@@ -85,8 +85,12 @@ class Fence:
     def __init__(self, db: Path | str | None = None) -> None:
         self.db = db
 
-    def accept(self, resource: str, token: int) -> bool:
+    def accept(self, resource: str, token: int | None) -> bool:
+        """Whether a write with `token` may proceed; no token (a lease taken without one) never may."""
         from timekit.store import Store
+
+        if token is None:
+            return False
 
         with Store.open(self.db) as store:
             return store.fence_accept(resource, token)

@@ -298,6 +298,8 @@ def start_exporter(db: Path | None = None, *, port: int = DEFAULT_EXPORTER_PORT,
     except OSError as exc:
         raise TimekitError(f"cannot listen on {bind} port {port}: {exc.strerror or exc}") from None
     host, real_port = server.server_address[:2]
+    if isinstance(host, bytes):  # typeshed allows bytes for AF_UNIX; an HTTP server on IP has str
+        host = host.decode()
     shown = f"[{host}]" if ":" in host else host
     return Exporter(server, thread, f"http://{shown}:{real_port}/metrics", _is_loopback(bind))
 

@@ -23,6 +23,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 from timekit.analysis.clock_state import ClockState
 from timekit.errors import StoreError
@@ -52,7 +53,7 @@ def _pack(state: ClockState, boot_id: str | None) -> bytes:
                        (boot_id or "").encode("ascii", "replace")[:36], state.leap_from_ns)
 
 
-def unpack(raw: tuple) -> tuple[ClockState, str]:
+def unpack(raw: tuple[Any, ...]) -> tuple[ClockState, str]:
     """(state, boot id) from `RECORD.unpack_from` output."""
     (a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol, flags, boot, leap_from) = raw
     state = ClockState(a_rt, a_bt, lo, hi, drift, growth, age, fresh, void, tol,
@@ -76,7 +77,7 @@ def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
         with mmap.mmap(fd, FILE_SIZE) as mm:
             if mm[:8] != MAGIC:
                 mm[:8] = MAGIC
-            gen = struct.unpack_from("<Q", mm, GEN_OFFSET)[0]
+            gen: int = struct.unpack_from("<Q", mm, GEN_OFFSET)[0]
             writing = (gen + 1) | 1  # odd: readers keep what they had
             struct.pack_into("<Q", mm, GEN_OFFSET, writing)
             mm[RECORD_OFFSET:RECORD_OFFSET + len(record)] = record

@@ -333,7 +333,7 @@ def _drift_figure(name: str, s: Series, max_root_distance_s: float, color: Any, 
     top.set_ylabel(f"offset ({unit})")
     top.set_title("offset (reference − local) and the fitted line", loc="left")
     _plain_y(top)
-    if fitted:
+    if fitted and fit.drift_ci95_ppm is not None and fit.drift_ppm is not None:
         ends = np.array([fit.t_start_ns, fit.t_end_ns], dtype=np.int64)
         lo, hi = fit.drift_ci95_ppm
         top.plot(_times(ends), _line_s(fit, ends) * factor, color="crimson", lw=2.2, zorder=5,
@@ -557,7 +557,7 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
     files: dict[str, str] = {}
     notes: list[str] = []
     try:
-        with matplotlib.rc_context(_style()):
+        with matplotlib.rc_context(_style()):  # type: ignore[arg-type]  # rcParams keys typed as literals
             _offset_figure(series, fail_arrays, colors, staging / "offset.png")
             files["offset.png"] = "Offset over time per server, with the ± root distance band"
             _rtt_figure(series, colors, staging / "rtt.png")

@@ -143,8 +143,9 @@ def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
                  bracket_ns=max(s.brackets_ns())) for s in snaps]
     if rows:  # the kernel was read once, right after the last snapshot: record it there only
         rows[-1].update(krow)
-    events = [dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
-              for e in (*report.steps, *report.suspends)]
+    events: list[dict[str, object]] = [
+        dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
+        for e in (*report.steps, *report.suspends)]
     if snaps:
         events += between_runs(store.newest_clock_sample(), snaps[0])
     store.add_clock_rows(rows, events, run_id)

@@ -262,7 +262,8 @@ class Store:
 
     @staticmethod
     def _where(server: str | None, since_ns: int | None, ok_only: bool) -> tuple[str, list[Any]]:
-        conds, args = [], []
+        conds: list[str] = []
+        args: list[str | int] = []
         if server is not None:
             conds.append("server = ?")
             args.append(server)

@@ -42,7 +42,8 @@ def server_evidence(series: Series, policy: IntervalPolicy, current_boot: str | 
     """One server's evidence for the interval: its drift fit plus the samples of this boot."""
     fit = fit_series(series, policy.max_root_distance_s)
     drift = se = None
-    if fit.status == "ok" and fit.drift_ci95_ppm is not None and fit.drift_se_ppm is not None:
+    if (fit.status == "ok" and fit.drift_ppm is not None and fit.drift_ci95_ppm is not None
+            and fit.drift_se_ppm is not None):
         # the estimate's share of the growth must cover the CI's delay-bias term too, which the
         # standard error leaves out: an SE no smaller than the 95 % half-width / 1.96
         half = max(fit.drift_ci95_ppm[1] - fit.drift_ppm, fit.drift_ppm - fit.drift_ci95_ppm[0])

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,8 @@ class FaultServer:
             p.sock = socket.socket(family, socket.SOCK_DGRAM)
             p.sock.bind((p.spec.host, p.spec.port))
             p.sock.setblocking(False)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda p=p: _Protocol(self, p), sock=p.sock)
-            p.transport = transport  # type: ignore[assignment]
+            transport, _ = await loop.create_datagram_endpoint(partial(_Protocol, self, p), sock=p.sock)
+            p.transport = transport
             p.spec.port = p.sock.getsockname()[1]
         self._side_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._side_sock.bind(("127.0.0.1", 0))
