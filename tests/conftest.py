@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from timekit.address import parse_server
@@ -41,6 +45,48 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured figures")
         for topic, text in _FIGURES:
             terminalreporter.write_line(f"{topic}: {text}")
+
+
+# The lab's own slack beyond NTP's bound |offset - truth| <= delay/2: clock reads, libfaketime's double
+# arithmetic, chronyd's sub-precision noise. Tolerances on measured offsets are delay/2 + LAB_SLACK_S.
+LAB_SLACK_S = 20e-6
+
+
+def pair_bound_ppm(t_ns: Sequence[int], rd_s: Sequence[float]) -> float:
+    """The widest NTP's drift bound (every slope of a line through all the samples' ± root distance
+    bars) can be on these samples, ppm: the slopes through the narrowest bar of the first quarter and
+    of the last (every feasible slope passes both). Late replies on a busy machine widen the bars and
+    so this figure; a drift fit's bound must never be wider."""
+    t, rd = np.asarray(t_ns, dtype=np.int64), np.asarray(rd_s, dtype=float)
+    q = max(1, len(t) // 4)
+    i, j = int(np.argmin(rd[:q])), len(t) - q + int(np.argmin(rd[-q:]))
+    return float(2 * (rd[i] + rd[j]) / ((t[j] - t[i]) / 1e9) * 1e6)
+
+
+def wait_for_count(db: Path, sql: str, at_least: int, *, proc: subprocess.Popen[str] | None = None,
+                   timeout_s: float = 60.0) -> int:
+    """Poll the count `sql` returns on `db` until it reaches `at_least`; returns the count seen.
+
+    Tests wait for what must have happened (rows committed by a running command) rather than for a
+    fixed time that a slow or busy machine may not honour. Bounded: fails after `timeout_s`, or at
+    once if `proc` exits first.
+    """
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while True:
+        if db.exists():
+            try:
+                with closing(sqlite3.connect(db, timeout=5)) as c:
+                    n = int(c.execute(sql).fetchone()[0])
+            except sqlite3.OperationalError:  # the schema is not there yet
+                n = 0
+        if n >= at_least:
+            return n
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the command exited ({proc.returncode}) with {n} < {at_least}: {sql}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {n} < {at_least} after {timeout_s} s: {sql}")
+        time.sleep(0.05)
 
 
 def require_lab(missing: list[str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import LAB_SLACK_S, run_cli, wait_for_count
 from timekit.lab.manager import Lab
 
 CONTRACT = {"server": str, "ok": bool, "error": (str, type(None)), "t_local_ns": int,
@@ -41,7 +41,7 @@ def test_sample_ntp_json_contract(lab: Lab, tmp_path: Path) -> None:
             assert isinstance(s[field], typ), (field, s[field])
         assert s["ok"] and s["error"] is None
         truth = lab.by_address()[s["server"]].true_offset_at(s["t_local_ns"])
-        assert abs(s["offset_s"] - truth) < 1e-3
+        assert abs(s["offset_s"] - truth) <= s["delay_s"] / 2 + LAB_SLACK_S  # NTP's own bound
     with sqlite3.connect(tmp_path / "t.db") as c:  # every attempt stored
         assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
 
@@ -182,7 +182,8 @@ def test_ctrl_c_keeps_what_was_collected(lab: Lab, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "sample", "ntp",
                              lab.server("chrony-near").address, "--count", "1000", "--interval", "0.05",
                              "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Ctrl-C once five samples are committed (however long start-up takes on this machine)
+    seen = wait_for_count(db, "SELECT count(*) FROM ntp_samples WHERE ok = 1", 5, proc=proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
@@ -190,7 +191,7 @@ def test_ctrl_c_keeps_what_was_collected(lab: Lab, tmp_path: Path) -> None:
     with sqlite3.connect(db) as c:
         n = c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1").fetchone()[0]
         status = c.execute("SELECT status FROM runs").fetchone()[0]
-    assert 5 <= n < 1000
+    assert seen <= n < 1000  # nothing committed before the signal was lost
     assert status == "interrupted"
 
 
@@ -210,11 +211,15 @@ def test_sample_clocks_json(tmp_path: Path) -> None:
 
 
 def test_lab_status_reports_truth(lab: Lab) -> None:
+    srv = lab.server("chrony-ahead")
+    t0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
     proc = run_cli("lab", "status", "--dir", str(lab.directory), "--json")
+    t1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
     doc = json.loads(proc.stdout)
     ahead = next(s for s in doc["servers"] if s["name"] == "chrony-ahead")
     assert ahead["alive"] and ahead["server_drift_ppm"] == 100.0
-    assert ahead["true_offset_now_s"] == pytest.approx(0.250, abs=0.01)
+    # the truth "now" is the line at an instant inside the command's run (+100 ppm: it only rises)
+    assert srv.true_offset_at(t0) <= ahead["true_offset_now_s"] <= srv.true_offset_at(t1)
 
 
 def test_help_lists_commands() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_lab
+from tests.conftest import LAB_SLACK_S, require_lab
 from timekit.errors import CollectorError
 from timekit.lab.chrony import (
     ChronyClient,
@@ -43,7 +43,7 @@ SLOW = (-0.080, -200.0)  # -80 ms, -200 ppm
 DRIFT_WINDOW_S = 5.0
 OFFSET_TOL_S = 0.002
 DRIFT_TOL_PPM = 15.0
-DELAY_MAX_S = 0.005
+CONVERGE_WAIT_S = 60.0
 
 
 # --------------------------------------------------------------------------- raw NTP client
@@ -179,9 +179,11 @@ def test_server_offset_matches_truth(chrony_pair: ChronyPair, name: str) -> None
     server: ChronyServer = getattr(chrony_pair, name)
     r = chrony_pair.first[name]
     truth_s = server.truth.offset_at(r.mid_ns)
-    assert abs(r.offset_s - truth_s) < OFFSET_TOL_S, (r.offset_s, truth_s)
-    # the shim works: without it T2 is the real clock and delay is about -offset
-    assert -0.0001 < r.delay_s < DELAY_MAX_S, r.delay_s
+    assert abs(r.offset_s - truth_s) <= r.delay_s / 2 + LAB_SLACK_S, (r.offset_s, truth_s, r.delay_s)
+    # the shim works: the server's stamps come from one (faked) clock and lie inside our round trip;
+    # without it T2 is the real clock, T3 - T2 is about the offset and the delay about -offset
+    assert 0 <= r.t3_ns - r.t2_ns <= r.t4_ns - r.t1_ns + LAB_SLACK_S * NS_PER_S, (r.t2_ns, r.t3_ns)
+    assert r.delay_s >= -LAB_SLACK_S, r.delay_s
     assert r.stratum == 1
     assert r.leap != 3
 
@@ -196,8 +198,11 @@ def test_server_drift_matches_truth(chrony_pair: ChronyPair) -> None:
         elapsed_s = (b.mid_ns - a.mid_ns) / NS_PER_S
         assert elapsed_s >= DRIFT_WINDOW_S - 0.5
         measured_ppm = (b.offset_s - a.offset_s) / elapsed_s * 1e6
-        assert abs(measured_ppm - server.truth.drift_ppm) < DRIFT_TOL_PPM, (name, measured_ppm)
-        assert abs(b.offset_s - server.truth.offset_at(b.mid_ns)) < OFFSET_TOL_S
+        # each offset is within delay/2 of its truth, so the slope within the sum over the span (a busy
+        # machine's late replies can make that wider than the 15 ppm a quiet one always meets)
+        bound_ppm = ((a.delay_s + b.delay_s) / 2 + 2 * LAB_SLACK_S) / elapsed_s * 1e6
+        assert abs(measured_ppm - server.truth.drift_ppm) < max(DRIFT_TOL_PPM, bound_ppm), name
+        assert abs(b.offset_s - server.truth.offset_at(b.mid_ns)) <= b.delay_s / 2 + LAB_SLACK_S
 
 
 @pytest.mark.lab
@@ -205,6 +210,13 @@ def test_server_drift_matches_truth(chrony_pair: ChronyPair) -> None:
 def test_chrony_client_agrees_with_truth(chrony_pair: ChronyPair) -> None:
     """chronyd as a client is an independent measurement of the same server."""
     _wait_until(chrony_pair.t0_mono_ns, DRIFT_WINDOW_S + 1.0)
+    deadline = time.monotonic() + CONVERGE_WAIT_S
+    while True:  # until chronyd has settled on the server: a busy machine takes longer (bounded)
+        ss = chrony_pair.client.sourcestats()
+        if ss["n_samples"] >= 8 and ss["freq_skew_ppm"] <= DRIFT_TOL_PPM / 3:
+            break
+        assert time.monotonic() < deadline, f"chronyd did not settle in {CONVERGE_WAIT_S} s more: {ss}"
+        time.sleep(0.5)
     tr = chrony_pair.client.tracking()
     t_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
     assert tr["ref_id"] == "7F000001"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for_count
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.pauses import summarise
 from timekit.samples import NtpSample
@@ -48,21 +48,26 @@ def _meter(db: Path, *args: str) -> subprocess.Popen:
 def test_a_sigstop_is_measured_as_a_pause(tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     proc = _meter(db, "--duration", "4", "--interval", "0.5")
-    time.sleep(1.5)  # start-up plus a few calm intervals
+    wait_for_count(db, "SELECT count(*) FROM pause_intervals", 1, proc=proc)  # the meter runs, calm
+    stop_sent = time.monotonic()
     os.kill(proc.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
     time.sleep(0.6)
+    cont_sent = time.monotonic()
     os.kill(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=30)
+    exited = time.monotonic()
     assert proc.returncode == 0, err
     rows = json.loads(out)["pauses"]
     worst = max(r["max_s"] for r in rows)
-    assert 0.55 <= worst < 1.5  # the 0.6 s stop, give or take scheduling
+    # the stop as this test timed it: at least from the stop to the continue, at most until the exit
+    assert cont_sent - stopped - 0.01 <= worst <= exited - stop_sent, (worst, cont_sent - stopped)
     # coordinated omission corrected: the stall filled more than half of its interval, so even
     # the median of that interval is a large part of the stall (not the 1 ms sleeper's ~0.1 ms)
     stalled = max(rows, key=lambda r: r["max_s"])
     assert stalled["p90_s"] > 0.2 and stalled["p99_s"] > 0.4
-    calm = sorted(r["p50_s"] for r in rows)
-    assert calm[len(calm) // 2] < 0.01  # a 1 ms sleeper normally wakes within a few ms
+    calm = sorted(r["p50_s"] for r in rows if r is not stalled)
+    assert calm[len(calm) // 2] < stalled["p50_s"] / 4  # the other intervals' typical wake-up is not
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*), max(max_s) FROM pause_intervals").fetchone() == (len(rows), worst)
 
@@ -70,13 +75,13 @@ def test_a_sigstop_is_measured_as_a_pause(tmp_path: Path) -> None:
 def test_ctrl_c_keeps_the_closed_intervals(tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     proc = _meter(db, "--duration", "30", "--interval", "0.2")
-    time.sleep(2.0)
+    seen = wait_for_count(db, "SELECT count(*) FROM pause_intervals", 3, proc=proc)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    with sqlite3.connect(db) as c:
-        assert c.execute("SELECT count(*) FROM pause_intervals").fetchone()[0] >= 3
+    with sqlite3.connect(db) as c:  # every interval closed before Ctrl-C is kept
+        assert c.execute("SELECT count(*) FROM pause_intervals").fetchone()[0] >= seen
 
 
 def _fleet(st: Store, rt: int, boot: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import run_cli
+from tests.conftest import LAB_SLACK_S, run_cli
 from timekit.fleet import fleet_status
 from timekit.lab.manager import Lab, LabServer
 from timekit.samples import NtpSample
@@ -31,8 +31,7 @@ from timekit.thresholds import DEFAULT_THRESHOLDS
 
 LAB_SERVERS = ("chrony-ahead", "chrony-behind", "chrony-near")
 SCRAPE_WAIT_S = 30.0  # Prometheus starts, scrapes every 1 s and evaluates rules every 1 s
-EXTRA_DRIFT_ROUNDS = 4  # at most 4 more 8-query bursts of chrony-behind (2 s each) for a judgeable drift
-TRUTH_TOLERANCE_S = 1e-3  # loopback chronyd: measured offsets are within tens of µs of the truth
+JUDGEABLE_WAIT_S = 120.0  # more 8-query bursts of chrony-behind (2 s each) until its drift is judgeable
 # root without CAP_DAC_OVERRIDE & co. obeys permission bits, so a 0555 directory is unwritable
 DROP_ROOT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
 
@@ -70,11 +69,13 @@ def sampled(lab: Lab, tmp_path_factory: pytest.TempPathFactory,
     # from the metrics, as timekit check ignores it); sample chrony-behind on until it is known, as
     # cron collects would, so the drift alert can be checked against a real +200 ppm
     behind = lab_addr(servers, "chrony-behind")
-    for _ in range(EXTRA_DRIFT_ROUNDS):
+    deadline = time.monotonic() + JUDGEABLE_WAIT_S  # a busy machine's late replies need more rounds
+    while True:
         with Store.open(db, create=False) as store:
             st = next(s for s in fleet_status(store).servers if s.server == behind)
         if st.drift_judgeable(DEFAULT_THRESHOLDS.warn_drift_ppm):
             break
+        assert time.monotonic() < deadline, f"chrony-behind's drift not judgeable: ±{st.drift_ci_half_ppm}"
         more = run_cli("sample", "ntp", behind, "--count", "8", "--interval", "0.25", db=db)
         assert more.returncode == 0, more.stderr
     pauses = run_cli("sample", "pauses", "--duration", "1", "--interval", "0.2", "--json", db=db)
@@ -195,7 +196,9 @@ def test_prometheus_scrapes_exporter_and_loads_rules(
             got = float(series["value"][1])
             sample = newest[server]
             assert got == sample.offset_s  # what timekit measured, bit for bit through Prometheus
-            assert abs(got - truth[server].true_offset_at(sample.t_local_ns)) < TRUTH_TOLERANCE_S
+            assert sample.delay_s is not None  # and the truth then, within NTP's bound
+            err = got - truth[server].true_offset_at(sample.t_local_ns)
+            assert abs(err) <= sample.delay_s / 2 + LAB_SLACK_S, (server, err, sample.delay_s)
         # exactly one sync status is current
         assert [float(r["value"][1]) for r in _query(base, "sum(timekit_sync_status)")] == [1.0]
 
@@ -264,6 +267,7 @@ def test_textfile_export_passes_promtool(sampled: tuple[Path, list[LabServer]], 
     _need("promtool")
     db, servers = sampled
     out = tmp_path / "timekit.prom"
+    started_s = time.time_ns() / 1e9  # the export's update time lies between this and the checks below
     proc = run_cli("export", "prometheus", "--out", str(out), "--json", db=db)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
@@ -279,18 +283,19 @@ def test_textfile_export_passes_promtool(sampled: tuple[Path, list[LabServer]], 
         label = (("server", s.address),)
         assert values[("timekit_server_offset_seconds", label)] == newest[s.address].offset_s
         assert values[("timekit_server_delay_seconds", label)] == newest[s.address].delay_s
-        assert values[("timekit_server_loss_ratio", label)] == 0.0  # every query answered
+        with Store.open(db, create=False) as store:  # the share of this server's attempts unanswered
+            tries = [ok for srv, ok in store.attempt_rows(["server", "ok"]) if srv == s.address]
+        assert values[("timekit_server_loss_ratio", label)] == pytest.approx(1 - sum(tries) / len(tries))
     assert all(name.startswith("timekit_") for name, _ in values)
     with Store.open(db, create=False) as store:
         pauses = store.pause_rows()
-    assert len(pauses) >= 4  # 1 s of 0.2 s intervals: promtool above judged the pause metrics
+    assert pauses and sum(p["interval_s"] for p in pauses) >= 1.0 - 0.01  # the meter's 1 s, all stored
     for key in ("p50", "p90", "p99", "p999"):  # one gauge each: `quantile` is reserved for summaries
         assert values[(f"timekit_pause_{key}_seconds", ())] == max(p[f"{key}_s"] for p in pauses)
     assert values[("timekit_pause_max_seconds", ())] == max(p["max_s"] for p in pauses)
     assert not any(dict(labels).get("quantile") for _, labels in values)
     assert sum(v for (name, _), v in values.items() if name == "timekit_sync_status") == 1.0
-    updated = values[("timekit_last_update_timestamp_seconds", ())]
-    assert abs(updated - time.time_ns() / 1e9) < 30  # computed during this test
+    assert started_s <= values[("timekit_last_update_timestamp_seconds", ())] <= time.time_ns() / 1e9
     assert math.isclose(values[("timekit_store_up", ())], 1.0)
 
 
@@ -408,11 +413,11 @@ def test_rules_follow_check_threshold_flags(tmp_path: Path) -> None:
     assert "expr: 'abs(timekit_clock_offset_seconds) > 0.05'" in yaml_text
     assert "# Thresholds: timekit check's defaults (timekit/thresholds.py) except warn_offset_s=0.05." \
         in yaml_text
-    if shutil.which("promtool"):
-        (tmp_path / "r.yml").write_text(yaml_text)
-        check = subprocess.run(["promtool", "check", "rules", str(tmp_path / "r.yml")], capture_output=True,
-                               text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
+    _need("promtool")
+    (tmp_path / "r.yml").write_text(yaml_text)
+    check = subprocess.run(["promtool", "check", "rules", str(tmp_path / "r.yml")], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     for bad, words in ((["--warn-offset", "1", "--crit-offset", "0.5"],
                         "warn_offset_s (1.0) <= crit_offset_s"),
                        (["--max-age", "soon"], "--max-age: not a duration")):
