@@ -108,7 +108,9 @@ def _sample_from(server: ServerAddress, address: str, h: NtpHeader | None, **kw:
 async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> list[tuple[int, tuple]]:
     """(family, sockaddr) pairs in resolver order; raise OSError (gaierror) or TimeoutError.
 
-    IP literals skip the resolver. Names are resolved in a daemon thread, so a hung
+    IP literals skip the resolver, and so do names under `.invalid`, which never exist (RFC 6761
+    §6.4: resolvers answer them as unknown without asking DNS, so the answer does not depend on
+    whether this host has a working resolver). Names are resolved in a daemon thread, so a hung
     resolver costs at most `timeout_s` and never delays exit (asyncio's default executor
     would be joined at the end of asyncio.run).
     """
@@ -120,6 +122,9 @@ async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> li
         if ip.version == 6:
             return [(socket.AF_INET6, (server.host, server.port, 0, 0))]
         return [(socket.AF_INET, (server.host, server.port))]
+    name = server.host.lower().rstrip(".")
+    if name == "invalid" or name.endswith(".invalid"):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[list] = loop.create_future()
 

@@ -14,12 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from timekit.address import parse_server
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
 from timekit.lab.manager import Lab, start_lab
 from timekit.samples import NtpSample
+
+# Property tests judge behaviour, not speed: no per-example deadline, no "too slow" health check (a
+# busy machine's stall is not a failure). Loaded before the test modules, so their @settings inherit it.
+settings.register_profile("timekit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("timekit")
 
 # Fixtures that start lab servers (chronyd under libfaketime): a test using one, directly or through
 # another fixture, carries the `lab` marker, so `pytest -m "not lab"` runs without chronyd. Tests that
@@ -61,6 +67,19 @@ def pair_bound_ppm(t_ns: Sequence[int], rd_s: Sequence[float]) -> float:
     q = max(1, len(t) // 4)
     i, j = int(np.argmin(rd[:q])), len(t) - q + int(np.argmin(rd[-q:]))
     return float(2 * (rd[i] + rd[j]) / ((t[j] - t[i]) / 1e9) * 1e6)
+
+
+def host_slew_bound_ppm() -> tuple[float, float]:
+    """(expected, tolerance) ppm for how fast CLOCK_REALTIME runs against CLOCK_MONOTONIC_RAW on this
+    host: the kernel's frequency and tick corrections (adjtimex), give or take the at most 500 ppm an
+    offset slew adds. A time daemon may be correcting this host's clock, fast, right after boot;
+    without adjtimex, the kernel's physical limit (tick ±10 %, frequency ±500 ppm)."""
+    from timekit.collectors.adjtimex import read_kernel_state
+
+    k = read_kernel_state()
+    if k is None:
+        return 0.0, 100_500.0
+    return k.frequency_ppm + (k.tick_us - 10_000) * 100.0, 500.0
 
 
 def wait_for_count(db: Path, sql: str, at_least: int, *, proc: subprocess.Popen[str] | None = None,

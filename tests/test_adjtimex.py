@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import sys
 
 import pytest
@@ -180,7 +181,10 @@ def test_real_kernel_read() -> None:
     # "kernel says: unsynchronized (STA_UNSYNC, TIME_ERROR); maxerror 16 s",
     # freq 0 ppm, esterror 16 s, tolerance 500 ppm, tick 10 000 µs, TAI offset 0.
     st = read_kernel_state()
-    assert st is not None
+    if st is None:  # a sandbox (seccomp, gVisor) may refuse even a read-only adjtimex
+        if os.environ.get("CI"):
+            pytest.fail("adjtimex refused in CI: the kernel clock state cannot be read")
+        pytest.skip("adjtimex is refused on this host: no kernel clock state to read")
     assert -500.0 <= st.frequency_ppm <= 500.0
     assert st.tolerance_ppm == 500.0  # MAXFREQ, a kernel constant
     assert st.maxerror_s is not None and 0.0 <= st.maxerror_s <= 16.0

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.conftest import host_slew_bound_ppm
 from timekit.collectors.clocks import (
     ClockSnapshot,
     analyze_clock_series,
@@ -224,8 +225,10 @@ def test_real_snapshot_and_short_series() -> None:
     assert len(snaps) == 11
     rep = analyze_clock_series(snaps)
     assert rep.steps == () and rep.suspends == ()
-    assert rep.slew_ppm is not None and -1000.0 <= rep.slew_ppm <= 1000.0
-    assert 0.45 <= rep.span_s <= 1.5
+    expected, tolerance = host_slew_bound_ppm()  # plus what the clock brackets leave unknown
+    assert rep.slew_ppm is not None and rep.max_bracket_ns is not None
+    assert abs(rep.slew_ppm - expected) <= tolerance + 2 * rep.max_bracket_ns / (rep.span_s * 1e9) * 1e6 + 1
+    assert rep.span_s >= 0.45  # 0.5 s asked for; a busy machine may stretch it, never shorten it
     assert rep.max_bracket_ns is not None and rep.max_bracket_ns < 100 * NS_PER_US
     if s.tai_ns is not None:  # 0 s without a time daemon, 37 s with one that sets it
         assert rep.tai_offset_s is not None and round(rep.tai_offset_s) in (0, 37)

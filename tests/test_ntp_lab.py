@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import statistics
 import time
@@ -206,14 +207,29 @@ def test_stepping_server_is_measured_on_both_sides_of_its_step(tmp_path: Path) -
 
 def test_closed_port_is_network_error_not_a_hang() -> None:  # T2
     t0 = time.monotonic()
-    got = sample(["127.0.0.1:9"], count=1, timeout_s=5.0)
+    got = sample(["127.0.0.1:9"], count=1, timeout_s=10.0)
     assert got[0].error == "network" and "refused" in (got[0].detail or "").lower()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 10.0  # the ICMP refusal ended it, not the deadline
 
 
 def test_unknown_host_is_network_error() -> None:  # T3
     got = sample(["no-such-host.invalid"], count=2, timeout_s=0.5)
     assert len(got) == 1 and got[0].error == "network" and "cannot resolve" in (got[0].detail or "")
+
+
+def test_invalid_names_need_no_resolver(monkeypatch: pytest.MonkeyPatch) -> None:  # T3, RFC 6761 §6.4
+    """On a host whose resolver cannot answer (no network), a `.invalid` name is still unknown (bad
+    input) and any other name is a transient DNS failure, not a typo."""
+    import socket
+
+    def no_dns(*_a: object, **_k: object) -> None:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    got = sample(["no-such-host.INVALID.", "ntp.example.org"], count=1, timeout_s=0.5)
+    detail = {s.server: s.detail for s in got}
+    assert (detail["no-such-host.invalid:123"] or "").startswith("cannot resolve no-such-host.")
+    assert (detail["ntp.example.org:123"] or "").startswith("DNS lookup of ntp.example.org failed")
 
 
 def test_wall_clock_step_during_exchange_is_caught(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,5 +257,9 @@ def test_junk_never_extends_the_deadline(lab: Lab) -> None:
     got = sample([flood.address], count=1, timeout_s=0.3)
     elapsed_s = time.monotonic() - t0
     assert got[0].error == "bogus_origin" and got[0].offset_s is None
-    assert "6 bad datagram(s)" in (got[0].detail or "") or "7 bad datagram(s)" in (got[0].detail or "")
-    assert 0.29 <= elapsed_s < 0.6  # a timer restarted per junk datagram would run past 1 s
+    m = re.search(r"(\d+) bad datagram\(s\)", got[0].detail or "")
+    assert m, got[0].detail
+    # 6 or 7 arrive in 0.3 s on a quiet machine (one per 50 ms), fewer or a few more when either side
+    # runs late; a deadline restarted by each junk datagram would wait for all 20 of the flood's second
+    assert 1 <= int(m[1]) < 20, got[0].detail
+    assert elapsed_s >= 0.29

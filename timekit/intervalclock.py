@@ -96,7 +96,8 @@ def _unpreempted_pair() -> tuple[int, int]:
 
     The hot path reads boottime then realtime once; on a busy host this thread can be preempted
     between the two for longer than the step tolerance, which looks like a wall-clock step. A step
-    is still there when the pair is read again; a preemption is not.
+    is still there when the pair is read again; a preemption is not. (As `read_bracketed` does, but
+    through this module's clock reader, which the tests replace.)
     """
     gettime = _gettime
     best = (INT64_MAX, 0, 0)
