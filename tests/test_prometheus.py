@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -114,7 +115,9 @@ def _poll(what: str, probe: Any, deadline: float) -> Any:
             got = probe()
             if got:
                 return got
-        except OSError as exc:  # Prometheus not listening yet
+        except OSError as exc:  # Prometheus not listening yet, or not ready (HTTP 503 while it starts)
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # it holds the response's socket: unclosed, it warns when collected
             last_exc = exc
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what} (last error: {last_exc})")
