@@ -82,8 +82,11 @@ def test_offset_growth_matches_configured_drift(lab: Lab) -> None:
         blo, bhi = fit.drift_bound_ppm
         assert lo <= blo <= truth <= bhi <= hi, (srv.name, blo, bhi)
         # the bound is as tight as the bars allow: no wider than the slopes through the two narrowest
-        # bars of the first and last quarters (every feasible slope passes both)
-        pair_ppm = pair_bound_ppm([s.t_local_ns for s in ss], [s.root_distance_s or math.inf for s in ss])
+        # bars of the first and last quarters of the window fitted (every feasible slope passes both)
+        assert fit.t_start_ns is not None and fit.t_end_ns is not None
+        window = [s for s in ss if fit.t_start_ns <= s.t_local_ns <= fit.t_end_ns]
+        pair_ppm = pair_bound_ppm([s.t_local_ns for s in window],
+                                  [s.root_distance_s or math.inf for s in window])
         assert bhi - blo <= pair_ppm + 1e-6, (srv.name, bhi - blo, pair_ppm)
         # and it says something: narrower than the spread of the configured drifts (300 ppm), or on a
         # machine so busy that replies come late, no wider than what those two samples alone allow
