@@ -72,7 +72,8 @@ class _Attempt:
 
     nonce: int
     t1_ns: int = 0
-    mono_send_ns: int = 0
+    mono_before_t1_ns: int = 0  # CLOCK_MONOTONIC just before T1 was read ...
+    mono_after_send_ns: int = 0  # ... and just after the request left: T1's instant lies between
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -82,6 +83,16 @@ def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             sec, nsec = _TIMESPEC.unpack_from(data)
             return sec * NS_PER_S + nsec
     return None
+
+
+def _wall_step_ns(wall_span_ns: int, mono_min_ns: int, mono_max_ns: int) -> int:
+    """The wall-clock step during an exchange, ns (realtime span minus the middle of the monotonic
+    span's bracket [`mono_min_ns`, `mono_max_ns`]); 0 while the realtime span lies inside the bracket
+    widened by `STEP_TOLERANCE_NS` and a 1000 ppm slew allowance: no step can be told from the reads."""
+    slack = STEP_TOLERANCE_NS + mono_max_ns // 1000
+    if mono_min_ns - slack <= wall_span_ns <= mono_max_ns + slack:
+        return 0
+    return wall_span_ns - (mono_min_ns + mono_max_ns) // 2
 
 
 def _settle(done: asyncio.Future[NtpSample | None]) -> None:
@@ -180,18 +191,21 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     done.set_result(_fail(server, "network", exc.strerror or str(exc),
                                           address, timeout_s))
                     return
+                mono_before_rx_ns = time.monotonic_ns()
                 user_rx_ns = _realtime_ns()
-                mono_recv_ns = time.monotonic_ns()
+                mono_after_rx_ns = time.monotonic_ns()
                 boot_rx_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
                 kernel_rx_ns = _kernel_rx_ns(anc)
                 t4_ns = kernel_rx_ns if kernel_rx_ns is not None else user_rx_ns
-                # Wall-clock step during the exchange: realtime and monotonic spans disagree.
-                wall_span = user_rx_ns - att.t1_ns
-                mono_span = mono_recv_ns - att.mono_send_ns
-                if abs(wall_span - mono_span) > STEP_TOLERANCE_NS + mono_span // 1000:
+                # Wall-clock step during the exchange: the realtime span is outside what monotonic
+                # allows between the two reads. Each read is bracketed by monotonic ones, so a thread
+                # preempted next to a read (a busy host) widens the bracket instead of faking a step.
+                stepped_ns = _wall_step_ns(user_rx_ns - att.t1_ns, mono_before_rx_ns - att.mono_after_send_ns,
+                                           mono_after_rx_ns - att.mono_before_t1_ns)
+                if stepped_ns:
                     done.set_result(_fail(
                         server, "clock_stepped",
-                        f"local clock stepped {(wall_span - mono_span) / NS_PER_S:+.6f} s mid-exchange",
+                        f"local clock stepped {stepped_ns / NS_PER_S:+.6f} s mid-exchange",
                         address, timeout_s))
                     return
                 v = validate_reply(data, nonce=att.nonce, t1_ns=att.t1_ns, t4_ns=t4_ns,
@@ -211,12 +225,13 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
 
         loop.add_reader(sock.fileno(), on_readable)
         try:
-            att.mono_send_ns = time.monotonic_ns()
+            att.mono_before_t1_ns = time.monotonic_ns()
             att.t1_ns = _realtime_ns()
             try:
                 sock.send(request)
             except OSError as exc:
                 return _fail(server, "network", f"send: {exc.strerror or exc}", address, timeout_s)
+            att.mono_after_send_ns = time.monotonic_ns()
             timer = loop.call_later(timeout_s, _settle, done)
             try:
                 result = await done

@@ -250,7 +250,24 @@ def test_wall_clock_step_during_exchange_is_caught(lab: Lab, monkeypatch: pytest
     monkeypatch.setattr(client, "_realtime_ns", stepping_clock)
     got = sample([lab.server("chrony-near").address], count=1)
     assert got[0].error == "clock_stepped" and got[0].offset_s is None
-    assert "-1.0" in (got[0].detail or "")
+    m = re.search(r"stepped ([-+0-9.]+) s", got[0].detail or "")
+    # the step as told by the realtime span against the middle of the monotonic brackets: -1 s, to
+    # within half the bracket (the send and the reads around it take microseconds, not a millisecond)
+    assert m and abs(float(m[1]) + 1.0) < 1e-3, got[0].detail
+
+
+def test_a_preempted_read_is_not_a_wall_clock_step() -> None:  # N24 on a busy host
+    """Each realtime read is bracketed by monotonic ones: preemption next to a read widens the
+    bracket (here 9-15.5 ms of monotonic time around a 10 ms realtime span: no step), while a real
+    step lies outside any bracket the reads allow, by about its size."""
+    from timekit.collectors.ntp_client import STEP_TOLERANCE_NS, _wall_step_ns
+
+    ms = 1_000_000
+    assert _wall_step_ns(10 * ms, 9 * ms, 15_500_000) == 0  # the old single pair saw 5.5 ms: "stepped"
+    assert _wall_step_ns(10 * ms + NS_PER_S, 9 * ms, 11 * ms) == NS_PER_S
+    assert _wall_step_ns(10 * ms - NS_PER_S, 9 * ms, 11 * ms) == -NS_PER_S
+    edge = 11 * ms + STEP_TOLERANCE_NS + 11 * ms // 1000  # the tolerance and 1000 ppm of slew
+    assert _wall_step_ns(edge, 9 * ms, 11 * ms) == 0 and _wall_step_ns(edge + 1, 9 * ms, 11 * ms) != 0
 
 
 def test_junk_never_extends_the_deadline(lab: Lab) -> None:
