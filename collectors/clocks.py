@@ -149,14 +149,15 @@ def boot_id() -> str | None:
         return None
 
 
-def read_bracketed(clock_id: int, tries: int = 5) -> BracketedRead:
+def read_bracketed(clock_id: int, tries: int = 5,
+                   get: Callable[[int], int] = time.clock_gettime_ns) -> BracketedRead:
     """Read CLOCK_REALTIME bracketed by `clock_id`, keeping the tightest of `tries`.
 
-    Raises `CollectorError` if the clock cannot be read (e.g. CLOCK_TAI unsupported).
+    `get` reads a clock in ns (a caller with its own reader passes it). Raises `CollectorError` if
+    the clock cannot be read (e.g. CLOCK_TAI unsupported).
     """
     if tries < 1:
         raise UsageError(f"tries must be >= 1, got {tries}")
-    get = time.clock_gettime_ns
     rt_id = time.CLOCK_REALTIME
     best_a = best_r = best_b = 0
     best_bracket = -1

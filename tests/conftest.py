@@ -57,6 +57,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 # arithmetic, chronyd's sub-precision noise. Tolerances on measured offsets are delay/2 + LAB_SLACK_S.
 LAB_SLACK_S = 20e-6
 
+# A synthetic host up this much longer than this machine: evidence hours old is valid there whatever
+# this machine's uptime (CI may start a minute after boot, when `boottime - 2000 s` is negative).
+UPTIME_PAD_NS = 30 * 86_400 * 1_000_000_000
+
 
 def pair_bound_ppm(t_ns: Sequence[int], rd_s: Sequence[float]) -> float:
     """The widest NTP's drift bound (every slope of a line through all the samples' ± root distance

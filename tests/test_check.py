@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import UPTIME_PAD_NS, run_cli
 from timekit.check import (
     CRITICAL,
     OK,
@@ -152,7 +152,6 @@ def test_references_that_disagree_are_critical(lab: Lab, tmp_path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- store mode
-UPTIME_PAD_NS = 30 * 86_400 * NS_PER_S  # the synthetic host has been up 30 days longer than this one
 PREVIOUS_BOOT = "00000000-0000-4000-8000-000000000000"  # a boot id that is not this boot's
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import timekit
 import timekit.intervalclock as ic
+from tests.conftest import UPTIME_PAD_NS
 from timekit import ClockUnknownError, Fence, FencingTokens, IntervalClock, Lease, LeaseExpired, TimeInterval
 from timekit.analysis.clock_state import INT64_MAX, ClockState, interval_at
 from timekit.collectors.clocks import boot_id
@@ -28,9 +29,6 @@ def clocks() -> tuple[int, int]:
     """(realtime, boottime) ns as IntervalClock reads them (through `long_uptime` when a test uses it)."""
     gettime = ic._gettime
     return gettime(time.CLOCK_REALTIME), gettime(time.CLOCK_BOOTTIME)
-
-
-UPTIME_PAD_NS = 30 * 86_400 * NS_PER_S
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from timekit.errors import UsageError
@@ -51,6 +52,14 @@ def _port(text: str, original: str) -> int:
     if not 1 <= port <= 65535:
         raise UsageError(f"bad port in server address {original!r}: {port} is not in 1-65535")
     return port
+
+
+def parse_servers(texts: Iterable[str], default_port: int = DEFAULT_NTP_PORT) -> list[ServerAddress]:
+    """Each distinct server once, in the order first given ("a" and "a:123" are one server)."""
+    unique: dict[str, ServerAddress] = {}
+    for server in (parse_server(t, default_port) for t in texts):
+        unique.setdefault(server.name, server)
+    return list(unique.values())
 
 
 def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:

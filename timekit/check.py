@@ -522,9 +522,9 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
         from timekit.store import Store
 
         if servers:
-            from timekit.address import parse_server
+            from timekit.address import parse_servers
 
-            targets = list({a.name: a for a in (parse_server(s) for s in servers)}.values())
+            targets = parse_servers(servers)
             with Store.open(db) as store:
                 return check_servers(store, targets, t, count=count, timeout_s=timeout_s, policy=policy)
         with Store.open(db, create=False) as store:

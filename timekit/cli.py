@@ -76,12 +76,9 @@ def _open_store(db: Path | None) -> Any:
 
 
 def _parse_servers(servers: list[str]) -> list[Any]:
-    from timekit.address import parse_server
+    from timekit.address import parse_servers
 
-    unique: dict[str, Any] = {}  # the first of each normalised name, in order
-    for server in (parse_server(text) for text in servers):
-        unique.setdefault(server.name, server)
-    return list(unique.values())
+    return parse_servers(servers)
 
 
 def _progress(total: int, label: str) -> Any:

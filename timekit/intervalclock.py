@@ -91,23 +91,17 @@ def _age_limit_ns(seconds: float) -> int:
 
 
 def _unpreempted_pair() -> tuple[int, int]:
-    """(CLOCK_BOOTTIME, CLOCK_REALTIME) ns read together: of three boottime-bracketed realtime reads,
-    the one with the narrowest bracket, and its boottime the bracket's middle.
+    """(CLOCK_BOOTTIME, CLOCK_REALTIME) ns read together: the tightest of three boottime-bracketed
+    realtime reads, through this module's clock reader (which the tests replace).
 
     The hot path reads boottime then realtime once; on a busy host this thread can be preempted
     between the two for longer than the step tolerance, which looks like a wall-clock step. A step
-    is still there when the pair is read again; a preemption is not. (As `read_bracketed` does, but
-    through this module's clock reader, which the tests replace.)
+    is still there when the pair is read again; a preemption is not.
     """
-    gettime = _gettime
-    best = (INT64_MAX, 0, 0)
-    for _ in range(3):
-        b1 = gettime(_BOOTTIME)
-        rt = gettime(_REALTIME)
-        b2 = gettime(_BOOTTIME)
-        if b2 - b1 < best[0]:
-            best = (b2 - b1, b1 + (b2 - b1) // 2, rt)
-    return best[1], best[2]
+    from timekit.collectors.clocks import read_bracketed
+
+    r = read_bracketed(_BOOTTIME, tries=3, get=_gettime)
+    return r.clock_ns, r.realtime_ns
 
 
 class IntervalClock:
