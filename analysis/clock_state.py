@@ -81,3 +81,10 @@ def interval_at(state: ClockState, realtime_ns: int, boottime_ns: int) -> tuple[
     else:
         status = "free_running"
     return earliest, latest, status
+
+
+def supersedes(new: ClockState, old: ClockState | None) -> bool:
+    """Whether `new` may replace the published `old` of the same boot: never with a state anchored
+    earlier (a publisher that read the clocks before another one finished would otherwise roll every
+    reader back to older evidence, or to no interval at all)."""
+    return old is None or new.anchor_boottime_ns >= old.anchor_boottime_ns

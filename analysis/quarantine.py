@@ -36,10 +36,11 @@ from timekit.analysis.skew import (
     NodeVerdict,
     SkewAssessment,
 )
+from timekit.analysis.vocabulary import NodeStatus
 
-STATUS_OK = "ok"
-STATUS_SUSPECT = "suspect"
-STATUS_QUARANTINED = "quarantined"
+STATUS_OK: NodeStatus = "ok"
+STATUS_SUSPECT: NodeStatus = "suspect"
+STATUS_QUARANTINED: NodeStatus = "quarantined"
 STATUSES = (STATUS_OK, STATUS_SUSPECT, STATUS_QUARANTINED)
 
 
@@ -62,7 +63,7 @@ class NodeHealth:
     """Persisted per-node state: status since since_ns (instant), streaks in consecutive checks."""
 
     node: str
-    status: str  # 'ok' | 'suspect' | 'quarantined'
+    status: NodeStatus
     bad_streak: int
     good_streak: int
     since_ns: int

@@ -102,6 +102,28 @@ def _validate_thresholds(warn_offset_s: float, max_offset_s: float) -> None:
         raise ValueError(f"warn_offset_s ({warn_offset_s} s) must not exceed max_offset_s ({max_offset_s} s)")
 
 
+@dataclass(frozen=True)
+class SkewPolicy:
+    """Thresholds (s) and hysteresis (checks) of the skew checks. Defaults follow CockroachDB's 500 ms."""
+
+    warn_offset_s: float = 0.1
+    max_offset_s: float = 0.5
+    enter_after: int = 3  # consecutive checks beyond max offset to enter quarantine
+    leave_after: int = 5  # consecutive healthy checks to leave it
+    max_age_s: float = 900.0  # a reference's newest sample older than this is not assessed
+    pause_guard_s: float = 0.5  # newest replies slower than this on most references: we stalled
+
+    def __post_init__(self) -> None:
+        if not (0 < self.warn_offset_s <= self.max_offset_s and math.isfinite(self.max_offset_s)):
+            raise ValueError(f"need 0 < warn offset ({self.warn_offset_s} s) <= max offset "
+                             f"({self.max_offset_s} s)")
+        if not (0 < self.max_age_s < math.inf and 0 < self.pause_guard_s < math.inf):
+            raise ValueError("max_age_s and pause_guard_s must be positive seconds")
+        if not (1 <= self.enter_after <= 10_000 and 1 <= self.leave_after <= 10_000):
+            raise ValueError(f"enter_after ({self.enter_after}) and leave_after ({self.leave_after}) "
+                             "must be 1..10000 checks")
+
+
 def _clusters(obs: Sequence[NodeObservation], max_offset_s: float) -> tuple[tuple[NodeObservation, ...], ...]:
     """Single-linkage groups by value_s: split where the gap minus both uncertainties > max_offset_s."""
     ordered = sorted(obs, key=lambda o: (o.value_s, o.node))

@@ -5,7 +5,7 @@ Setup (loopback only): three chronyd servers under libfaketime that agree (+20 m
 differ by 30 ppm × the start gap, ~15 µs). Over the same period (40 s, 15 s with --quick):
 
 - timekit samples all three at 4 Hz into a temporary store (background thread, `sample_ntp` with
-  a budget) while the main thread computes `interval_from_store(store, IntervalPolicy(), now)` as
+  a budget) while the main thread computes `assess_store(store, IntervalPolicy(), now)` as
   often as it can (1 ms pause between checks so the sampler gets the GIL);
 - chronyd runs as a client of `grp-a` (poll −2: 4 Hz) and a thread reads `chronyc tracking` every
   0.25 s. From the newest reading, at each check instant ``t``, the peer's interval is AWS
@@ -47,6 +47,7 @@ import numpy as np
 
 from benchmarks.common import BenchResult, median, mono_s, realtime_ns, stopping
 from timekit.address import parse_server
+from timekit.analysis.assessment import Policy
 from timekit.analysis.interval import IntervalPolicy
 from timekit.collectors.ntp_client import QueryPlan
 from timekit.lab.chrony import ChronyClient
@@ -54,7 +55,7 @@ from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
 from timekit.samples import NtpSample
 from timekit.sampling import sample_ntp
 from timekit.store import Store
-from timekit.truetime import interval_from_store, read_now
+from timekit.truetime import assess_store, read_now
 from timekit.units import NS_PER_S, PPM
 
 GROUP_OFFSET_S = 0.020  # every server is 20 ms ahead of this host...
@@ -250,7 +251,7 @@ def _measure(workdir: Path, duration_s: float, res: BenchResult
 
 
 def _check_loop(lab: Lab, db: Path, t0_ns: int, deadline_mono: float, latest: list[Reading]) -> list[Check]:
-    """Compute `interval_from_store` until the deadline; record truth and the peer's interval each time."""
+    """Compute `assess_store` until the deadline; record truth and the peer's interval each time."""
     policy = IntervalPolicy()
     alt_policy = IntervalPolicy(max_drift_ppm=CLOCKBOUND_MAX_DRIFT_PPM)
     servers = [lab.server(n) for n in SERVER_NAMES]
@@ -259,7 +260,7 @@ def _check_loop(lab: Lab, db: Path, t0_ns: int, deadline_mono: float, latest: li
         while mono_s() < deadline_mono:
             now = read_now()
             c0 = time.perf_counter()
-            est = interval_from_store(st, policy, now=now)
+            est = assess_store(st, Policy(interval=policy), now=now).interval
             cost = time.perf_counter() - c0
             as_of = est.as_of_ns
             truth = {s.name: as_of + round(s.true_offset_at(as_of) * NS_PER_S) for s in servers}
@@ -274,7 +275,7 @@ def _check_loop(lab: Lab, db: Path, t0_ns: int, deadline_mono: float, latest: li
                 peer_status = "synchronized" if r.synchronized else f"chrony:{r.tracking.get('leap_status')}"
             alt = None
             if len(checks) % ALT_EVERY == 0:
-                e2 = interval_from_store(st, alt_policy, now=now)
+                e2 = assess_store(st, Policy(interval=alt_policy), now=now).interval
                 if e2.earliest_ns is not None and e2.latest_ns is not None:
                     alt = (e2.earliest_ns, e2.latest_ns)
             checks.append(Check((as_of - t0_ns) / NS_PER_S, as_of, cost, est.status, tk,
@@ -402,7 +403,7 @@ def run(quick: bool, workdir: Path) -> BenchResult:
         "clockbound_reading_age_s": _pct([c.peer_age_s for c in scored if c.peer_age_s is not None]),
         "truth_spread_between_servers_us": _pct(
             [(max(c.truth_ns.values()) - min(c.truth_ns.values())) / 1e3 for c in scored]),
-        "interval_from_store_ms": _pct(costs_ms),
+        "assess_store_ms": _pct(costs_ms),
         "chronyd": chrony,
         "clockbound_literal": _literal_clockbound(scored),
         "clockbound_model": {"max_drift_ppm": CLOCKBOUND_MAX_DRIFT_PPM,
@@ -426,7 +427,7 @@ def run(quick: bool, workdir: Path) -> BenchResult:
             f"same max drift as ClockBound; every {ALT_EVERY}th check; coverage {alt['coverage_all_pct']}%")
     res.row("median half-width", "us", v(tk["half_width_us"], "p50"), "naive",
             median(naive_us), "|offset| + root distance, newest sample")
-    res.row("interval_from_store cost, median", "ms", median(costs_ms), "chronyc tracking",
+    res.row("assess_store cost, median", "ms", median(costs_ms), "chronyc tracking",
             v(chrony["chronyc_call_ms"], "p50"), "peer: one chronyc tracking read (ClockBound's poll)")
     res.row("checks per second", "1/s", len(checks) / loop_s if loop_s > 0 else None, "-", None,
             f"{CHECK_PAUSE_S * 1e3:g} ms pause between checks")

@@ -17,20 +17,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import UPTIME_PAD_NS, run_cli
-from timekit.check import (
-    CRITICAL,
-    OK,
-    UNKNOWN,
-    WARNING,
-    PerfDatum,
-    check_store,
-    thresholds_from_flags,
-)
+from timekit.analysis.assessment import Policy
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, thresholds_from_flags
+from timekit.analysis.verdict import CRITICAL, OK, UNKNOWN, WARNING, PerfDatum
+from timekit.check import check_store
 from timekit.collectors.clocks import boot_id, realtime_ns
 from timekit.lab.manager import Lab
 from timekit.samples import NtpSample
 from timekit.store import Store
-from timekit.thresholds import DEFAULT_THRESHOLDS
 from timekit.truetime import read_now
 from timekit.units import NS_PER_S
 
@@ -345,7 +339,7 @@ def test_json_is_the_same_verdict(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     write_samples(db, {**THREE, "10.0.0.4:123": 2.5}, 5.0)
     with Store.open(db) as st:  # one verdict, both renderings
-        v = check_store(st)
+        v = check_store(st, Policy())
     doc = v.to_json()
     assert v.status_line() == f"TIMEKIT {doc['status'].upper()} - {doc['summary']} | {doc['perfdata']}"
     assert doc["exit_code"] == v.exit_code == 1 and doc["status"] == WARNING
@@ -458,14 +452,14 @@ def test_silent_reference_is_named(tmp_path: Path) -> None:
 
 
 def test_drift_gate_is_the_one_prometheus_uses(tmp_path: Path) -> None:
-    from timekit.fleet import fleet_status
+    from timekit.truetime import assess_store
 
     db = tmp_path / "g.db"  # local clock gains 3 ppm; 150 µs noise leaves each fit ±0.6-0.8 ppm (95 %)
     host = host_now()
     write_samples(db, THREE, 5.0, n=120, drift_ppm=3.0, noise_s=150e-6, now=host)
     warn = 1.0
     with Store.open(db) as st:
-        halves = [s.drift_ci_half_ppm or float("nan") for s in fleet_status(st, now=host).servers]
+        halves = [s.drift_ci_half_ppm or float("nan") for s in assess_store(st, now=host).servers]
     # the case where the gates differ: beyond warn/2 = 0.5 ppm (not judgeable: the rules' gate),
     # within the old private gate of max(warn/2, 1 ppm)
     assert all(warn / 2 < h for h in halves) and any(h <= 1.0 for h in halves), halves

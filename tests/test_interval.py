@@ -188,7 +188,7 @@ def test_after_a_backward_wall_clock_step_the_fresh_samples_count(tmp_path) -> N
     from timekit.collectors.clocks import boot_id
     from timekit.samples import NtpSample
     from timekit.store import Store
-    from timekit.truetime import estimate
+    from timekit.truetime import assess_store
 
     def sample(name: str, rt: int, bt: int) -> NtpSample:
         return NtpSample(name, True, None, rt, offset_s=0.0, delay_s=1e-4, stratum=2, leap=0,
@@ -202,7 +202,8 @@ def test_after_a_backward_wall_clock_step_the_fresh_samples_count(tmp_path) -> N
     with Store.open(tmp_path / "t.db") as st:
         st.add_ntp_samples(rows)
         # the truth: true offset 0 for the post-step clock, 1 s after the last sample
-        est, _ = estimate(st, IntervalPolicy(), now=(R0 + 35 * NS_PER_S + step, B0 + 35 * NS_PER_S))
+        est = assess_store(st, now=(R0 + 35 * NS_PER_S + step, B0 + 35 * NS_PER_S)).interval
+    assert est is not None
     assert est.status == "synchronized", est.reason
     assert est.evidence_age_s == pytest.approx(1.0)
     assert est.earliest_ns <= R0 + 35 * NS_PER_S + step <= est.latest_ns  # type: ignore[operator]

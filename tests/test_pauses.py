@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli, wait_for_count
+from timekit.analysis.assessment import Policy
+from timekit.analysis.skew import SkewPolicy
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.pauses import summarise
 from timekit.samples import NtpSample
-from timekit.skewcheck import SkewConfig, run_skew_check
+from timekit.skewcheck import run_skew_check
 from timekit.store import Store
 from timekit.truetime import read_now
 
@@ -97,14 +99,14 @@ def test_pause_meter_holds_the_skew_guard(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s.db") as st:
         rt, boot = read_now()
         _fleet(st, rt, boot)
-        first = run_skew_check(st, SkewConfig(), now=(rt, boot))
+        first = run_skew_check(st, Policy(), now=(rt, boot))
         assert not first.update.held and first.assessment.quorum
         from timekit.collectors.pauses import PauseInterval
 
         st.add_pause_intervals([PauseInterval(rt + 1, boot + 1, 1.0, 100, 1e-4, 1e-4, 0.5, 2.0, 2.0, 0.0)])
-        second = run_skew_check(st, SkewConfig(pause_guard_s=0.5), now=(rt + 2, boot + 2))
+        second = run_skew_check(st, Policy(skew=SkewPolicy(pause_guard_s=0.5)), now=(rt + 2, boot + 2))
         assert second.update.held and "pause meter saw this host stall 2.000 s" in second.update.reason
-        third = run_skew_check(st, SkewConfig(pause_guard_s=0.5), now=(rt + 3, boot + 3))
+        third = run_skew_check(st, Policy(skew=SkewPolicy(pause_guard_s=0.5)), now=(rt + 3, boot + 3))
         assert not third.update.held  # the stall is before this check's window
 
 

@@ -24,11 +24,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LAB_SLACK_S, run_cli
-from timekit.fleet import fleet_status
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS
 from timekit.lab.manager import Lab, LabServer
 from timekit.samples import NtpSample
 from timekit.store import Store
-from timekit.thresholds import DEFAULT_THRESHOLDS
+from timekit.truetime import assess_store
 
 LAB_SERVERS = ("chrony-ahead", "chrony-behind", "chrony-near")
 SCRAPE_WAIT_S = 30.0  # Prometheus starts, scrapes every 1 s and evaluates rules every 1 s
@@ -73,7 +73,7 @@ def sampled(lab: Lab, tmp_path_factory: pytest.TempPathFactory,
     deadline = time.monotonic() + JUDGEABLE_WAIT_S  # a busy machine's late replies need more rounds
     while True:
         with Store.open(db, create=False) as store:
-            st = next(s for s in fleet_status(store).servers if s.server == behind)
+            st = next(s for s in assess_store(store).servers if s.server == behind)
         if st.drift_judgeable(DEFAULT_THRESHOLDS.warn_drift_ppm):
             break
         assert time.monotonic() < deadline, f"chrony-behind's drift not judgeable: ±{st.drift_ci_half_ppm}"
@@ -334,16 +334,17 @@ def test_textfile_export_failure_keeps_old_file(sampled: tuple[Path, list[LabSer
 
 def test_fleet_metrics_absent_not_zero_and_state_sets() -> None:
     """Pure: no data gives no series; quarantine, node status and sync status are 0/1 state sets."""
+    from timekit.analysis.assessment import Assessment, ServerAssessment
     from timekit.analysis.interval import IntervalEstimate
-    from timekit.fleet import FleetStatus, ServerStatus
     from timekit.metrics import fleet_metrics
 
     as_of_ns = 1_700_000_000 * 1_000_000_000
     iv = IntervalEstimate("free_running", "stale", as_of_ns, earliest_ns=as_of_ns + 1_000_000,
                           latest_ns=as_of_ns + 5_000_000)
-    fleet = FleetStatus(as_of_ns, servers=[
-        ServerStatus("a:123", age_s=2.0, offset_s=0.003, delay_s=0.001, n_ok=3, n_attempts=4, health="ok"),
-        ServerStatus("b:123", n_attempts=2, last_error="timeout", health="quarantined")],
+    fleet = Assessment(as_of_ns, servers=(
+        ServerAssessment("a:123", age_s=2.0, offset_s=0.003, delay_s=0.001, n_ok=3, n_attempts=4,
+                         health="ok"),
+        ServerAssessment("b:123", n_attempts=2, last_error="timeout", health="quarantined")),
         interval=iv, self_health=None,
         pause={"p50_s": 1e-4, "p90_s": 2e-4, "p99_s": 3e-3, "p999_s": 5e-3, "max_s": 0.2, "suspend_s": 0.0})
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -375,21 +376,21 @@ def test_fleet_metrics_absent_not_zero_and_state_sets() -> None:
 def test_host_offset_is_truechimer_median_and_drift_needs_precision() -> None:
     """Pure: the host offset is the truechimers' median, not the interval's midpoint (which here even
     has the other sign); a drift whose 95 % half-width exceeds warn/2 is not exported, its width is."""
+    from timekit.analysis.assessment import Assessment, ServerAssessment
     from timekit.analysis.interval import IntervalEstimate
-    from timekit.fleet import FleetStatus, ServerStatus
     from timekit.metrics import fleet_metrics
 
     as_of_ns = 1_700_000_000 * 1_000_000_000
     iv = IntervalEstimate("synchronized", "ok", as_of_ns, earliest_ns=as_of_ns - 10_000_000,
                           latest_ns=as_of_ns + 2_000_000)  # midpoint (-10 + 2) / 2 = -4 ms
-    fleet = FleetStatus(as_of_ns, interval=iv, servers=[
-        ServerStatus("a:123", offset_s=0.004, truechimer=True, drift_ppm=120.0,
+    fleet = Assessment(as_of_ns, interval=iv, servers=(
+        ServerAssessment("a:123", offset_s=0.004, truechimer=True, drift_ppm=120.0,
                      drift_ci95_ppm=(110.0, 130.0)),
         # the review's 4-query burst: 587 ppm with a standard error of 160 ppm, half-width 1.96 × 160
-        ServerStatus("b:123", offset_s=0.006, truechimer=True, drift_ppm=587.0,
+        ServerAssessment("b:123", offset_s=0.006, truechimer=True, drift_ppm=587.0,
                      drift_ci95_ppm=(587.0 - 313.6, 587.0 + 313.6)),
-        ServerStatus("c:123", offset_s=0.002, truechimer=True),
-        ServerStatus("d:123", offset_s=0.500, truechimer=False)])  # a falseticker: not in the median
+        ServerAssessment("c:123", offset_s=0.002, truechimer=True),
+        ServerAssessment("d:123", offset_s=0.500, truechimer=False)))  # a falseticker: not in the median
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value
               for m in fleet_metrics(fleet, version="x") for s in m.samples}
     assert values[("timekit_clock_offset_seconds", ())] == 0.004  # median(4, 6, 2 ms)
@@ -414,7 +415,7 @@ def test_rules_follow_check_threshold_flags(tmp_path: Path) -> None:
     assert exprs["TimekitSamplesStale"] == "time() - timekit_newest_sample_timestamp_seconds > 600"
     yaml_text = run_cli("rules", "--warn-offset", "0.05").stdout
     assert "expr: 'abs(timekit_clock_offset_seconds) > 0.05'" in yaml_text
-    assert "# Thresholds: timekit check's defaults (timekit/thresholds.py) except warn_offset_s=0.05." \
+    assert "# Thresholds: timekit check's defaults (analysis/thresholds.py) except warn_offset_s=0.05." \
         in yaml_text
     _need("promtool")
     (tmp_path / "r.yml").write_text(yaml_text)

@@ -21,7 +21,8 @@ import pytest
 
 from tests.conftest import record_figure, require_lab
 from timekit.address import parse_server
-from timekit.analysis.interval import IntervalPolicy
+from timekit.analysis.assessment import Policy
+from timekit.analysis.skew import SkewPolicy
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.ntp_client import QueryPlan
 from timekit.intervalclock import IntervalClock
@@ -29,9 +30,9 @@ from timekit.lab.faultserver import PortSpec
 from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
 from timekit.published_state import publish, state_path_for
 from timekit.sampling import sample_ntp
-from timekit.skewcheck import SkewConfig, run_skew_check
+from timekit.skewcheck import run_skew_check
 from timekit.store import Store
-from timekit.truetime import estimate, read_now
+from timekit.truetime import assess_store, read_now
 from timekit.units import NS_PER_S
 
 GROUP_OFFSET_S = 0.020  # every honest reference is 20 ms ahead of this host...
@@ -39,7 +40,7 @@ GROUP_DRIFT_PPM = -30.0  # ...and runs 30 ppm slow, so this host's drift against
 STEP_AFTER_S, STEP_S, STEP_UNTIL_S = 14.0, 0.200, 30.0  # the stepper's excursion (fault server time)
 SCENARIO_S = 42.0  # from the fault server's start
 SAMPLE_INTERVAL_S = 0.25
-SKEW = SkewConfig(warn_offset_s=0.05, max_offset_s=0.1, enter_after=3, leave_after=4)
+SKEW = Policy(skew=SkewPolicy(warn_offset_s=0.05, max_offset_s=0.1, enter_after=3, leave_after=4))
 SKEW_EVERY_S = 1.0
 READS_PER_CHECK = 100  # IntervalClock.now() reads per interval computed (~3 µs each): the run scales
 BIN_S = 2.0  # coverage: every BIN_S of the scenario has checks, whatever the machine's speed
@@ -127,7 +128,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 if t_s > SCENARIO_S:
                     break
                 now = read_now()
-                est, state = estimate(st, IntervalPolicy(), now=now)
+                found = assess_store(st, now=now)
+                est, state = found.interval, found.state
+                assert est is not None and state is not None
                 publish(state_path_for(db), state, boot_id())  # as `timekit now`/collect/daemon do
                 clock = clock or IntervalClock(db)
                 for _ in range(READS_PER_CHECK):  # the library's hot path on the published state
@@ -154,7 +157,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     with Store.open(db) as st:
         from timekit.drift_report import drift_results
 
-        fits = {names[r["server"]]: r for r in drift_results(st)}
+        fits = {names[r["server"]]: r for r in drift_results(assess_store(st))}
     # each read against every honest reference's truth at both ends of its bracket (after the run:
     # the truth is a function of the instant, and computing it inside the loop would slow the reads)
     honest = [lab.server(n) for n in HONEST]

@@ -4,408 +4,38 @@ Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, and one line on stdout::
 
     TIMEKIT WARNING - offset +25.013 ms beyond warning 10.000 ms | offset=0.025013s;0.01;0.1 ...
 
-The perfdata follow the plugin guidelines: ``label=value[UOM];[warn];[crit];[min];[max]`` with
-plain decimal numbers (no exponent), UOM ``s`` for seconds; ppm has no valid UOM, so drift is
-``drift_ppm=`` without one. Thresholds apply to the absolute value (``> warn`` warns); the
-perfdata keep the sign (offset = reference − local, drift positive = this clock gains).
-
-How a verdict is reached (`judge`): the worst of the per-metric findings, ordered
-CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``), except that no
-usable sample at all, or a store whose newest usable sample is older than ``max_age_s``,
-makes the whole verdict UNKNOWN: what the store says is then no longer about *now*.
-The offset judged is `FleetStatus.point_offset_s` (median of the truechimers' newest offsets), not
-the interval's midpoint; the interval's half-width is the `uncertainty`. In store mode a reference
-whose newest attempt failed and whose newest usable reply is older than ``max_age_s`` is named
-(WARNING). Drift is judged only where `ServerStatus.drift_judgeable` (the Prometheus rules' gate).
-Every failure (bad flag, bad address, unreachable server, corrupt store, a bug) still ends in
-one ``TIMEKIT UNKNOWN - ...`` line and exit 3, never a traceback (`run_check` here; usage errors
-in `timekit.cli.CheckCommand`).
+The rules are pure (`analysis.verdict.judge`, on the one `Assessment` that `now`, the metrics
+and the report render too); this module is the edge: it measures named servers (measure mode)
+or reads the store (store mode), and turns every failure (bad flag, bad address, unreachable
+server, corrupt store, a bug) into one ``TIMEKIT UNKNOWN - ...`` line and exit 3, never a
+traceback (`run_check`; usage errors in `timekit.cli.CheckCommand`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import statistics
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from timekit.thresholds import DEFAULT_THRESHOLDS, Thresholds
-from timekit.units import NS_PER_S
+from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge, unknown_verdict
+from timekit.errors import error_line
 
 if TYPE_CHECKING:
     from timekit.address import ServerAddress
-    from timekit.analysis.interval import IntervalPolicy
-    from timekit.fleet import FleetStatus, ServerStatus
+    from timekit.analysis.assessment import Policy
+    from timekit.analysis.vocabulary import CheckMode
     from timekit.store import Store
 
-OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
-EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
-SEVERITY = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}  # max_state_alt: a real problem beats "unknown"
 DEFAULT_COUNT = 4  # queries per named server: chrony's iburst (0.1 s apart on loopback, 2 s otherwise)
 DEFAULT_TIMEOUT_S = 1.0  # per-query timeout cap: 4 lost queries to a public server still end in ~7 s
 MAX_COUNT = 64
 MAX_TIMEOUT_S = 60.0
-FLEET_WINDOW_S = 3600.0  # loss, jitter and drift over the last hour (longer if max_age_s is longer)
-MAX_REASONS_IN_LINE = 4  # the status line names at most this many findings, worst first
-STRATUM_MAX = 16  # NTP: 16 = unsynchronized
 
 
-@dataclass(frozen=True)
-class Reason:
-    """One finding that is not OK: its status, the metric it is about and the words for it."""
-
-    status: str
-    metric: str
-    message: str
-
-
-@dataclass(frozen=True)
-class PerfDatum:
-    """One perfdata item; `decimals` is how the value is written (fixed point, never 1e-05)."""
-
-    label: str
-    value: float | int
-    uom: str = ""
-    warn: float | int | None = None
-    crit: float | int | None = None
-    min: float | int | None = None
-    max: float | int | None = None
-    decimals: int = 9
-
-    def format(self) -> str:
-        """`label=value[UOM];[warn];[crit];[min];[max]`, trailing empty fields dropped."""
-        tail = [_num(v, self.decimals) for v in (self.warn, self.crit, self.min, self.max)]
-        while tail and tail[-1] == "":
-            tail.pop()
-        return ";".join([f"{self.label}={_num(self.value, self.decimals)}{self.uom}", *tail])
-
-
-@dataclass(frozen=True)
-class CheckVerdict:
-    """The verdict: status, the summary in words, the numbers judged, findings and perfdata."""
-
-    status: str  # 'ok' | 'warning' | 'critical' | 'unknown'
-    summary: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    reasons: tuple[Reason, ...] = ()
-    perfdata: tuple[PerfDatum, ...] = ()
-    mode: str = "store"  # 'measure' (servers named) | 'store' | 'error'
-    thresholds: Thresholds = DEFAULT_THRESHOLDS
-    servers: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.status]
-
-    @property
-    def perfdata_text(self) -> str:
-        return " ".join(p.format() for p in self.perfdata)
-
-    def status_line(self) -> str:
-        """`TIMEKIT STATUS - summary | perfdata` (the `|` part only when there are perfdata)."""
-        line = f"TIMEKIT {self.status.upper()} - {self.summary}"
-        return f"{line} | {self.perfdata_text}" if self.perfdata else line
-
-    def to_json(self) -> dict[str, Any]:
-        """The same verdict as the status line, as one JSON-able document."""
-        return {"status": self.status, "exit_code": self.exit_code, "summary": self.summary,
-                "metrics": self.metrics,
-                "reasons": [{"status": r.status, "metric": r.metric, "message": r.message}
-                            for r in self.reasons],
-                "perfdata": self.perfdata_text, "mode": self.mode,
-                "thresholds": {f.name: getattr(self.thresholds, f.name) for f in fields(self.thresholds)},
-                "servers": list(self.servers)}
-
-
-# ----------------------------------------------------------------------------- formatting
-def _num(value: float | int | None, decimals: int) -> str:
-    """Plain decimal (perfdata allow only [-0-9.]): 0.01, 0.000123456, 250, '' for None."""
-    if value is None:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    text = f"{value:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _fmt_s(value: float | None, signed: bool = True) -> str:
-    from timekit.render import fmt_s
-
-    return fmt_s(value, signed)
-
-
-def _fmt_age(age_s: float) -> str:
-    """Seconds in the unit a person reads: 42 s, 20.0 min, 3.5 h, 2.0 d."""
-    if age_s < 120:
-        return f"{age_s:.0f} s"
-    if age_s < 7200:
-        return f"{age_s / 60:.1f} min"
-    if age_s < 172_800:
-        return f"{age_s / 3600:.1f} h"
-    return f"{age_s / 86_400:.1f} d"
-
-
-_ASCII = str.maketrans({"µ": "u", "±": "+/-", "×": "x", "|": "/"})
-
-
-def _clean(text: str) -> str:
-    """One ASCII line (NRPE and old consoles), and no `|` (it would start the perfdata)."""
-    return " ".join(text.translate(_ASCII).split())
-
-
-# ----------------------------------------------------------------------------- thresholds
-_PAIRS = ("offset_s", "jitter_s", "drift_ppm", "uncertainty_s", "stratum", "pause_s")
-
-
-def thresholds_from_flags(**flags: Any) -> Thresholds:
-    """Thresholds from flag values (None: the default). ValueError names the value and unit.
-
-    When only one of a warn/crit pair is given, the other default moves out of its way
-    (`--warn-offset 0.2` alone raises crit to 0.2 rather than failing warn <= crit).
-    """
-    base = DEFAULT_THRESHOLDS
-    given = {k: v for k, v in flags.items() if v is not None}
-    unknown = set(given) - {f.name for f in fields(Thresholds)}
-    if unknown:
-        raise ValueError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
-    for name in _PAIRS:
-        w, c = "warn_" + name, "crit_" + name
-        if w in given and c not in given and given[w] > getattr(base, c):
-            given[c] = given[w]
-        if c in given and w not in given and given[c] < getattr(base, w):
-            given[w] = given[c]
-    return replace(base, **given)
-
-
-# ----------------------------------------------------------------------------- judging
-def _level(value: float, warn: float, crit: float) -> str:
-    return CRITICAL if value > crit else WARNING if value > warn else OK
-
-
-def _judge_value(reasons: list[Reason], metric: str, value: float | None, warn: float, crit: float,
-                 words: str) -> None:
-    """Append a finding when |value| is beyond warn or crit; `words` names the value with its unit."""
-    if value is None:
-        return
-    level = _level(abs(value), warn, crit)
-    if level != OK:
-        limit = crit if level == CRITICAL else warn
-        unit_fmt = _fmt_s(limit, signed=False) if metric in ("offset", "jitter", "uncertainty", "pause") \
-            else (f"{limit:g} ppm" if metric == "drift" else f"{limit:g}")
-        reasons.append(Reason(level, metric, f"{words} beyond {level} {unit_fmt}"))
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return statistics.median(vals) if vals else None
-
-
-def _judgeable_drift(s: ServerStatus, warn_drift_ppm: float) -> float | None:
-    """The server's drift when it is known well enough to alert on (the gate the Prometheus rules
-    use, `ServerStatus.drift_judgeable`), else None (a short burst cannot tell)."""
-    return s.drift_ppm if s.drift_judgeable(warn_drift_ppm) else None
-
-
-def _silence_reasons(fleet: FleetStatus, t: Thresholds, window_s: float) -> list[Reason]:
-    """WARNING per server whose newest attempt failed and whose newest usable reply is older than
-    `t.max_age_s` (the age at which a whole store is stale): a reference that stopped answering.
-    One lost reply is not a finding; a server with no usable reply in the window is."""
-    out = []
-    for s in fleet.servers:
-        silent_s = s.silent_for_s()
-        if silent_s is None or silent_s <= t.max_age_s:
-            continue
-        error = s.last_error or "unknown"
-        if math.isinf(silent_s):
-            words = (f"no usable reply in the last {_fmt_age(window_s)} ({s.n_attempts} attempts, "
-                     f"last error {error})")
-        else:
-            words = f"no usable reply for {_fmt_age(silent_s)} (last error {error})"
-        out.append(Reason(WARNING, "reachability", f"{s.server}: {words}"))
-    return out
-
-
-def _server_row(s: ServerStatus) -> dict[str, Any]:
-    return {"server": s.server, "offset_s": s.offset_s, "delay_s": s.delay_s, "jitter_s": s.jitter_s,
-            "drift_ppm": s.drift_ppm, "stratum": s.stratum, "age_s": s.age_s, "n_ok": s.n_ok,
-            "n_attempts": s.n_attempts, "last_error": s.last_error, "truechimer": s.truechimer,
-            "health": s.health, "failure": None}
-
-
-def unknown_verdict(message: str, *, mode: str = "error", thresholds: Thresholds = DEFAULT_THRESHOLDS,
-                    reasons: Sequence[Reason] = (), metrics: Mapping[str, Any] | None = None,
-                    perfdata: Sequence[PerfDatum] = (),
-                    servers: Sequence[dict[str, Any]] = ()) -> CheckVerdict:
-    """UNKNOWN (exit 3) with `message` as the summary."""
-    msg = _clean(message)
-    found = tuple(Reason(r.status, r.metric, _clean(r.message)) for r in reasons) or (
-        Reason(UNKNOWN, "check", msg),)
-    return CheckVerdict(UNKNOWN, msg, dict(metrics or {}), found, tuple(perfdata), mode, thresholds,
-                        tuple(servers))
-
-
-def judge(fleet: FleetStatus | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode: str = "store",
-          failures: Mapping[str, str] | None = None, newest_ok_age_s: float | None = None,
-          window_s: float = FLEET_WINDOW_S) -> CheckVerdict:
-    """The verdict on `fleet` (None: nothing usable was measured).
-
-    `failures`: servers that gave no usable reply now (measure mode), with why in words.
-    `newest_ok_age_s`: age of the store's newest usable sample (store mode; None: none at all).
-    `window_s`: the window `fleet` was computed over (named in the words).
-    """
-    failures = dict(failures or {})
-    usable = fleet.usable if fleet is not None else []
-    servers = tuple(_server_row(s) for s in fleet.servers) if fleet is not None else ()
-    servers += tuple({"server": name, "failure": _clean(why)} for name, why in sorted(failures.items()))
-    failed = [Reason(WARNING, "reachability", f"no usable reply from {name} {why}")
-              for name, why in sorted(failures.items())]
-    if not usable:
-        if failures:
-            return unknown_verdict("; ".join(r.message for r in failed), mode=mode, thresholds=t,
-                                   servers=servers)
-        if mode == "store" and newest_ok_age_s is not None and newest_ok_age_s > t.max_age_s:
-            return unknown_verdict(_stale_words(newest_ok_age_s, t), mode=mode, thresholds=t, servers=servers,
-                                   metrics={"newest_age_s": newest_ok_age_s})
-        return unknown_verdict("no usable sample in the store (run `timekit sample ntp SERVER` or "
-                               "`timekit collect`)", mode=mode, thresholds=t, servers=servers)
-    assert fleet is not None
-    reasons: list[Reason] = list(failed)
-    iv = fleet.interval
-    sel = iv.selection if iv is not None else None
-    quorum = sel is not None and sel.quorum
-    chimers = [s for s in usable if s.truechimer] if quorum else usable
-    chimers = chimers or usable
-
-    # sync status
-    sync = iv.status if iv is not None else "unknown"
-    if iv is None or sync == "unknown":
-        why = iv.reason.split("; ")[0] if iv is not None else "no interval"
-        if sel is not None and not sel.quorum:
-            reasons.append(Reason(CRITICAL, "sync", f"references disagree: {why}"))
-        elif iv is not None and iv.earliest_ns is not None:
-            reasons.append(Reason(CRITICAL, "sync", f"sync status unknown: {why}"))
-        else:
-            reasons.append(Reason(UNKNOWN, "sync", f"no interval: {why}"))
-    elif sync == "free_running":
-        reasons.append(Reason(WARNING, "sync", f"free running: {iv.reason.split('; ')[0]}"))
-    if quorum and sel is not None and sel.falsetickers:
-        reasons.append(Reason(WARNING, "selection", "falseticker(s) outside the majority: "
-                              + ", ".join(sel.falsetickers)))
-
-    # offset: the median of the truechimers' newest offsets (the interval's midpoint is no point
-    # estimate: it moves as the interval widens unevenly); without a majority, of the usable servers'
-    offset = fleet.point_offset_s
-    offset_source = "truechimers"
-    if offset is None:
-        offset, offset_source = _median([s.offset_s for s in chimers]), "median"
-    what = "offset" if offset_source == "truechimers" else f"median offset of {len(chimers)} server(s)"
-    _judge_value(reasons, "offset", offset, t.warn_offset_s, t.crit_offset_s, f"{what} {_fmt_s(offset)}")
-    jitter = _median([s.jitter_s for s in chimers])
-    _judge_value(reasons, "jitter", jitter, t.warn_jitter_s, t.crit_jitter_s,
-                 f"jitter {_fmt_s(jitter, signed=False)}")
-    drift = _median([_judgeable_drift(s, t.warn_drift_ppm) for s in chimers])
-    _judge_value(reasons, "drift", drift, t.warn_drift_ppm, t.crit_drift_ppm,
-                 f"drift {drift:+.1f} ppm" if drift is not None else "")
-    unc = iv.uncertainty_s if iv is not None else None
-    _judge_value(reasons, "uncertainty", unc, t.warn_uncertainty_s, t.crit_uncertainty_s,
-                 f"uncertainty ±{_fmt_s(unc, signed=False)}")
-    strata = [s.stratum for s in chimers if s.stratum is not None]
-    stratum = min(strata) if strata else None
-    _judge_value(reasons, "stratum", stratum, t.warn_stratum, t.crit_stratum, f"stratum {stratum}")
-    pause_max = fleet.pause.get("max_s") if fleet.pause else None
-    _judge_value(reasons, "pause", pause_max, t.warn_pause_s, t.crit_pause_s,
-                 f"worst pause {_fmt_s(pause_max, signed=False)}")
-
-    # quarantine (sticky state kept by `timekit analyze skew`)
-    if fleet.self_health == "quarantined":
-        reasons.append(Reason(CRITICAL, "quarantine", "this host is quarantined: its clock disagrees with "
-                              "the majority (timekit analyze skew)"))
-    elif fleet.self_health == "suspect":
-        reasons.append(Reason(WARNING, "quarantine", "this host is suspect: its offset from the majority "
-                              "is beyond the skew warning"))
-    quarantined = sorted(s.server for s in fleet.servers if s.health == "quarantined")
-    if quarantined:
-        reasons.append(Reason(WARNING, "quarantine", "reference(s) quarantined: " + ", ".join(quarantined)))
-    if mode == "store":
-        reasons.extend(_silence_reasons(fleet, t, window_s))
-
-    metrics = {"offset_s": offset, "offset_source": offset_source, "jitter_s": jitter, "drift_ppm": drift,
-               "uncertainty_s": unc, "stratum": stratum, "sync_status": sync,
-               "newest_age_s": fleet.newest_age_s, "servers_usable": len(usable),
-               "servers_total": len(fleet.servers) + len(failures),
-               "truechimers": list(sel.truechimers) if quorum and sel is not None else [],
-               "falsetickers": list(sel.falsetickers) if quorum and sel is not None else [],
-               "self_health": fleet.self_health, "quarantined": quarantined, "pause_max_s": pause_max}
-    perf = _perfdata(metrics, t)
-    stale = (mode == "store" and newest_ok_age_s is not None and newest_ok_age_s > t.max_age_s)
-    reasons = sorted((Reason(r.status, r.metric, _clean(r.message)) for r in reasons),
-                     key=lambda r: -SEVERITY[r.status])
-    if stale:
-        assert newest_ok_age_s is not None
-        words = _stale_words(newest_ok_age_s, t)
-        return unknown_verdict(words, mode=mode, thresholds=t, metrics=metrics, perfdata=perf,
-                               servers=servers, reasons=(Reason(UNKNOWN, "age", words), *reasons))
-    status = max((r.status for r in reasons), key=SEVERITY.__getitem__, default=OK)
-    return CheckVerdict(status, _summary(status, reasons, metrics), metrics, tuple(reasons), perf, mode, t,
-                        servers)
-
-
-def _stale_words(age_s: float, t: Thresholds) -> str:
-    return (f"stale: the newest usable sample is {_fmt_age(age_s)} old (max age {_fmt_age(t.max_age_s)}); "
-            "is `timekit collect` running?")
-
-
-def _summary(status: str, reasons: list[Reason], m: Mapping[str, Any]) -> str:
-    """Worst findings first; an OK verdict says what it measured."""
-    if status != OK:
-        shown = [r.message for r in reasons if r.status != OK][:MAX_REASONS_IN_LINE]
-        more = len(reasons) - len(shown)
-        return _clean("; ".join(shown) + (f" (+{more} more, see --json)" if more > 0 else ""))
-    parts = [f"offset {_fmt_s(m['offset_s'])}"]
-    if m["uncertainty_s"] is not None:
-        parts[0] += f" ±{_fmt_s(m['uncertainty_s'], signed=False)}"
-    if m["jitter_s"] is not None:
-        parts.append(f"jitter {_fmt_s(m['jitter_s'], signed=False)}")
-    if m["drift_ppm"] is not None:
-        parts.append(f"drift {m['drift_ppm']:+.1f} ppm")
-    if m["stratum"] is not None:
-        parts.append(f"stratum {m['stratum']}")
-    parts.append(f"{m['servers_usable']}/{m['servers_total']} server(s) usable, {m['sync_status']}")
-    return _clean(", ".join(parts))
-
-
-def _perfdata(m: Mapping[str, Any], t: Thresholds) -> tuple[PerfDatum, ...]:
-    """Perfdata for every metric that has a value (an undetermined one is left out)."""
-    out = []
-    if m["offset_s"] is not None:
-        out.append(PerfDatum("offset", m["offset_s"], "s", t.warn_offset_s, t.crit_offset_s))
-    if m["jitter_s"] is not None:
-        out.append(PerfDatum("jitter", m["jitter_s"], "s", t.warn_jitter_s, t.crit_jitter_s, 0))
-    if m["drift_ppm"] is not None:
-        out.append(PerfDatum("drift_ppm", m["drift_ppm"], "", t.warn_drift_ppm, t.crit_drift_ppm, decimals=3))
-    if m["uncertainty_s"] is not None:
-        out.append(PerfDatum("uncertainty", m["uncertainty_s"], "s", t.warn_uncertainty_s,
-                             t.crit_uncertainty_s, 0))
-    if m["stratum"] is not None:
-        out.append(PerfDatum("stratum", int(m["stratum"]), "", t.warn_stratum, t.crit_stratum, 0,
-                             STRATUM_MAX))
-    if m["newest_age_s"] is not None:
-        out.append(PerfDatum("age", max(0.0, m["newest_age_s"]), "s", None, None, 0, decimals=3))
-    if m["pause_max_s"] is not None:
-        out.append(PerfDatum("pause_max", m["pause_max_s"], "s", t.warn_pause_s, t.crit_pause_s, 0))
-    out.append(PerfDatum("servers", int(m["servers_usable"]), "", None, None, 0, int(m["servers_total"])))
-    return tuple(out)
-
-
-# ----------------------------------------------------------------------------- the two modes
 def _failure_words(attempts: Sequence[Any]) -> str:
     """'(4 attempt(s): timeout ×4; no reply within 0.200 s)': codes counted, the last detail."""
     codes = Counter(s.error or "rejected" for s in attempts)
@@ -439,17 +69,17 @@ def unresolvable(servers: Sequence[ServerAddress]) -> list[str]:
     return sorted({d for d in asyncio.run(every()) if d is not None})
 
 
-def check_servers(store: Store, servers: Sequence[ServerAddress], t: Thresholds = DEFAULT_THRESHOLDS, *,
-                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  policy: IntervalPolicy | None = None) -> CheckVerdict:
+def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy, *,
+                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S) -> CheckVerdict:
     """Measure `servers` now (a short burst, stored like `sample ntp`), then judge those servers.
 
     Names that do not resolve are bad input (UNKNOWN) and nothing is measured or stored.
     """
     from timekit.collectors.ntp_client import QueryPlan
-    from timekit.fleet import fleet_status
     from timekit.sampling import sample_ntp
+    from timekit.truetime import assess_store
 
+    t = policy.thresholds
     bad = unresolvable(servers)
     if bad:
         return unknown_verdict("bad input: " + "; ".join(bad), mode="measure", thresholds=t)
@@ -462,37 +92,19 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], t: Thresholds 
         by_server.setdefault(s.server, []).append(s)
     reachable = [a.name for a in servers if any(s.ok for s in by_server.get(a.name, []))]
     failures = {a.name: _failure_words(by_server.get(a.name, [])) for a in servers if a.name not in reachable}
-    fleet = fleet_status(store, servers=reachable, window_s=max(FLEET_WINDOW_S, t.max_age_s),
-                         policy=policy) if reachable else None
-    return judge(fleet, t, mode="measure", failures=failures)
+    window_s = max(DEFAULT_WINDOW_S, t.max_age_s)
+    found = assess_store(store, policy, servers=reachable, window_s=window_s) if reachable else None
+    return judge(found, t, mode="measure", failures=failures, window_s=window_s)
 
 
-def newest_ok_age_s(store: Store, now_ns: int) -> float | None:
-    """Age of the store's newest usable sample at realtime `now_ns`, s (None: no usable sample)."""
-    rows = store.ok_rows(["t_local_ns"], last_per_server=1)
-    return (now_ns - max(int(r[0]) for r in rows)) / NS_PER_S if rows else None
+def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = None) -> CheckVerdict:
+    """Judge what the store holds now (every server in it); stale beyond `max_age_s`: the verdict of
+    the one assessment (`Assessment.verdict`)."""
+    from timekit.truetime import assess_store
 
-
-def check_store(store: Store, t: Thresholds = DEFAULT_THRESHOLDS, *,
-                now: tuple[int, int] | None = None, policy: IntervalPolicy | None = None) -> CheckVerdict:
-    """Judge what the store holds now (every server in it); stale beyond `t.max_age_s`."""
-    from timekit.fleet import fleet_status
-
-    window_s = max(FLEET_WINDOW_S, t.max_age_s)
-    fleet = fleet_status(store, now=now, window_s=window_s, policy=policy)
-    return judge(fleet, t, mode="store", newest_ok_age_s=newest_ok_age_s(store, fleet.as_of_ns),
-                 window_s=window_s)
-
-
-def interval_policy(config: Path | None) -> IntervalPolicy:
-    """The interval policy of `config`'s [interval] section (as `timekit now --config`); default without."""
-    from timekit.analysis.interval import IntervalPolicy
-
-    if config is None:
-        return IntervalPolicy()
-    from timekit.config import load_config
-
-    return IntervalPolicy(**load_config(config).interval)  # load_config validated it (UsageError)
+    found = assess_store(store, policy, now=now, window_s=max(DEFAULT_WINDOW_S, policy.thresholds.max_age_s))
+    assert found.verdict is not None
+    return found.verdict
 
 
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
@@ -503,22 +115,16 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
     `config`: a TOML config (collect's); its [interval] section sets the interval policy.
     `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
     """
-    mode = "measure" if servers else "store"
+    mode: CheckMode = "measure" if servers else "store"
     try:
-        flags: dict[str, Any] = dict(threshold_flags)
-        if max_age is not None:
-            from timekit.units import parse_duration_s
+        from timekit import settings
 
-            try:
-                flags["max_age_s"] = parse_duration_s(max_age)
-            except ValueError as exc:
-                raise ValueError(f"--max-age: {exc}") from None
-        t = thresholds_from_flags(**flags)
+        t = settings.thresholds(max_age, **threshold_flags)
         if not (isinstance(count, int) and 1 <= count <= MAX_COUNT):
             raise ValueError(f"--count {count} is outside 1..{MAX_COUNT} queries")
         if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
-        policy = interval_policy(config)
+        policy = settings.policy(config, thresholds=t)
         from timekit.store import Store
 
         if servers:
@@ -526,27 +132,13 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
 
             targets = parse_servers(servers)
             with Store.open(db) as store:
-                return check_servers(store, targets, t, count=count, timeout_s=timeout_s, policy=policy)
+                return check_servers(store, targets, policy, count=count, timeout_s=timeout_s)
         with Store.open(db, create=False) as store:
-            return check_store(store, t, now=now, policy=policy)
-    except ValueError as exc:
-        return unknown_verdict(f"bad input: {exc}", mode=mode)
+            return check_store(store, policy, now=now)
     except KeyboardInterrupt:
         return unknown_verdict("interrupted", mode=mode)
     except Exception as exc:
-        from timekit.errors import TimekitError, UsageError
-
-        if isinstance(exc, UsageError):
-            return unknown_verdict(f"bad input: {exc}", mode=mode)
-        if isinstance(exc, TimekitError):
-            return unknown_verdict(str(exc), mode=mode)
-        if isinstance(exc, OSError):
-            return unknown_verdict(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
-                                   mode=mode)
-        if os.environ.get("TIMEKIT_DEBUG"):
-            raise
-        return unknown_verdict(f"internal error: {type(exc).__name__}: {exc} "
-                               "(TIMEKIT_DEBUG=1 for a traceback)", mode=mode)
+        return unknown_verdict(error_line(exc, debug_hint="TIMEKIT_DEBUG=1 for a traceback"), mode=mode)
 
 
 def print_verdict(verdict: CheckVerdict, as_json: bool) -> None:

@@ -232,55 +232,50 @@ def _since_ns(since: str | None) -> int | None:
         raise UsageError(f"--since: {exc}") from None
 
 
-def _config_section(config: Path | None, section: str) -> dict[str, Any]:
-    if config is None:
-        return {}
-    from timekit.config import load_config
+def _policy(config: Path | None, **interval_flags: Any) -> Any:
+    from timekit.settings import policy
 
-    return dict(getattr(load_config(config), section))
-
-
-def _interval_policy(config: Path | None, **flags: Any) -> Any:
-    from timekit.analysis.interval import IntervalPolicy
-    from timekit.errors import UsageError
-
-    kw = {**_config_section(config, "interval"), **{k: v for k, v in flags.items() if v is not None}}
-    try:
-        return IntervalPolicy(**kw)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _per_server(kind: str, server: list[str] | None, since: str | None, as_json: bool,
-                db: Path | None) -> None:
-    """Shared body of `analyze drift` and `analyze timeout`: results per server, JSON or a table."""
-    from timekit import render
-    from timekit.drift_report import drift_results
-    from timekit.timeout_report import timeout_results
-
-    compute, table = ((drift_results, render.drift_table) if kind == "drift"
-                      else (timeout_results, render.timeout_table))
-    names = [s.name for s in _parse_servers(server)] if server else None
-    with _open_store(db) as store:
-        results = compute(store, servers=names, since_ns=_since_ns(since))
-    if as_json:
-        emit_json({"results": results})
-    else:
-        _console().print(table(results))
+    return policy(config, interval=interval_flags)
 
 
 @analyze_app.command("drift")
-def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
-                      db: DbOpt = None) -> None:
-    """Drift of the local clock against each reference (ppm, 95% CI), robust to steps and outliers."""
-    _per_server("drift", server, since, as_json, db)
+def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: ConfigOpt = None,
+                      as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Drift of the local clock against each reference (ppm, 95% CI), robust to steps and outliers.
+
+    Without --since: the fit `check`, `now` and the metrics use (each server's newest samples);
+    with it: every usable sample since then."""
+    from timekit.drift_report import drift_results
+    from timekit.evidence import FIT_WINDOW
+    from timekit.render import drift_table
+    from timekit.truetime import assess_store
+
+    names = [s.name for s in _parse_servers(server)] if server else None
+    since_ns = _since_ns(since)
+    with _open_store(db) as store:
+        found = assess_store(store, _policy(config), servers=names, since_ns=since_ns,
+                             per_server=None if since_ns is not None else FIT_WINDOW)
+    results = drift_results(found)
+    if as_json:
+        emit_json({"results": results})
+    else:
+        _console().print(drift_table(results))
 
 
 @analyze_app.command("timeout")
 def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
                         db: DbOpt = None) -> None:
     """Recommended timeout per server from its measured round trips (RFC 6298, phi accrual, quantile)."""
-    _per_server("timeout", server, since, as_json, db)
+    from timekit.render import timeout_table
+    from timekit.timeout_report import timeout_results
+
+    names = [s.name for s in _parse_servers(server)] if server else None
+    with _open_store(db) as store:
+        results = timeout_results(store, servers=names, since_ns=_since_ns(since))
+    if as_json:
+        emit_json({"results": results})
+    else:
+        _console().print(timeout_table(results))
 
 
 @analyze_app.command("skew")
@@ -300,16 +295,17 @@ def analyze_skew_cmd(
     db: DbOpt = None,
 ) -> None:
     """Each reference and this host (`self`) against the majority; sticky quarantine in the store."""
-    from timekit.skewcheck import SkewConfig, run_skew_check
+    from timekit.settings import policy
+    from timekit.skewcheck import run_skew_check
 
-    flags = {"max_offset_s": max_offset, "warn_offset_s": warn_offset, "enter_after": enter_after,
-             "leave_after": leave_after, "hook": hook}
-    kw = {**_config_section(config, "skew"), **{k: v for k, v in flags.items() if v is not None}}
-    if max_offset is not None and warn_offset is None and "warn_offset_s" not in kw:
-        kw["warn_offset_s"] = min(SkewConfig.warn_offset_s, max_offset)
-    cfg = SkewConfig(**kw)
+    pol = policy(config, skew={"max_offset_s": max_offset, "warn_offset_s": warn_offset,
+                               "enter_after": enter_after, "leave_after": leave_after})
+    if hook is None and config is not None:
+        from timekit.settings import config_section
+
+        hook = config_section(config, "skew").get("hook")
     with _open_store(db) as store:
-        report = run_skew_check(store, cfg, interval_policy=_interval_policy(config))
+        report = run_skew_check(store, pol, hook=hook)
     doc = report.to_json()
     if as_json:
         emit_json(doc)
@@ -331,18 +327,20 @@ def now_cmd(
     db: DbOpt = None,
 ) -> None:
     """What time it really is: [earliest, latest] containing the references' true time."""
-    from timekit.truetime import estimate
+    from timekit.truetime import assess_store
 
-    policy = _interval_policy(config, max_drift_ppm=max_drift_ppm)
+    pol = _policy(config, max_drift_ppm=max_drift_ppm)
     names = [s.name for s in _parse_servers(server)] if server else None
     with _open_store(db) as store:
-        est, state = estimate(store, policy, servers=names)
+        found = assess_store(store, pol, servers=names)
+        est = found.interval
+        assert est is not None
         # what every reference says now, under the configured (not a one-off flag's) assumptions:
         # the freshest state for every IntervalClock on this host
         if names is None and max_drift_ppm is None:
             from timekit.truetime import publish_quietly
 
-            publish_quietly(store, state=state)
+            publish_quietly(store, state=found.state)
     from timekit.render import interval_doc, interval_text
 
     doc = interval_doc(est)
@@ -374,7 +372,7 @@ def daemon_cmd(
     from timekit.truetime import publish_quietly
 
     targets = _parse_servers(servers)
-    policy = _interval_policy(config)  # validated before the first round
+    policy = _policy(config)  # validated before the first round
     every_s = interval if interval is not None else (1.0 if all(t.is_loopback for t in targets) else 64.0)
     done = 0
     with _open_store(db) as store:
@@ -454,7 +452,7 @@ def export_prometheus_cmd(
     """Prometheus metrics (timekit_*) of the store now, written atomically for the textfile collector."""
     from timekit.metrics import export_textfile
 
-    n = export_textfile(out, db, policy=_interval_policy(config))
+    n = export_textfile(out, db, policy=_policy(config))
     if out.suffix != ".prom":
         warn(f"warning: node_exporter's textfile collector only reads *.prom files, not {out.name}")
     if as_json:
@@ -475,7 +473,7 @@ def exporter_cmd(
     """Serve the Prometheus metrics over HTTP (/metrics), read afresh from the store on every scrape."""
     from timekit.metrics import start_exporter, wait_for_stop
 
-    exporter = start_exporter(db, port=port, bind=bind, policy=_interval_policy(config), on_error=warn)
+    exporter = start_exporter(db, port=port, bind=bind, policy=_policy(config), on_error=warn)
     try:
         print(f"timekit exporter: serving {exporter.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
         if not exporter.loopback:
@@ -490,8 +488,8 @@ def exporter_cmd(
 
 
 def _thr(flag: str, words: str, field: str, unit: str = "s") -> Any:
-    """A threshold flag whose help shows the default from timekit.thresholds (no second copy)."""
-    from timekit.thresholds import DEFAULT_THRESHOLDS
+    """A threshold flag whose help shows the default from timekit.analysis.thresholds (no second copy)."""
+    from timekit.analysis.thresholds import DEFAULT_THRESHOLDS
 
     default = f"{getattr(DEFAULT_THRESHOLDS, field):g}{f' {unit}' if unit else ''}"
     return typer.Option(flag, help=f"{words} (default {default}).", show_default=False)
@@ -565,7 +563,8 @@ class CheckCommand(typer.core.TyperCommand):
         try:
             return super().parse_args(ctx, args)
         except click.ClickException as exc:
-            from timekit.check import EXIT_CODES, UNKNOWN, print_verdict, unknown_verdict
+            from timekit.analysis.verdict import EXIT_CODES, UNKNOWN, unknown_verdict
+            from timekit.check import print_verdict
 
             print_verdict(unknown_verdict(f"bad input: {exc.format_message()}"), as_json)
             raise click.exceptions.Exit(EXIT_CODES[UNKNOWN]) from None
@@ -719,8 +718,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except OSError as exc:  # disk full, read-only file system, ...: one line, no traceback
-        print(f"timekit: error: {exc.strerror or exc}"
-              f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        from timekit.errors import os_error_words
+
+        print(f"timekit: error: {os_error_words(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: still one line (TIMEKIT_DEBUG=1 shows the traceback)
         if os.environ.get("TIMEKIT_DEBUG"):

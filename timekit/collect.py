@@ -19,7 +19,8 @@ from timekit.sampling import (
     sample_clocks_run,
     sample_ntp,
 )
-from timekit.store import Store, default_db_path
+from timekit.settings import db_path
+from timekit.store import Store
 
 
 @dataclass
@@ -41,13 +42,13 @@ class CollectResult:
 def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectResult:
     """Load config, take the lock (or raise LockedError), sample NTP then clocks, store all."""
     config = load_config(config_path)
-    db_path = Path(db) if db is not None else default_db_path()
+    store_path = db_path(db)
     # FAULTS S15: a fleet started by cron at :00 must not hit its servers in one burst
     delay_s = random.uniform(0.0, config.start_jitter_s) if config.start_jitter_s > 0 else 0.0
     if delay_s:
         time.sleep(delay_s)
     started = time.monotonic()
-    with run_lock(db_path, wait_s), Store.open(db_path) as store:
+    with run_lock(store_path, wait_s), Store.open(store_path) as store:
         due, skipped = due_servers(store, config, realtime_ns())
         plan = QueryPlan(count=config.count, interval_s=config.interval_s, timeout_s=config.timeout_s)
         ntp = (sample_ntp(store, due, plan, command="collect", budget_s=config.budget_s)
@@ -67,8 +68,8 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
             sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s, interval_s=per,
                               command="collect")
         if ntp.samples:
-            from timekit.analysis.interval import IntervalPolicy
+            from timekit.settings import policy
             from timekit.truetime import publish_quietly
 
-            publish_quietly(store, IntervalPolicy(**config.interval))
+            publish_quietly(store, policy(config_path))
         return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s)

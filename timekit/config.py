@@ -168,9 +168,11 @@ def _checked(source: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
         if section == "interval":
             IntervalPolicy(**body)
         else:
-            from timekit.skewcheck import SkewConfig
+            from timekit.analysis.skew import SkewPolicy
+            from timekit.skewcheck import check_hook
 
-            SkewConfig(**body)
+            SkewPolicy(**{k: v for k, v in body.items() if k != "hook"})
+            check_hook(body.get("hook"))
     except (ValueError, UsageError) as exc:
         raise UsageError(f"{source}: [{section}] {exc}") from None
     return dict(body)

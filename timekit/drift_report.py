@@ -1,25 +1,11 @@
-"""`timekit analyze drift`: the drift fit per server, as the DESIGN.md JSON contract wants it."""
+"""`timekit analyze drift`: each server's one drift fit, as the DESIGN.md JSON contract wants it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from timekit.analysis.drift import DriftFit, fit_drift
-from timekit.analysis.interval import IntervalPolicy
-from timekit.evidence import Series, load_series
-
-if TYPE_CHECKING:
-    from timekit.store import Store
-
-
-def fit_series(series: Series, max_root_distance_s: float = IntervalPolicy.max_root_distance_s) -> DriftFit:
-    """Fit one server's usable samples (root distance within bounds, N26)."""
-    s = series.select(series.root_distance_s <= max_root_distance_s)
-    if np.any(np.diff(s.t_local_ns) < 0):  # wall clock stepped back: the fit needs time order
-        s = s.select(np.argsort(s.t_local_ns, kind="stable"))
-    return fit_drift(s.t_local_ns, s.offset_s, s.delay_s, s.root_distance_s)
+from timekit.analysis.assessment import Assessment
+from timekit.analysis.drift import DriftFit
 
 
 def drift_result(server: str, fit: DriftFit) -> dict[str, Any]:
@@ -37,10 +23,6 @@ def drift_result(server: str, fit: DriftFit) -> dict[str, Any]:
     }
 
 
-def drift_results(store: Store, *, servers: list[str] | None = None,
-                  since_ns: int | None = None) -> list[dict[str, Any]]:
-    """One result per server with usable samples (all of them when `servers` is None)."""
-    only = servers[0] if servers and len(servers) == 1 else None
-    series = load_series(store, server=only, since_ns=since_ns)
-    return [drift_result(name, fit_series(s)) for name, s in series.items()
-            if servers is None or name in servers]
+def drift_results(found: Assessment) -> list[dict[str, Any]]:
+    """One result per server with usable samples, from the assessment's fits (sorted by name)."""
+    return [drift_result(s.server, s.fit) for s in found.servers if s.fit is not None]

@@ -41,3 +41,24 @@ class LockedError(StoreError):
 
 class AnalysisError(TimekitError):
     """Not enough (or inconsistent) evidence for an answer."""
+
+
+def os_error_words(exc: OSError) -> str:
+    """An OSError as one line: 'No space left on device: /var/lib/timekit/timekit.db'."""
+    return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+
+
+def error_line(exc: Exception, *, debug_hint: str = "set TIMEKIT_DEBUG=1 for a traceback") -> str:
+    """Any failure as one line of words (exit codes are the CLI's): bad input, timekit's own error,
+    an OS error, or a bug named as an internal error (re-raised when TIMEKIT_DEBUG is set)."""
+    import os
+
+    if isinstance(exc, UsageError | ValueError):
+        return f"bad input: {' '.join(str(exc).split())}"
+    if isinstance(exc, TimekitError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        return os_error_words(exc)
+    if os.environ.get("TIMEKIT_DEBUG"):
+        raise exc
+    return f"internal error: {type(exc).__name__}: {exc} ({debug_hint})"

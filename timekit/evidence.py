@@ -1,49 +1,44 @@
-"""From the store to analysis inputs: per-server numpy series of usable samples.
+"""Read the store once into `Evidence`, the one input of `analysis.assessment.assess`.
 
-The I/O edge of the analysis layer: `analysis/` never reads the store, this module does,
-and hands it arrays (instants int64 ns, offsets/delays float s).
+The I/O edge of the analysis layer: `analysis/` never reads the store or the clocks, this
+module does. The store is read in one snapshot and the clocks *after* it, so no committed
+sample can look newer than the reading it is judged at (a `timekit daemon` committing between
+a clock read and a store read made `timekit now` see evidence ~1 ms in the future, FAULTS Q6).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from timekit.analysis.assessment import Attempts, Evidence
+from timekit.analysis.interval import IntervalPolicy
+from timekit.analysis.quarantine import NodeHealth
+from timekit.analysis.series import Series
+from timekit.analysis.verdict import DEFAULT_WINDOW_S
+from timekit.collectors.clocks import boot_id, read_bracketed, realtime_ns
+from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
     from timekit.store import Store
 
 SERIES_COLUMNS = ("server", "t_local_ns", "boottime_ns", "boot_id", "offset_s", "delay_s",
                   "root_delay_s", "root_dispersion_s", "leap", "stratum")
+FIT_WINDOW = 1024  # newest usable samples per server that the drift fit and the interval see
+LOOKBACK_MARGIN_S = 86_400.0  # read evidence this much older than void_after (wall clock may have moved)
 
 
-@dataclass(frozen=True)
-class Series:
-    """One server's ok samples, oldest first. `boottime_ns` is -1 where unknown (older rows)."""
-
-    server: str
-    t_local_ns: np.ndarray  # int64
-    boottime_ns: np.ndarray  # int64, -1 = not recorded
-    boot_id: np.ndarray  # object (str or None)
-    offset_s: np.ndarray
-    delay_s: np.ndarray
-    root_distance_s: np.ndarray  # delay/2 + root delay/2 + root dispersion
-    leap: np.ndarray  # int8
-
-    def __len__(self) -> int:
-        return len(self.t_local_ns)
-
-    def select(self, mask: np.ndarray) -> Series:
-        """The samples where `mask` is true."""
-        return Series(self.server, self.t_local_ns[mask], self.boottime_ns[mask], self.boot_id[mask],
-                      self.offset_s[mask], self.delay_s[mask], self.root_distance_s[mask], self.leap[mask])
+def read_now() -> tuple[int, int]:
+    """(CLOCK_REALTIME, CLOCK_BOOTTIME) as one bracketed pair, integer ns."""
+    r = read_bracketed(time.CLOCK_BOOTTIME)
+    return r.realtime_ns, r.clock_ns
 
 
-def load_series(store: Store, *, server: str | None = None, since_ns: int | None = None,
-                last_per_server: int | None = None) -> dict[str, Series]:
-    """Usable samples per server (sorted by name), from one query."""
-    rows = store.ok_rows(SERIES_COLUMNS, server=server, since_ns=since_ns, last_per_server=last_per_server)
+def series_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Series]:
+    """Rows of SERIES_COLUMNS ordered by server then time -> one Series per server (sorted by name)."""
     out: dict[str, Series] = {}
     start = 0
     for i in range(1, len(rows) + 1):
@@ -53,7 +48,14 @@ def load_series(store: Store, *, server: str | None = None, since_ns: int | None
     return out
 
 
-def _series(rows: list[tuple[Any, ...]]) -> Series:
+def load_series(store: Store, *, server: str | None = None, since_ns: int | None = None,
+                last_per_server: int | None = None) -> dict[str, Series]:
+    """Usable samples per server (sorted by name), from one query."""
+    return series_from_rows(store.ok_rows(SERIES_COLUMNS, server=server, since_ns=since_ns,
+                                          last_per_server=last_per_server))
+
+
+def _series(rows: Sequence[tuple[Any, ...]]) -> Series:
     cols = list(zip(*rows, strict=True))
 
     def floats(j: int) -> np.ndarray:
@@ -72,4 +74,63 @@ def _series(rows: list[tuple[Any, ...]]) -> Series:
         delay_s=delay,
         root_distance_s=root_distance,
         leap=np.array([0 if v is None else v for v in cols[8]], dtype=np.int8),
+        stratum=np.array([0 if v is None else v for v in cols[9]], dtype=np.int64),
     )
+
+
+def _until(s: Series, current_boot: str | None, boot_ns: int) -> Series:
+    """`s` without this boot's samples taken after boottime `boot_ns`: evidence at an instant is what
+    was measured before it (a sample committed between a given reading and the store read)."""
+    later = (s.boottime_ns > boot_ns) & np.array([b == current_boot for b in s.boot_id], dtype=bool)
+    return s.select(~later) if later.any() else s
+
+
+def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_s: float = DEFAULT_WINDOW_S,
+                  since_ns: int | None = None, servers: Sequence[str] | None = None,
+                  now: tuple[int, int] | None = None, per_server: int | None = FIT_WINDOW) -> Evidence:
+    """Everything the store says for an assessment at `now` (default: the clocks, read after the store).
+
+    `since_ns`: the oldest sample to fit (default: what the interval can still use, `void_after_s`
+    plus a day); `per_server`: each server's newest N usable samples (None: all since `since_ns`);
+    `window_s`: attempts (loss, last error) and pauses are counted over this long; `servers`: only these.
+    """
+    policy = policy or IntervalPolicy()
+    rough_ns = now[0] if now is not None else realtime_ns()  # bounds the queries only
+    window_start = rough_ns - int(window_s * NS_PER_S)
+    if since_ns is None:
+        since_ns = rough_ns - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
+    only = set(servers) if servers is not None else None
+    with store.snapshot():
+        one = next(iter(only)) if only is not None and len(only) == 1 else None
+        series = load_series(store, server=one, since_ns=since_ns, last_per_server=per_server)
+        attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start)
+        health_rows = store.node_health_rows()
+        newest_ok = store.newest_ok_ns()
+        last_check = max((int(r[6]) for r in health_rows), default=None)  # updated_ns of the last check
+        pause_from = window_start if last_check is None else min(window_start, last_check)
+        pauses = store.pause_rows(since_ns=pause_from)
+        suspends = ([e for e in store.clock_events(since_ns=last_check) if e[0] == "suspend"]
+                    if last_check is not None else [])
+    rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
+    current_boot = boot_id()
+    series = {k: _until(v, current_boot, boot_ns) for k, v in series.items()}
+    counts: dict[str, list[int]] = {}
+    last_error: dict[str, str | None] = {}
+    for server, ok, error in attempt_rows:
+        c = counts.setdefault(server, [0, 0])
+        c[0] += 1
+        c[1] += bool(ok)
+        last_error[server] = None if ok else (error or "unknown")
+    attempts = {k: Attempts(n, n_ok, last_error[k]) for k, (n, n_ok) in counts.items()}
+    if only is not None:
+        series = {k: v for k, v in series.items() if k in only}
+        attempts = {k: v for k, v in attempts.items() if k in only}
+    health = {r[0]: NodeHealth(node=r[0], status=r[1], bad_streak=r[2], good_streak=r[3], since_ns=r[4],
+                               last_offset_s=r[5]) for r in health_rows}
+    since_check = [p for p in pauses if last_check is not None and p["t_local_ns"] >= last_check]
+    return Evidence(
+        realtime_ns=rt_ns, boottime_ns=boot_ns, boot_id=current_boot, window_s=window_s, series=series,
+        attempts=attempts, health=health, pauses=[p for p in pauses if p["t_local_ns"] >= window_start],
+        newest_ok_ns=newest_ok, last_check_ns=last_check,
+        pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
+        suspend_since_check_s=float(suspends[-1][2]) if suspends else None)

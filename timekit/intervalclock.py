@@ -110,9 +110,9 @@ class IntervalClock:
     def __init__(self, db: Path | str | None = None, *, state_path: Path | str | None = None,
                  max_drift_ppm: float | None = None) -> None:
         from timekit.published_state import state_path_for
-        from timekit.store import default_db_path
+        from timekit.settings import db_path
 
-        self.db = Path(db) if db is not None else default_db_path()
+        self.db = db_path(db)
         self.state_path = Path(state_path) if state_path is not None else state_path_for(self.db)
         self._max_drift_ppm = max_drift_ppm
         self._reader: StateReader | None = None
@@ -171,18 +171,19 @@ class IntervalClock:
         self._set(state)
 
     def _from_store(self) -> None:
+        from timekit.analysis.assessment import Policy
         from timekit.analysis.interval import IntervalPolicy
         from timekit.errors import StoreError
         from timekit.store import Store
-        from timekit.truetime import state_from_store
+        from timekit.truetime import assess_store
 
         if not self.db.exists():
             return
-        policy = IntervalPolicy() if self._max_drift_ppm is None else IntervalPolicy(
-            max_drift_ppm=self._max_drift_ppm)
+        policy = Policy() if self._max_drift_ppm is None else Policy(
+            interval=IntervalPolicy(max_drift_ppm=self._max_drift_ppm))
         try:
             with Store.open(self.db, create=False) as store:
-                state = state_from_store(store, policy)
+                state = assess_store(store, policy).state
         except StoreError:
             return
         self.source = "store"

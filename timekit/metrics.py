@@ -1,13 +1,13 @@
 """Prometheus metrics: `timekit export prometheus`, `timekit exporter` and `timekit rules`.
 
-Every number comes from `timekit.fleet.fleet_status()` (the same snapshot `timekit check`
-judges), rebuilt on every scrape by a custom collector, so a scrape is never older than the
-store. Names follow Prometheus practice: the `timekit_` prefix, base units in the name
+Every number comes from the one `Assessment` of the store (`timekit.truetime.assess_store`, the
+same one `timekit check` judges), rebuilt on every scrape by a custom collector, so a scrape is
+never older than the store. Names follow Prometheus practice: the `timekit_` prefix, base units in the name
 (`_seconds`, `_ratio`, `_timestamp_seconds`); the one exception is drift, `_ppm`, stated in
 its HELP, because the thresholds, the CLI and chrony all speak ppm. Offsets keep timekit's
 sign (reference − local: positive means this clock is behind). A value timekit does not have
 (no usable sample, no drift fit, node never judged) is an absent series, never a 0; so is a
-drift too uncertain to judge (`ServerStatus.drift_judgeable`), as `timekit check` ignores it.
+drift too uncertain to judge (`ServerAssessment.drift_judgeable`), as `timekit check` ignores it.
 Every family is a plain gauge: `quantile` is reserved for summaries, so the pause percentiles
 are one gauge each (`timekit_pause_p99_seconds`), which `promtool check metrics` accepts.
 
@@ -32,21 +32,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from timekit.analysis.interval import IntervalPolicy
+from timekit.analysis.assessment import Assessment, Policy
+from timekit.analysis.skew import SELF_NODE
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.atomic_files import atomic_output
-from timekit.check import thresholds_from_flags
 from timekit.errors import TimekitError, UsageError
-from timekit.fleet import DEFAULT_WINDOW_S, FleetStatus, fleet_status
-from timekit.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.units import NS_PER_S
 
 SYNC_STATUSES = ("synchronized", "free_running", "unknown")  # timekit_sync_status{status=...}
 NODE_STATUSES = ("ok", "suspect", "quarantined")  # timekit_node_status{status=...}
-SELF_NODE = "self"
 PAUSE_PERCENTILES = (("p50", "p50_s", "50th"), ("p90", "p90_s", "90th"), ("p99", "p99_s", "99th"),
                      ("p999", "p999_s", "99.9th"))  # timekit_pause_{name}_seconds <- pause summary key
 DRIFT_EXPORT_WARN_PPM = DEFAULT_THRESHOLDS.warn_drift_ppm  # a drift is exported when judgeable at this
-DRIFT_GATE_FRACTION = 0.5  # ...i.e. its 95 % half-width <= warn × this (ServerStatus.drift_judgeable)
+DRIFT_GATE_FRACTION = 0.5  # ...i.e. its 95 % half-width <= warn × this (ServerAssessment.drift_judgeable)
 DEFAULT_EXPORTER_PORT = 9123  # "123" for NTP; not a registered Prometheus exporter port
 DEFAULT_BIND = "127.0.0.1"
 TEXTFILE_MODE = 0o644  # node_exporter usually runs as another user: the file must be world-readable
@@ -58,8 +57,8 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFami
     return GaugeMetricFamily("timekit_" + name, doc, labels=list(labels))
 
 
-def fleet_metrics(fleet: FleetStatus, *, version: str | None = None) -> list[Metric]:
-    """The metric families for one `FleetStatus` snapshot (pure: no clock, no store)."""
+def fleet_metrics(fleet: Assessment, *, version: str | None = None) -> list[Metric]:
+    """The metric families of one `Assessment` (pure: no clock, no store)."""
     by_server = {
         "offset_seconds": ("Offset of the reference against this clock from its newest usable sample, "
                            "seconds (reference - local; positive: this clock is behind).", "offset_s"),
@@ -108,7 +107,7 @@ def fleet_metrics(fleet: FleetStatus, *, version: str | None = None) -> list[Met
     return [m for m in [*out, info] if m.samples]  # a family without data is left out, not zeroed
 
 
-def _node_metrics(fleet: FleetStatus) -> list[Metric]:
+def _node_metrics(fleet: Assessment) -> list[Metric]:
     """Quarantine state of each judged node (references and `self`) from the skew checks."""
     quarantined = _gauge("node_quarantined", "1 when the skew check holds the node in quarantine "
                          "(node: a reference host:port, or self for this host), else 0.", ("node",))
@@ -124,7 +123,7 @@ def _node_metrics(fleet: FleetStatus) -> list[Metric]:
     return [quarantined, status]
 
 
-def _host_metrics(fleet: FleetStatus) -> list[Metric]:
+def _host_metrics(fleet: Assessment) -> list[Metric]:
     """This host: its offset and TrueTime interval, sync status, evidence age, pauses."""
     iv = fleet.interval
     uncertainty = iv.uncertainty_s if iv is not None else None
@@ -191,7 +190,7 @@ class TimekitCollector(Collector):
     """
 
     def __init__(self, db: Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
-                 policy: IntervalPolicy | None = None, now: Callable[[], tuple[int, int]] | None = None,
+                 policy: Policy | None = None, now: Callable[[], tuple[int, int]] | None = None,
                  strict: bool = False, on_error: Callable[[str], None] | None = None) -> None:
         if not 0 < window_s < float("inf"):
             raise ValueError(f"window_s = {window_s} s must be positive and finite")
@@ -208,9 +207,11 @@ class TimekitCollector(Collector):
 
         up = _gauge("store_up", "1 when the last read of the timekit store succeeded, 0 when it failed.")
         try:
+            from timekit.truetime import assess_store
+
             with Store.open(self.db, create=False) as store:
-                fleet = fleet_status(store, now=self.now() if self.now else None, window_s=self.window_s,
-                                     policy=self.policy)
+                fleet = assess_store(store, self.policy, now=self.now() if self.now else None,
+                                     window_s=self.window_s)
         except Exception as exc:  # a scrape still answers (store_up 0); the export fails in one line
             if self.strict:
                 raise
@@ -239,7 +240,7 @@ def registry_for(collector: TimekitCollector) -> CollectorRegistry:
 
 
 def exposition(db: Path | None = None, *, window_s: float = DEFAULT_WINDOW_S,
-               policy: IntervalPolicy | None = None) -> bytes:
+               policy: Policy | None = None) -> bytes:
     """The text exposition format of the store now; a store error raises (TimekitError)."""
     return generate_latest(registry_for(TimekitCollector(db, window_s=window_s, policy=policy, strict=True)))
 
@@ -250,7 +251,7 @@ def write_atomically(out: Path, data: bytes, mode: int = TEXTFILE_MODE) -> None:
         fh.write(data)
 
 
-def export_textfile(out: Path, db: Path | None = None, *, policy: IntervalPolicy | None = None) -> int:
+def export_textfile(out: Path, db: Path | None = None, *, policy: Policy | None = None) -> int:
     """Write the metrics for node_exporter's textfile collector atomically; the number of samples."""
     data = exposition(db, policy=policy)
     write_atomically(out, data)
@@ -283,7 +284,7 @@ def _is_loopback(bind: str) -> bool:
 
 
 def start_exporter(db: Path | None = None, *, port: int = DEFAULT_EXPORTER_PORT, bind: str = DEFAULT_BIND,
-                   policy: IntervalPolicy | None = None,
+                   policy: Policy | None = None,
                    on_error: Callable[[str], None] | None = None) -> Exporter:
     """Serve /metrics on `bind`:`port` (0: any free port) in a daemon thread."""
     from prometheus_client import start_http_server
@@ -355,27 +356,17 @@ def _pair(name: str, check: str, expr: str, warn: float, crit: float, summary: s
 
 
 def rules_thresholds(max_age: str | None = None, **flags: float | None) -> Thresholds:
-    """Thresholds from `timekit rules`' flags, exactly as `timekit check` maps the same flags
-    (`thresholds_from_flags`; `max_age` is a duration text: 900, 15m); UsageError on bad input."""
-    from timekit.units import parse_duration_s
+    """Thresholds from `timekit rules`' flags, exactly as `timekit check` maps the same flags."""
+    from timekit.settings import thresholds
 
-    try:
-        given: dict[str, float | None] = dict(flags)
-        if max_age is not None:
-            try:
-                given["max_age_s"] = parse_duration_s(max_age)
-            except ValueError as exc:
-                raise ValueError(f"--max-age: {exc}") from None
-        return thresholds_from_flags(**given)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    return thresholds(max_age, **flags)
 
 
 def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
     """The alerting rules that mirror `timekit check`'s thresholds `th`."""
     on = "{{ $labels.instance }}"
     server = "{{ $labels.server }}"
-    drift_gate = th.warn_drift_ppm * DRIFT_GATE_FRACTION  # as ServerStatus.drift_judgeable(warn)
+    drift_gate = th.warn_drift_ppm * DRIFT_GATE_FRACTION  # as ServerAssessment.drift_judgeable(warn)
     rules = [
         *_pair("TimekitClockOffset", "offset",
                "abs(timekit_clock_offset_seconds)", th.warn_offset_s, th.crit_offset_s,
@@ -482,6 +473,6 @@ def rules_yaml(th: Thresholds = DEFAULT_THRESHOLDS) -> str:
     changed = [f"{f.name}={_num(getattr(th, f.name))}" for f in fields(Thresholds)
                if getattr(th, f.name) != getattr(DEFAULT_THRESHOLDS, f.name)]
     head = ["# Prometheus alerting rules for timekit metrics, generated by `timekit rules`.",
-            "# Thresholds: timekit check's defaults (timekit/thresholds.py)"
+            "# Thresholds: timekit check's defaults (analysis/thresholds.py)"
             + (f" except {', '.join(changed)}." if changed else ".")]
     return "\n".join([*head, *_yaml(rules_document(th), 0)]) + "\n"

@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from timekit.analysis.clock_state import ClockState
+from timekit.analysis.clock_state import ClockState, supersedes
 from timekit.errors import StoreError
 
 MAGIC = b"TKCLOCK1"
@@ -63,8 +63,13 @@ def unpack(raw: tuple[Any, ...]) -> tuple[ClockState, str]:
     return state, boot.rstrip(b"\x00").decode("ascii", "replace")
 
 
-def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
-    """Write `state` into the file at `path` (created if missing); returns the new generation."""
+def publish(path: Path, state: ClockState, boot_id: str | None, *, keep_newer: bool = False) -> int:
+    """Write `state` into the file at `path` (created if missing); returns the new generation.
+
+    `keep_newer`: a published state of this boot anchored later than `state` is kept
+    (`clock_state.supersedes`; the file is left alone and its generation returned), so that a slow
+    publisher never rolls readers back past a faster one's newer evidence.
+    """
     record = _pack(state, boot_id)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -78,6 +83,10 @@ def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
             if mm[:8] != MAGIC:
                 mm[:8] = MAGIC
             gen: int = struct.unpack_from("<Q", mm, GEN_OFFSET)[0]
+            current = _current(mm, gen) if keep_newer else None
+            if keep_newer and current is not None and current[1] == (boot_id or "") \
+                    and not supersedes(state, current[0]):
+                return gen
             writing = (gen + 1) | 1  # odd: readers keep what they had
             struct.pack_into("<Q", mm, GEN_OFFSET, writing)
             mm[RECORD_OFFSET:RECORD_OFFSET + len(record)] = record
@@ -88,6 +97,19 @@ def publish(path: Path, state: ClockState, boot_id: str | None) -> int:
         raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _current(mm: mmap.mmap, gen: int) -> tuple[ClockState, str] | None:
+    """The whole record in a mapped file (the writer's lock held), or None (none yet, torn, corrupt)."""
+    if gen == 0 or gen & 1 or mm[:8] != MAGIC:
+        return None
+    record = bytes(mm[RECORD_OFFSET:RECORD_OFFSET + RECORD.size])
+    if CHECK.unpack_from(mm, RECORD_OFFSET + RECORD.size)[0] != zlib.crc32(record):
+        return None
+    try:
+        return unpack(RECORD.unpack(record))
+    except ValueError:
+        return None
 
 
 class StateReader:

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from timekit.analysis.series import Series
 from timekit.atomic_files import atomic_output, pid_alive, temp_pid
-from timekit.drift_report import drift_results, fit_series
+from timekit.drift_report import drift_results
 from timekit.errors import AnalysisError, TimekitError, UsageError
-from timekit.evidence import Series, load_series
+from timekit.evidence import load_series
 from timekit.export_csv import export_csv
 from timekit.units import NS_PER_S, PPM
 
@@ -291,10 +292,10 @@ def _line_s(fit: Any, t_ns: np.ndarray) -> np.ndarray:
     return fit.offset_s - fit.drift_ppm * PPM * dt_s
 
 
-def _drift_figure(name: str, s: Series, max_root_distance_s: float, color: Any, path: Path) -> Any:
+def _drift_figure(name: str, s: Series, fit: Any, max_root_distance_s: float, color: Any, path: Path) -> Any:
+    """The server's drift fit (the assessment's, over its own window) drawn over the report's samples."""
     from timekit.analysis.drift import delay_spike_threshold_s
 
-    fit = fit_series(s, max_root_distance_s)
     fig = _new_figure(MIN_HEIGHT_IN + 0.5)
     fig.suptitle(f"Drift of this clock against {name}")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1.0))
@@ -305,7 +306,8 @@ def _drift_figure(name: str, s: Series, max_root_distance_s: float, color: Any, 
     spike = np.zeros(len(s), dtype=bool)
     if usable.any():
         spike[usable] = s.delay_s[usable] > delay_spike_threshold_s(s.delay_s[usable])
-    fitted = fit.t_start_ns is not None and fit.drift_ppm is not None and fit.offset_s is not None
+    fitted = (fit is not None and fit.t_start_ns is not None and fit.drift_ppm is not None
+              and fit.offset_s is not None)
     in_window = usable & ~spike & ((s.t_local_ns >= fit.t_start_ns) if fitted else usable)
     groups = [(in_window, color, "sample used by the fit (bar: ± root distance)" if fitted
                else "usable sample (bar: ± root distance)"),
@@ -317,7 +319,7 @@ def _drift_figure(name: str, s: Series, max_root_distance_s: float, color: Any, 
             drawn = _thin(mask)
             top.errorbar(t[drawn], s.offset_s[drawn] * factor, yerr=rd[drawn] * factor, fmt="o", ms=3,
                          color=c, ecolor=c, elinewidth=0.7, alpha=0.75, label=f"{label} ({int(mask.sum())})")
-    for st in fit.steps:
+    for st in fit.steps if fit is not None else ():
         top.axvline(np.datetime64(int(st.t_ns), "ns"), color="purple", ls="--", lw=1,
                     label=f"step {fmt_value(st.size_s)}")
     focus = usable & ~spike  # delay spikes and too uncertain samples may leave the axis
@@ -355,7 +357,8 @@ def _drift_figure(name: str, s: Series, max_root_distance_s: float, color: Any, 
                       f"{abs(fit.drift_ppm):.3f} µs per second (drift > 0: gains)", loc="left")
     else:
         for ax in (top, bottom):
-            ax.text(0.5, 0.5, f"no drift fit: {fit.reason}", transform=ax.transAxes, ha="center",
+            why = fit.reason if fit is not None else "no sample the interval can still use"
+            ax.text(0.5, 0.5, f"no drift fit: {why}", transform=ax.transAxes, ha="center",
                     va="center", wrap=True, color="dimgrey")
         bottom.set_ylabel("residual")
         bottom.set_yticks([])
@@ -459,7 +462,8 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
             f"| {fmt_value(st.jitter_s, False)} | {drift_txt} | {ci_txt} | {fit_txt} "
             f"| {_status_text(st, iv.selection if iv else None)} |")
     lines += ["", "Offset, delay, root distance: the newest usable sample; jitter: RMS of successive offset "
-              "differences over the newest 8; drift: `timekit analyze drift` over the same samples; "
+              "differences over the newest 8; drift: the fit `timekit check`, `now` and `analyze drift` "
+              "use (each server's newest samples); "
               "status: interval selection (truechimer / falseticker) and the skew checks.", "",
               "## Plots", ""]
     for name, caption in files.items():
@@ -520,18 +524,18 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
 
     Raises AnalysisError (and leaves `out` alone) when there are no usable NTP samples.
     """
-    from timekit.analysis.interval import IntervalPolicy
-    from timekit.fleet import DEFAULT_WINDOW_S, fleet_status
-    from timekit.truetime import read_now
+    from timekit.analysis.assessment import Policy
+    from timekit.analysis.verdict import DEFAULT_WINDOW_S
+    from timekit.collectors.clocks import realtime_ns
+    from timekit.truetime import assess_store
 
     out = Path(out)
-    series = load_series(store, since_ns=since_ns)
+    series = load_series(store, since_ns=since_ns)  # what the plots draw
     attempts = store.attempt_rows(["server", "ok", "t_local_ns"], since_ns=since_ns)
     if not series:
         what = "" if since_ns is None else f" since {utc_text(since_ns)}"
         raise AnalysisError(f"no usable NTP samples{what} in {store.path}: nothing to report "
                             "(take some with `timekit sample ntp SERVER...`)")
-    now = now or read_now()
     failures: dict[str, list[int]] = {}
     for server, ok, t_ns in attempts:
         if not ok:
@@ -540,11 +544,13 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
     t_first = min(int(s.t_local_ns[0]) for s in series.values())
     t_last = max(int(s.t_local_ns[-1]) for s in series.values())
     oldest_ns = since_ns if since_ns is not None else t_first
-    window_s = max(DEFAULT_WINDOW_S, (now[0] - oldest_ns) / NS_PER_S + 1)  # status over the whole report
-    fleet = fleet_status(store, now=now, window_s=window_s)
-    drift = {r["server"]: r for r in drift_results(store, since_ns=since_ns)}
+    rough_ns = now[0] if now is not None else realtime_ns()
+    window_s = max(DEFAULT_WINDOW_S, (rough_ns - oldest_ns) / NS_PER_S + 1)  # loss over the whole report
+    policy = Policy()
+    fleet = assess_store(store, policy, now=now, window_s=window_s)  # the numbers: as check and now
+    drift = {r["server"]: r for r in drift_results(fleet)}
+    fits = {st.server: st.fit for st in fleet.servers}
     pauses = store.pause_rows(since_ns=since_ns)
-    policy = IntervalPolicy()
 
     import matplotlib
 
@@ -564,7 +570,8 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
             files["rtt.png"] = "Round-trip delay per server: histogram and cumulative distribution"
             for n in names:
                 fname = f"drift-{slug(n)}.png"
-                _drift_figure(n, series[n], policy.max_root_distance_s, colors[n], staging / fname)
+                _drift_figure(n, series[n], fits.get(n), policy.interval.max_root_distance_s, colors[n],
+                              staging / fname)
                 files[fname] = f"Drift fit and residuals: {n}"
             pause_note = None
             if pauses:

@@ -11,7 +11,6 @@ few commits may roll back (SQLite WAL semantics), never corrupting the file.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 from timekit.collectors.server_policy import ServerState
 from timekit.errors import StoreError
 from timekit.samples import NtpSample
+from timekit.settings import db_path
 
 APPLICATION_ID = 0x544B4954  # "TKIT"
 BUSY_TIMEOUT_MS = 15_000
@@ -78,18 +78,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _STATE_COLUMNS = [f.name for f in fields(ServerState)]
 
 
-def default_db_path() -> Path:
-    """$TIMEKIT_DB, else $XDG_DATA_HOME/timekit/timekit.db, else ~/.local/share/timekit/timekit.db.
-
-    The same rule applies to root (/root/.local/share/timekit/timekit.db).
-    """
-    env = os.environ.get("TIMEKIT_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "timekit" / "timekit.db"
-
-
 def _check_header(path: Path) -> None:
     try:
         with open(path, "rb") as fh:
@@ -112,7 +100,7 @@ class Store:
     @classmethod
     def open(cls, path: Path | str | None = None, *, create: bool = True) -> Store:
         """Open (and create/migrate) the store; raise StoreError with one clear line."""
-        p = Path(path) if path is not None else default_db_path()
+        p = db_path(path)
         if p.exists():
             _check_header(p)
         elif not create:
@@ -208,6 +196,25 @@ class Store:
             yield self.conn
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.path}: {exc}") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that all see one state of the store (one read transaction; a writer committing
+        meanwhile is not seen halfway), SQLite errors as one-line StoreErrors."""
+        with self.reading() as c:
+            c.execute("BEGIN")
+            try:
+                yield c
+            finally:
+                if c.in_transaction:
+                    c.execute("COMMIT")
+
+    def newest_ok_ns(self) -> int | None:
+        """The newest usable sample's local realtime, any server (None: none at all)."""
+        with self.reading() as c:
+            row = c.execute("SELECT t_local_ns FROM ntp_samples WHERE ok = 1 ORDER BY t_local_ns DESC "
+                            "LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
 
     def close(self) -> None:
         try:

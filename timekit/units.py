@@ -38,3 +38,16 @@ def parse_duration_s(text: str) -> float:
     if not 0 <= value < 1e10:  # also rejects nan and inf
         raise ValueError(f"duration out of range: {text!r}")
     return value
+
+
+def fmt_s(value: float | None, signed: bool = True) -> str:
+    """Seconds with a readable unit: 1.234 ms, -56.7 µs, 2.500 s."""
+    if value is None:
+        return "-"
+    a = abs(value)
+    sign = "+" if signed and value >= 0 else ("-" if value < 0 else "")
+    if a >= 1:
+        return f"{sign}{a:.3f} s"
+    if a >= 1e-3:
+        return f"{sign}{a * 1e3:.3f} ms"
+    return f"{sign}{a * 1e6:.1f} µs"

@@ -7,7 +7,10 @@ long before an NTP daemon gives up. Offsets, jitter and uncertainty in seconds; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+_PAIRS = ("offset_s", "jitter_s", "drift_ppm", "uncertainty_s", "stratum", "pause_s")  # warn_/crit_ pairs
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Thresholds:
     crit_pause_s: float = 1.000
 
     def __post_init__(self) -> None:
-        for name in ("offset_s", "jitter_s", "drift_ppm", "uncertainty_s", "stratum", "pause_s"):
+        for name in _PAIRS:
             warn, crit = getattr(self, "warn_" + name), getattr(self, "crit_" + name)
             if not (0 <= warn <= crit < float("inf")):  # also false for nan
                 raise ValueError(f"thresholds: need 0 <= warn_{name} ({warn}) <= crit_{name} ({crit}), "
@@ -39,3 +42,23 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+
+def thresholds_from_flags(**flags: Any) -> Thresholds:
+    """Thresholds from flag values (None: the default). ValueError names the value and unit.
+
+    When only one of a warn/crit pair is given, the other default moves out of its way
+    (`--warn-offset 0.2` alone raises crit to 0.2 rather than failing warn <= crit).
+    """
+    base = DEFAULT_THRESHOLDS
+    given = {k: v for k, v in flags.items() if v is not None}
+    unknown = set(given) - {f.name for f in fields(Thresholds)}
+    if unknown:
+        raise ValueError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
+    for name in _PAIRS:
+        w, c = "warn_" + name, "crit_" + name
+        if w in given and c not in given and given[w] > getattr(base, c):
+            given[c] = given[w]
+        if c in given and w not in given and given[c] < getattr(base, w):
+            given[w] = given[c]
+    return replace(base, **given)

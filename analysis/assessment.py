@@ -1,0 +1,335 @@
+"""One assessment of everything the store says: `assess(evidence, policy) -> Assessment`, pure.
+
+Every answer timekit gives about this host's time (`timekit now`, `check`, the Prometheus
+metrics, `report`, `analyze drift`/`skew`, the state published for IntervalClock) is a rendering
+of one `Assessment`, so for the same store and instant they give the same numbers. Each server's
+drift is fitted once (`series.fit_series` on the evidence's fit window); that one fit feeds the
+interval (through `interval_drift`), the drift shown and judged, and the published state.
+
+Units are in the names: instants int ns, durations float s, rates ppm. Offsets are
+reference − local (positive: this clock is behind); drift positive: this clock gains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from timekit.analysis.clock_state import ClockState
+from timekit.analysis.drift import CI_LEVEL, DriftFit
+from timekit.analysis.interval import (
+    DRIFT_SE_MULTIPLIER,
+    IntervalEstimate,
+    IntervalPolicy,
+    ServerBound,
+    ServerEvidence,
+    clock_state,
+    compute_interval,
+)
+from timekit.analysis.quarantine import NodeHealth
+from timekit.analysis.series import Series, fit_series
+from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
+from timekit.analysis.vocabulary import NodeStatus
+from timekit.units import NS_PER_S
+
+JITTER_SAMPLES = 8  # RFC 5905 peer jitter: RMS of offset differences over the clock filter's 8 samples
+PAUSE_KEYS = ("p50_s", "p90_s", "p99_s", "p999_s", "max_s", "suspend_s")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every assumption and threshold an assessment applies, resolved once at the edge."""
+
+    interval: IntervalPolicy = field(default_factory=IntervalPolicy)
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    skew: SkewPolicy = field(default_factory=SkewPolicy)
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """One server's attempts in the window: how many, how many usable, and the newest one's error."""
+
+    n_attempts: int = 0
+    n_ok: int = 0
+    last_error: str | None = None  # error code of the newest attempt if it failed
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a window of the store says, read as one snapshot, and the clock reading taken after it.
+
+    `series`: each server's newest usable samples (the fit window), oldest first. `attempts`,
+    `pauses`: within `window_s` before `realtime_ns`. `pauses_since_check`, `suspends_since_check`:
+    since the previous skew check (the pause guard). `newest_ok_ns`: the store's newest usable
+    sample of any server (None: none at all).
+    """
+
+    realtime_ns: int
+    boottime_ns: int
+    boot_id: str | None
+    window_s: float
+    series: Mapping[str, Series]
+    attempts: Mapping[str, Attempts] = field(default_factory=dict)
+    health: Mapping[str, NodeHealth] = field(default_factory=dict)
+    pauses: Sequence[Mapping[str, Any]] = ()
+    newest_ok_ns: int | None = None
+    last_check_ns: int | None = None  # when the skew check last ran (None: never)
+    pause_max_since_check_s: float = 0.0
+    suspend_since_check_s: float | None = None  # the newest suspend since that check
+
+    @property
+    def servers(self) -> list[str]:
+        return sorted(set(self.series) | set(self.attempts))
+
+
+@dataclass(frozen=True)
+class ServerAssessment:
+    """What the evidence says about one reference. Offsets and durations in s, rates in ppm."""
+
+    server: str
+    age_s: float | None = None  # of the newest usable sample
+    offset_s: float | None = None  # newest usable sample
+    delay_s: float | None = None
+    root_distance_s: float | None = None
+    stratum: int | None = None
+    leap: int | None = None
+    jitter_s: float | None = None
+    drift_ppm: float | None = None  # the fit's, when it is 'ok' or 'model_misfit'
+    drift_ci95_ppm: tuple[float, float] | None = None
+    n_ok: int = 0  # usable samples in the window
+    n_attempts: int = 0  # attempts in the window
+    last_error: str | None = None  # code of the newest attempt if it failed
+    truechimer: bool | None = None  # None: not judged (no majority)
+    health: NodeStatus | None = None  # from the skew checks (None: never judged)
+    fit: DriftFit | None = None  # the one drift fit (None: no usable sample)
+    bound: ServerBound | None = None  # where its true offset lies now (the interval's input)
+
+    @property
+    def loss_ratio(self) -> float | None:
+        return None if self.n_attempts == 0 else 1.0 - self.n_ok / self.n_attempts
+
+    @property
+    def drift_ci_half_ppm(self) -> float | None:
+        """Half-width of the drift's 95 % interval, ppm (None without a drift)."""
+        if self.drift_ppm is None or self.drift_ci95_ppm is None:
+            return None
+        lo, hi = self.drift_ci95_ppm
+        return max(hi - self.drift_ppm, self.drift_ppm - lo)
+
+    def drift_judgeable(self, warn_drift_ppm: float) -> bool:
+        """Whether the drift is known well enough to alert on: its 95 % half-width is at most half
+        the warning threshold (a 4-query burst's ±340 ppm must not raise a drift alarm)."""
+        half = self.drift_ci_half_ppm
+        return half is not None and half <= warn_drift_ppm / 2
+
+    def silent_for_s(self) -> float | None:
+        """How long the server has failed to answer: age of the newest usable sample when the
+        newest attempt failed, else None (it answered last time)."""
+        if self.last_error is None:
+            return None
+        return self.age_s if self.age_s is not None else float("inf")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """This host against its references at (`as_of_ns` CLOCK_REALTIME, `boottime_ns`)."""
+
+    as_of_ns: int
+    servers: tuple[ServerAssessment, ...] = ()
+    interval: IntervalEstimate | None = None
+    state: ClockState | None = None  # the interval frozen for IntervalClock readers
+    self_health: NodeStatus | None = None
+    pause: Mapping[str, float] | None = None  # worst pause summary in the window (max of each column)
+    boottime_ns: int = 0
+    window_s: float = DEFAULT_WINDOW_S
+    newest_ok_age_s: float | None = None  # the store's newest usable sample, any server
+    skew: SkewAssessment | None = None
+    skew_hold: str | None = None  # why the skew check must not move anyone now (the pause guard)
+    node_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # stored, before this check
+    verdict: CheckVerdict | None = None  # `timekit check`'s verdict on the whole store
+
+    @property
+    def point_offset_s(self) -> float | None:
+        """This clock's offset (reference − local), s: the median of the truechimers' newest
+        offsets. The point estimate to judge and to graph; `interval_midpoint_offset_s` is not one
+        (the interval widens unevenly as evidence ages), its half-width is the uncertainty."""
+        chimers = [s.offset_s for s in self.servers if s.truechimer and s.offset_s is not None]
+        if not chimers:
+            return None
+        return float(np.median(chimers))
+
+    @property
+    def interval_midpoint_offset_s(self) -> float | None:
+        """The interval's midpoint as an offset (reference − local), s: the centre of the band
+        `± interval.uncertainty_s`; not a point estimate (see `point_offset_s`)."""
+        iv = self.interval
+        if iv is None or iv.earliest_ns is None or iv.latest_ns is None:
+            return None
+        return ((iv.earliest_ns - iv.as_of_ns) + (iv.latest_ns - iv.as_of_ns)) / 2 / NS_PER_S
+
+    @property
+    def newest_age_s(self) -> float | None:
+        ages = [s.age_s for s in self.servers if s.age_s is not None]
+        return min(ages) if ages else None
+
+    @property
+    def usable(self) -> list[ServerAssessment]:
+        return [s for s in self.servers if s.offset_s is not None]
+
+    def server(self, name: str) -> ServerAssessment | None:
+        return next((s for s in self.servers if s.server == name), None)
+
+
+# ----------------------------------------------------------------------------- the rules
+def jitter_s(offsets: np.ndarray, delays: np.ndarray) -> float | None:
+    """RMS of successive differences of the newest JITTER_SAMPLES offsets, s, over the samples
+    whose delay is at most the median of those (as NTP's clock filter prefers low-delay
+    samples): a delay spike under load is a delay problem, not offset jitter."""
+    off, dl = offsets[-JITTER_SAMPLES:], delays[-JITTER_SAMPLES:]
+    keep = off[dl <= np.median(dl)] if dl.size else off
+    if keep.size < 2:
+        return None
+    return float(np.sqrt(np.mean(np.diff(keep) ** 2)))
+
+
+def _z_of(ci_level: float) -> float:
+    """The two-sided normal quantile of `ci_level` (0.95 -> 1.95996...), without scipy."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + ci_level / 2)
+
+
+def interval_drift(fit: DriftFit, max_drift_ppm: float) -> tuple[float | None, float | None]:
+    """(drift_ppm, its standard error in ppm) the interval may lean on, or (None, None).
+
+    The standard error is at least the CI half-width / z: the CI holds a delay-bias term the
+    statistical SE leaves out, and the interval's growth must cover it. An estimate vaguer than
+    the assumed bound (DRIFT_SE_MULTIPLIER·se > max_drift_ppm, e.g. a 4-query burst) would only
+    widen the interval and move its centre on noise: then the bound alone is used, as ClockBound does.
+    """
+    if fit.status != "ok" or fit.drift_ppm is None or fit.drift_ci95_ppm is None or fit.drift_se_ppm is None:
+        return None, None
+    half = max(fit.drift_ci95_ppm[1] - fit.drift_ppm, fit.drift_ppm - fit.drift_ci95_ppm[0])
+    se = max(fit.drift_se_ppm, half / _z_of(CI_LEVEL))
+    if DRIFT_SE_MULTIPLIER * se > max_drift_ppm:
+        return None, None
+    return fit.drift_ppm, se
+
+
+def server_evidence(series: Series, fit: DriftFit, policy: IntervalPolicy,
+                    current_boot: str | None) -> ServerEvidence:
+    """One server's evidence for the interval: its drift (from `fit`) plus the samples of this boot,
+    in boottime order (after a backward wall-clock step, realtime order lies)."""
+    drift, se = interval_drift(fit, policy.max_drift_ppm)
+    this_boot = (series.boottime_ns >= 0) & np.array([b == current_boot for b in series.boot_id], dtype=bool)
+    ev = series.select(this_boot)
+    ev = ev.select(np.argsort(ev.boottime_ns, kind="stable"))
+    return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
+                          leap=ev.leap, drift_ppm=drift, drift_se_ppm=se)
+
+
+def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, judged_before: bool,
+                     suspend_s: float | None, pause_max_s: float) -> str | None:
+    """The pause guard: why the skew check must not move any node now, or None.
+
+    Evidence is not trusted while timekit itself was stalled: the newest replies of most references
+    took longer than `pause_guard_s`, or (since the previous check) the host was suspended or the
+    pause meter saw a stall longer than that.
+    """
+    slow = sum(1 for d in newest_delays_s if d > policy.pause_guard_s)
+    n = len(newest_delays_s)
+    if n and slow * 2 > n:
+        return (f"pause guard: {slow} of {n} references' newest replies took over "
+                f"{policy.pause_guard_s:g} s (timekit or this host stalled)")
+    if judged_before and suspend_s is not None:
+        return f"pause guard: this host was suspended {suspend_s:.3f} s since the previous check"
+    if judged_before and pause_max_s > policy.pause_guard_s:
+        return (f"pause guard: the pause meter saw this host stall {pause_max_s:.3f} s since the previous "
+                f"check (over {policy.pause_guard_s:g} s)")
+    return None
+
+
+def _server(name: str, ev: Evidence, fit: DriftFit | None, bound: ServerBound | None,
+            chimers: set[str] | None) -> ServerAssessment:
+    tries = ev.attempts.get(name, Attempts())
+    health = ev.health.get(name)
+    base = ServerAssessment(name, n_attempts=tries.n_attempts, n_ok=tries.n_ok, last_error=tries.last_error,
+                            health=health.status if health else None, fit=fit, bound=bound)
+    s = ev.series.get(name)
+    if s is None or not len(s):
+        return base
+    newest = len(s) - 1  # series are in time order
+    rd = float(s.root_distance_s[newest])
+    drift = ci = None
+    if fit is not None and fit.status in ("ok", "model_misfit"):
+        drift, ci = fit.drift_ppm, fit.drift_ci95_ppm
+    stratum = None if s.stratum is None else int(s.stratum[newest]) or None
+    return replace(base, age_s=max(0.0, (ev.realtime_ns - int(s.t_local_ns[newest])) / NS_PER_S),
+                   offset_s=float(s.offset_s[newest]), delay_s=float(s.delay_s[newest]),
+                   root_distance_s=rd if math.isfinite(rd) else None, stratum=stratum,
+                   leap=int(s.leap[newest]), jitter_s=jitter_s(s.offset_s, s.delay_s),
+                   drift_ppm=drift, drift_ci95_ppm=ci,
+                   truechimer=None if chimers is None else name in chimers)
+
+
+def _pause_summary(pauses: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    if not pauses:
+        return None
+    out = {k: max(float(p[k]) for p in pauses) for k in PAUSE_KEYS}
+    out["newest_ns"] = pauses[-1]["t_local_ns"]
+    return out
+
+
+def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
+    """The one assessment of `ev` under `policy`: fits, bounds, interval, state, skew, verdict."""
+    policy = policy or Policy()
+    ip = policy.interval
+    names = ev.servers
+    fits = {n: fit_series(s, ip.max_root_distance_s) for n, s in ev.series.items() if len(s)}
+    evidence = [server_evidence(ev.series[n], fits[n], ip, ev.boot_id) for n in names if n in fits]
+    est = compute_interval(evidence, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                           policy=ip)
+    state = clock_state(est, evidence, anchor_boottime_ns=ev.boottime_ns, policy=ip)
+    chimers = set(est.selection.truechimers) if est.selection and est.selection.quorum else None
+    bounds = {b.server: b for b in est.servers}
+    servers = tuple(_server(n, ev, fits.get(n), bounds.get(n), chimers) for n in names)
+    me = ev.health.get(SELF_NODE)
+    newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
+    skew, hold = _skew(ev, servers, policy.skew)
+    out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
+                     _pause_summary(ev.pauses),
+                     boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
+                     skew=skew, skew_hold=hold, node_health=ev.health)
+    return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
+                                      window_s=ev.window_s))
+
+
+def _skew(ev: Evidence, servers: Sequence[ServerAssessment],
+          policy: SkewPolicy) -> tuple[SkewAssessment, str | None]:
+    """Each reference with fresh evidence, and `self` (offset 0 by definition), against the majority."""
+    observations = [NodeObservation(SELF_NODE, 0.0, 0.0)]
+    delays = []
+    for s in servers:
+        b = s.bound
+        if (b is None or b.status != "ok" or b.lo_s is None or b.hi_s is None
+                or (b.age_s or 0) > policy.max_age_s):
+            continue
+        observations.append(NodeObservation(s.server, (b.lo_s + b.hi_s) / 2, (b.hi_s - b.lo_s) / 2))
+        if s.delay_s is not None:
+            delays.append(s.delay_s)
+    skew = assess_skew(observations, warn_offset_s=policy.warn_offset_s, max_offset_s=policy.max_offset_s)
+    hold = skew_hold_reason(delays, policy, judged_before=bool(ev.health), suspend_s=ev.suspend_since_check_s,
+                            pause_max_s=ev.pause_max_since_check_s)
+    return skew, hold
+
+
+def stale_references(a: Assessment, policy: SkewPolicy) -> list[str]:
+    """References with samples that the skew check could not assess (no fresh bound)."""
+    return [s.server for s in a.servers if s.fit is not None and (
+        s.bound is None or s.bound.status != "ok" or (s.bound.age_s or 0) > policy.max_age_s)]

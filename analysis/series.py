@@ -1,0 +1,46 @@
+"""One reference's usable samples as arrays, and the one drift fit every answer uses.
+
+A `Series` is what the store's evidence reader hands the analysis (instants int64 ns,
+offsets/delays float s); `fit_series` is the single place a server's drift is fitted from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from timekit.analysis.drift import DriftFit, fit_drift
+from timekit.analysis.interval import IntervalPolicy
+
+
+@dataclass(frozen=True)
+class Series:
+    """One server's ok samples, oldest first. `boottime_ns` is -1 where unknown (older rows)."""
+
+    server: str
+    t_local_ns: np.ndarray  # int64
+    boottime_ns: np.ndarray  # int64, -1 = not recorded
+    boot_id: np.ndarray  # object (str or None)
+    offset_s: np.ndarray
+    delay_s: np.ndarray
+    root_distance_s: np.ndarray  # delay/2 + root delay/2 + root dispersion (inf: unknown part)
+    leap: np.ndarray  # int8
+    stratum: np.ndarray | None = None  # int (0: not recorded)
+
+    def __len__(self) -> int:
+        return len(self.t_local_ns)
+
+    def select(self, mask: np.ndarray) -> Series:
+        """The samples where `mask` (bool or index array) selects."""
+        return Series(self.server, self.t_local_ns[mask], self.boottime_ns[mask], self.boot_id[mask],
+                      self.offset_s[mask], self.delay_s[mask], self.root_distance_s[mask], self.leap[mask],
+                      None if self.stratum is None else self.stratum[mask])
+
+
+def fit_series(series: Series, max_root_distance_s: float = IntervalPolicy.max_root_distance_s) -> DriftFit:
+    """The drift fit of one server's usable samples (root distance within bounds, N26), in time order."""
+    s = series.select(series.root_distance_s <= max_root_distance_s)
+    if np.any(np.diff(s.t_local_ns) < 0):  # wall clock stepped back: the fit needs time order
+        s = s.select(np.argsort(s.t_local_ns, kind="stable"))
+    return fit_drift(s.t_local_ns, s.offset_s, s.delay_s, s.root_distance_s)
