@@ -52,10 +52,10 @@ from timekit.analysis.interval import IntervalPolicy
 from timekit.collectors.ntp_client import QueryPlan
 from timekit.lab.chrony import ChronyClient
 from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
+from timekit.pipeline.assess import assess_store, read_now
+from timekit.pipeline.sampling import sample_ntp
 from timekit.samples import NtpSample
-from timekit.sampling import sample_ntp
-from timekit.store import Store
-from timekit.truetime import assess_store, read_now
+from timekit.store.database import Store
 from timekit.units import NS_PER_S, PPM
 
 GROUP_OFFSET_S = 0.020  # every server is 20 ms ahead of this host...

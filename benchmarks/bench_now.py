@@ -17,10 +17,10 @@ from pathlib import Path
 
 from benchmarks.common import BenchResult
 from timekit.analysis.clock_state import ClockState
+from timekit.clock.intervalclock import IntervalClock
+from timekit.clock.lease import Lease
 from timekit.collectors.clocks import boot_id
-from timekit.intervalclock import IntervalClock
-from timekit.lease import Lease
-from timekit.published_state import publish, state_path_for
+from timekit.store.published_state import publish, state_path_for
 
 BATCH = 1000
 

@@ -20,12 +20,12 @@ from tests.conftest import UPTIME_PAD_NS, run_cli
 from timekit.analysis.assessment import Policy
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, thresholds_from_flags
 from timekit.analysis.verdict import CRITICAL, OK, UNKNOWN, WARNING, PerfDatum
-from timekit.check import check_store
 from timekit.collectors.clocks import boot_id, realtime_ns
 from timekit.lab.manager import Lab
+from timekit.outputs.check import check_store
+from timekit.pipeline.assess import read_now
 from timekit.samples import NtpSample
-from timekit.store import Store
-from timekit.truetime import read_now
+from timekit.store.database import Store
 from timekit.units import NS_PER_S
 
 # Nagios plugin guidelines: 'label'=value[UOM];[warn];[crit];[min];[max]; values in [-0-9.], no exponent
@@ -196,7 +196,7 @@ def write_samples(db: Path, offsets: dict[str, float], age_s: float, *, n: int =
 def judge(db: Path, *, now: tuple[int, int] | None = None, **kw: object) -> subprocess.CompletedProcess:
     """`timekit check` of a store (no servers), in-process at `now` (default `host_now()`), rendered as
     the CLI prints it: the same `run_check` the command calls, with the instant injected."""
-    from timekit.check import run_check
+    from timekit.outputs.check import run_check
 
     v = run_check([], db, now=now if now is not None else host_now(), **kw)  # type: ignore[arg-type]
     return subprocess.CompletedProcess(["timekit", "check"], v.exit_code, v.status_line() + "\n", "")
@@ -452,7 +452,7 @@ def test_silent_reference_is_named(tmp_path: Path) -> None:
 
 
 def test_drift_gate_is_the_one_prometheus_uses(tmp_path: Path) -> None:
-    from timekit.truetime import assess_store
+    from timekit.pipeline.assess import assess_store
 
     db = tmp_path / "g.db"  # local clock gains 3 ppm; 150 µs noise leaves each fit ±0.6-0.8 ppm (95 %)
     host = host_now()

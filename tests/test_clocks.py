@@ -248,7 +248,7 @@ def test_suspend_and_step_between_two_runs_are_seen() -> None:
     too (same boot: monotonic moved forward)."""
     from types import SimpleNamespace
 
-    from timekit.sampling import between_runs
+    from timekit.pipeline.sampling import between_runs
 
     NS = 1_000_000_000  # noqa: N806
     prev = (1_000 * NS, 50 * NS, 60 * NS)  # realtime, monotonic, boottime (10 s asleep before)

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import run_cli
 from tests.test_cli import assert_one_clean_line
-from timekit.export_csv import INJECTION_PREFIXES, csv_cell, float_text
 from timekit.lab.manager import Lab
+from timekit.outputs.export_csv import INJECTION_PREFIXES, csv_cell, float_text
 from timekit.samples import NtpSample
-from timekit.store import PAUSE_COLUMNS, Store
+from timekit.store.database import PAUSE_COLUMNS, Store
 
 SAMPLED = ("chrony-ahead", "chrony-behind", "jittery", "lossy", "refid_weird")
 NS_COLUMNS = [c for c in NtpSample.column_names() if c.endswith("_ns")]

@@ -186,9 +186,9 @@ def test_after_a_backward_wall_clock_step_the_fresh_samples_count(tmp_path) -> N
     """30 samples, then the wall clock is stepped back 1 h, then 5 more: the newest evidence is the
     post-step samples (by boottime), so the status is synchronized, not 'stepped'."""
     from timekit.collectors.clocks import boot_id
+    from timekit.pipeline.assess import assess_store
     from timekit.samples import NtpSample
-    from timekit.store import Store
-    from timekit.truetime import assess_store
+    from timekit.store.database import Store
 
     def sample(name: str, rt: int, bt: int) -> NtpSample:
         return NtpSample(name, True, None, rt, offset_s=0.0, delay_s=1e-4, stratum=2, leap=0,

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timekit
-import timekit.intervalclock as ic
+import timekit.clock.intervalclock as ic
 from tests.conftest import UPTIME_PAD_NS
 from timekit import ClockUnknownError, Fence, FencingTokens, IntervalClock, Lease, LeaseExpired, TimeInterval
 from timekit.analysis.clock_state import INT64_MAX, ClockState, interval_at
 from timekit.collectors.clocks import boot_id
-from timekit.published_state import StateReader, publish, state_path_for
+from timekit.store.published_state import StateReader, publish, state_path_for
 from timekit.units import NS_PER_S
 
 
@@ -398,7 +398,7 @@ def test_a_pending_leap_second_widens_from_one_second_before_its_midnight(tmp_pa
 def test_now_never_opens_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A clock built from the store (nothing published yet) looks for the published file again
     from now(), but never queries the store there: that would put a database read in the hot path."""
-    from timekit.store import Store
+    from timekit.store.database import Store
 
     db = tmp_path / "tk.db"
     Store.open(db).close()

@@ -18,10 +18,10 @@ from timekit.analysis.assessment import Policy
 from timekit.analysis.skew import SkewPolicy
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.pauses import summarise
+from timekit.pipeline.assess import read_now
+from timekit.pipeline.skewcheck import run_skew_check
 from timekit.samples import NtpSample
-from timekit.skewcheck import run_skew_check
-from timekit.store import Store
-from timekit.truetime import read_now
+from timekit.store.database import Store
 
 NS = 1_000_000_000
 

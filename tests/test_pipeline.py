@@ -20,10 +20,10 @@ from timekit.analysis.assessment import Policy
 from timekit.analysis.clock_state import ClockState
 from timekit.collectors.clocks import boot_id
 from timekit.lab.manager import Lab
-from timekit.published_state import StateReader, publish, state_path_for
+from timekit.pipeline.assess import assess_store, publish_quietly, read_now
 from timekit.samples import NtpSample
-from timekit.store import Store
-from timekit.truetime import assess_store, publish_quietly, read_now
+from timekit.store.database import Store
+from timekit.store.published_state import StateReader, publish, state_path_for
 from timekit.units import NS_PER_S
 
 FIVE = {"10.0.0.1:123": 0.0010, "10.0.0.2:123": 0.0013, "10.0.0.3:123": 0.0008, "10.0.0.4:123": 0.0011,
@@ -34,7 +34,7 @@ def _metric_values(db: Path, now: tuple[int, int]) -> dict[tuple[str, tuple[tupl
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from timekit.metrics import TimekitCollector, registry_for
+    from timekit.outputs.metrics import TimekitCollector, registry_for
 
     text = generate_latest(registry_for(TimekitCollector(db, now=lambda: now, strict=True))).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -53,9 +53,9 @@ def _summary_drifts(summary: str) -> dict[str, float]:
 
 def test_check_metrics_now_report_and_drift_give_the_same_numbers(tmp_path: Path) -> None:
     """One store, one instant: every rendering shows the numbers of the one assessment."""
-    from timekit.check import run_check
-    from timekit.drift_report import drift_results
-    from timekit.report import write_report
+    from timekit.outputs.check import run_check
+    from timekit.outputs.drift_report import drift_results
+    from timekit.outputs.report import write_report
 
     db = tmp_path / "one.db"
     host = host_now()
@@ -185,7 +185,7 @@ def test_a_sample_committed_after_the_clock_read_is_not_from_the_future(
     """The race `timekit now` lost to a daemon at 4 Hz, made deterministic: a sample is committed right
     after the clocks are read. Read in the old order (clocks, then store) that sample is 'in the
     future' and the interval is unknown; the evidence is read first, so it is simply not seen yet."""
-    import timekit.evidence as evidence
+    import timekit.store.evidence as evidence
 
     db = tmp_path / "race.db"
     _three_fresh(db)

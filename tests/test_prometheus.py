@@ -26,9 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import LAB_SLACK_S, run_cli
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS
 from timekit.lab.manager import Lab, LabServer
+from timekit.pipeline.assess import assess_store
 from timekit.samples import NtpSample
-from timekit.store import Store
-from timekit.truetime import assess_store
+from timekit.store.database import Store
 
 LAB_SERVERS = ("chrony-ahead", "chrony-behind", "chrony-near")
 SCRAPE_WAIT_S = 30.0  # Prometheus starts, scrapes every 1 s and evaluates rules every 1 s
@@ -336,7 +336,7 @@ def test_fleet_metrics_absent_not_zero_and_state_sets() -> None:
     """Pure: no data gives no series; quarantine, node status and sync status are 0/1 state sets."""
     from timekit.analysis.assessment import Assessment, ServerAssessment
     from timekit.analysis.interval import IntervalEstimate
-    from timekit.metrics import fleet_metrics
+    from timekit.outputs.metrics import fleet_metrics
 
     as_of_ns = 1_700_000_000 * 1_000_000_000
     iv = IntervalEstimate("free_running", "stale", as_of_ns, earliest_ns=as_of_ns + 1_000_000,
@@ -378,7 +378,7 @@ def test_host_offset_is_truechimer_median_and_drift_needs_precision() -> None:
     has the other sign); a drift whose 95 % half-width exceeds warn/2 is not exported, its width is."""
     from timekit.analysis.assessment import Assessment, ServerAssessment
     from timekit.analysis.interval import IntervalEstimate
-    from timekit.metrics import fleet_metrics
+    from timekit.outputs.metrics import fleet_metrics
 
     as_of_ns = 1_700_000_000 * 1_000_000_000
     iv = IntervalEstimate("synchronized", "ok", as_of_ns, earliest_ns=as_of_ns - 10_000_000,

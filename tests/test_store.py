@@ -15,7 +15,7 @@ import pytest
 
 from timekit.errors import StoreError
 from timekit.samples import NtpSample
-from timekit.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from timekit.store.database import APPLICATION_ID, SCHEMA_VERSION, Store
 
 BIG_NS = 1_795_671_931_903_889_200
 
@@ -136,7 +136,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:  # S4, two col
 
 WRITER = """
 import sys
-from timekit.store import Store
+from timekit.store.database import Store
 from timekit.samples import NtpSample
 st = Store.open(sys.argv[1])
 i = 0
@@ -180,7 +180,7 @@ def test_attempt_and_its_server_state_commit_together(tmp_path: Path) -> None:  
 
 
 def test_v1_store_migrates_to_current_keeping_samples(tmp_path: Path) -> None:  # S10
-    from timekit.store import MIGRATIONS
+    from timekit.store.database import MIGRATIONS
 
     p = tmp_path / "old.db"
     c = sqlite3.connect(p)

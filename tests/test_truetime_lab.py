@@ -23,16 +23,16 @@ from tests.conftest import record_figure, require_lab
 from timekit.address import parse_server
 from timekit.analysis.assessment import Policy
 from timekit.analysis.skew import SkewPolicy
+from timekit.clock.intervalclock import IntervalClock
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.ntp_client import QueryPlan
-from timekit.intervalclock import IntervalClock
 from timekit.lab.faultserver import PortSpec
 from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
-from timekit.published_state import publish, state_path_for
-from timekit.sampling import sample_ntp
-from timekit.skewcheck import run_skew_check
-from timekit.store import Store
-from timekit.truetime import assess_store, read_now
+from timekit.pipeline.assess import assess_store, read_now
+from timekit.pipeline.sampling import sample_ntp
+from timekit.pipeline.skewcheck import run_skew_check
+from timekit.store.database import Store
+from timekit.store.published_state import publish, state_path_for
 from timekit.units import NS_PER_S
 
 GROUP_OFFSET_S = 0.020  # every honest reference is 20 ms ahead of this host...
@@ -155,7 +155,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     finally:
         thread.join(timeout=15)
     with Store.open(db) as st:
-        from timekit.drift_report import drift_results
+        from timekit.outputs.drift_report import drift_results
 
         fits = {names[r["server"]]: r for r in drift_results(assess_store(st))}
     # each read against every honest reference's truth at both ends of its bracket (after the run:

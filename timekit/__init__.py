@@ -1,8 +1,8 @@
 """timekit: measure time and its uncertainty; `IntervalClock` is the library's TrueTime clock."""
 
+from timekit.clock.intervalclock import CausalityError, ClockUnknownError, IntervalClock, TimeInterval
+from timekit.clock.lease import Fence, FencingTokens, Lease, LeaseExpired
 from timekit.errors import AnalysisError, CollectorError, StoreError, TimekitError, UsageError
-from timekit.intervalclock import CausalityError, ClockUnknownError, IntervalClock, TimeInterval
-from timekit.lease import Fence, FencingTokens, Lease, LeaseExpired
 
 __all__ = [
     "AnalysisError",

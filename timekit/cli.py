@@ -70,7 +70,7 @@ def warn(msg: str) -> None:
 
 
 def _open_store(db: Path | None) -> Any:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
     return Store.open(db)
 
@@ -110,7 +110,7 @@ def sample_ntp_cmd(
 ) -> None:
     """Query NTP servers (concurrently) and store every attempt, valid or not."""
     from timekit.collectors.ntp_client import QueryPlan
-    from timekit.sampling import sample_ntp
+    from timekit.pipeline.sampling import sample_ntp
 
     targets = _parse_servers(servers)
     plan = QueryPlan(count=count, interval_s=interval, timeout_s=timeout)
@@ -123,13 +123,13 @@ def sample_ntp_cmd(
             if prog:
                 prog.stop()
         if any(s.ok for s in run.samples):
-            from timekit.truetime import publish_quietly
+            from timekit.pipeline.assess import publish_quietly
 
             publish_quietly(store)
     if as_json:
         emit_json({"samples": run.samples})
     else:
-        from timekit.render import ntp_summary_table
+        from timekit.outputs.render import ntp_summary_table
 
         _console().print(ntp_summary_table(run.samples))
     for message in run.unresolved:
@@ -146,7 +146,7 @@ def sample_clocks_cmd(
     db: DbOpt = None,
 ) -> None:
     """Sample REALTIME against MONOTONIC/RAW/BOOTTIME/TAI and the kernel's adjtimex state."""
-    from timekit.sampling import sample_clocks_run
+    from timekit.pipeline.sampling import sample_clocks_run
 
     with _open_store(db) as store:
         run = sample_clocks_run(store, duration, rate)
@@ -155,7 +155,7 @@ def sample_clocks_cmd(
     if as_json:
         emit_json(doc)
     else:
-        from timekit.render import clocks_text
+        from timekit.outputs.render import clocks_text
 
         _console().print(clocks_text(run))
 
@@ -170,7 +170,7 @@ def sample_pauses_cmd(
     db: DbOpt = None,
 ) -> None:
     """Pause meter (jHiccup-style): how late a sleeper wakes up, percentiles per interval, stored."""
-    from timekit.sampling import sample_pauses_run
+    from timekit.pipeline.sampling import sample_pauses_run
 
     with _open_store(db) as store:
         prog = _progress(max(1, round(duration / interval)), "measuring pauses")
@@ -183,7 +183,7 @@ def sample_pauses_cmd(
     if as_json:
         emit_json({"pauses": rows})
     else:
-        from timekit.render import pauses_table
+        from timekit.outputs.render import pauses_table
 
         _console().print(pauses_table(rows))
 
@@ -198,13 +198,13 @@ def collect_cmd(
     db: DbOpt = None,
 ) -> None:
     """One cron-sized run of everything the config names; overlapping runs never interleave."""
-    from timekit.collect import collect
+    from timekit.pipeline.collect import collect
 
     result = collect(config, db, wait_s=wait)
     if as_json:
         emit_json(result.to_json())
     else:
-        from timekit.render import collect_text
+        from timekit.outputs.render import collect_text
 
         _console().print(collect_text(result))
     if result.budget_exceeded:
@@ -245,10 +245,10 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
 
     Without --since: the fit `check`, `now` and the metrics use (each server's newest samples);
     with it: every usable sample since then."""
-    from timekit.drift_report import drift_results
-    from timekit.evidence import FIT_WINDOW
-    from timekit.render import drift_table
-    from timekit.truetime import assess_store
+    from timekit.outputs.drift_report import drift_results
+    from timekit.outputs.render import drift_table
+    from timekit.pipeline.assess import assess_store
+    from timekit.store.evidence import FIT_WINDOW
 
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
@@ -266,8 +266,8 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
 def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
                         db: DbOpt = None) -> None:
     """Recommended timeout per server from its measured round trips (RFC 6298, phi accrual, quantile)."""
-    from timekit.render import timeout_table
-    from timekit.timeout_report import timeout_results
+    from timekit.outputs.render import timeout_table
+    from timekit.outputs.timeout_report import timeout_results
 
     names = [s.name for s in _parse_servers(server)] if server else None
     with _open_store(db) as store:
@@ -295,8 +295,8 @@ def analyze_skew_cmd(
     db: DbOpt = None,
 ) -> None:
     """Each reference and this host (`self`) against the majority; sticky quarantine in the store."""
+    from timekit.pipeline.skewcheck import run_skew_check
     from timekit.settings import policy
-    from timekit.skewcheck import run_skew_check
 
     pol = policy(config, skew={"max_offset_s": max_offset, "warn_offset_s": warn_offset,
                                "enter_after": enter_after, "leave_after": leave_after})
@@ -310,7 +310,7 @@ def analyze_skew_cmd(
     if as_json:
         emit_json(doc)
     else:
-        from timekit.render import skew_table
+        from timekit.outputs.render import skew_table
 
         _console().print(skew_table(doc))
     for failure in report.hook_failures:
@@ -327,7 +327,7 @@ def now_cmd(
     db: DbOpt = None,
 ) -> None:
     """What time it really is: [earliest, latest] containing the references' true time."""
-    from timekit.truetime import assess_store
+    from timekit.pipeline.assess import assess_store
 
     pol = _policy(config, max_drift_ppm=max_drift_ppm)
     names = [s.name for s in _parse_servers(server)] if server else None
@@ -338,10 +338,10 @@ def now_cmd(
         # what every reference says now, under the configured (not a one-off flag's) assumptions:
         # the freshest state for every IntervalClock on this host
         if names is None and max_drift_ppm is None:
-            from timekit.truetime import publish_quietly
+            from timekit.pipeline.assess import publish_quietly
 
             publish_quietly(store, state=found.state)
-    from timekit.render import interval_doc, interval_text
+    from timekit.outputs.render import interval_doc, interval_text
 
     doc = interval_doc(est)
     if as_json:
@@ -368,8 +368,8 @@ def daemon_cmd(
     import time
 
     from timekit.collectors.ntp_client import QueryPlan
-    from timekit.sampling import sample_ntp
-    from timekit.truetime import publish_quietly
+    from timekit.pipeline.assess import publish_quietly
+    from timekit.pipeline.sampling import sample_ntp
 
     targets = _parse_servers(servers)
     policy = _policy(config)  # validated before the first round
@@ -403,8 +403,8 @@ def export_csv_cmd(
     db: DbOpt = None,
 ) -> None:
     """Every stored sample of one kind as CSV (one row per sample; pandas reads it with no options)."""
-    from timekit.export_csv import export_csv
-    from timekit.store import Store
+    from timekit.outputs.export_csv import export_csv
+    from timekit.store.database import Store
 
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
@@ -424,8 +424,8 @@ def report_cmd(
     db: DbOpt = None,
 ) -> None:
     """Plots a person can read (offset, RTT, drift, pauses), the CSV and a summary, into a directory."""
-    from timekit.report import write_report
-    from timekit.store import Store
+    from timekit.outputs.report import write_report
+    from timekit.store.database import Store
 
     since_ns = _since_ns(since)
     with Store.open(db, create=False) as store:
@@ -450,7 +450,7 @@ def export_prometheus_cmd(
     db: DbOpt = None,
 ) -> None:
     """Prometheus metrics (timekit_*) of the store now, written atomically for the textfile collector."""
-    from timekit.metrics import export_textfile
+    from timekit.outputs.metrics import export_textfile
 
     n = export_textfile(out, db, policy=_policy(config))
     if out.suffix != ".prom":
@@ -471,7 +471,7 @@ def exporter_cmd(
     db: DbOpt = None,
 ) -> None:
     """Serve the Prometheus metrics over HTTP (/metrics), read afresh from the store on every scrape."""
-    from timekit.metrics import start_exporter, wait_for_stop
+    from timekit.outputs.metrics import start_exporter, wait_for_stop
 
     exporter = start_exporter(db, port=port, bind=bind, policy=_policy(config), on_error=warn)
     try:
@@ -545,7 +545,7 @@ def rules_cmd(
 ) -> None:
     """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
     (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
-    from timekit.metrics import rules_document, rules_thresholds, rules_yaml
+    from timekit.outputs.metrics import rules_document, rules_thresholds, rules_yaml
 
     th = rules_thresholds(max_age, **_threshold_kwargs(locals()))
     if as_json:
@@ -564,7 +564,7 @@ class CheckCommand(typer.core.TyperCommand):
             return super().parse_args(ctx, args)
         except click.ClickException as exc:
             from timekit.analysis.verdict import EXIT_CODES, UNKNOWN, unknown_verdict
-            from timekit.check import print_verdict
+            from timekit.outputs.check import print_verdict
 
             print_verdict(unknown_verdict(f"bad input: {exc.format_message()}"), as_json)
             raise click.exceptions.Exit(EXIT_CODES[UNKNOWN]) from None
@@ -595,7 +595,7 @@ def check_cmd(
     db: DbOpt = None,
 ) -> None:
     """Monitoring-plugin verdict: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line + perfdata."""
-    from timekit.check import print_verdict, run_check
+    from timekit.outputs.check import print_verdict, run_check
 
     verdict = run_check(servers or [], db, count=count, timeout_s=timeout, max_age=max_age, config=config,
                         **_threshold_kwargs(locals()))
@@ -612,7 +612,7 @@ def servers_list_cmd(as_json: JsonOpt = False, db: DbOpt = None) -> None:
     if as_json:
         emit_json({"servers": states})
     else:
-        from timekit.render import server_states_table
+        from timekit.outputs.render import server_states_table
 
         _console().print(server_states_table(states))
 
@@ -683,7 +683,7 @@ def lab_compare_cmd(lab_dir: LabDirOpt = None, as_json: JsonOpt = False, db: DbO
     if as_json:
         emit_json({"servers": rows})
     else:
-        from timekit.render import compare_table
+        from timekit.outputs.render import compare_table
 
         _console().print(compare_table(rows))
 
@@ -695,7 +695,7 @@ def _lab_status(lab: Any, as_json: bool) -> None:
     if as_json:
         emit_json({"directory": str(lab.directory), "servers": rows})
     else:
-        from timekit.render import lab_table
+        from timekit.outputs.render import lab_table
 
         _console().print(lab_table(rows, lab.directory))
 

@@ -40,6 +40,7 @@
 
 from __future__ import annotations
 
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,6 @@ def _checked(source: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
             IntervalPolicy(**body)
         else:
             from timekit.analysis.skew import SkewPolicy
-            from timekit.skewcheck import check_hook
 
             SkewPolicy(**{k: v for k, v in body.items() if k != "hook"})
             check_hook(body.get("hook"))
@@ -184,3 +184,9 @@ def _jitter(source: str, value: float) -> float:
     if not 0 <= value <= 3600:  # (nan fails too)
         raise UsageError(f"{source}: run.start_jitter_s = {value} is out of range (0-3600 s)")
     return float(value)
+
+
+def check_hook(hook: str | None) -> None:
+    """A hook command must name a program (UsageError otherwise)."""
+    if hook is not None and not shlex.split(hook):
+        raise UsageError("the hook command is empty")

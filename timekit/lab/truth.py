@@ -8,7 +8,7 @@ from typing import Any
 from timekit.atomic_files import pid_alive
 from timekit.collectors.clocks import realtime_ns
 from timekit.lab.manager import Lab
-from timekit.store import Store
+from timekit.store.database import Store
 
 
 def lab_status_rows(lab: Lab) -> list[dict[str, Any]]:

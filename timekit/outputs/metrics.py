@@ -203,11 +203,11 @@ class TimekitCollector(Collector):
         return []  # the families depend on the store: nothing is read at registration
 
     def collect(self) -> Iterator[Metric]:
-        from timekit.store import Store
+        from timekit.store.database import Store
 
         up = _gauge("store_up", "1 when the last read of the timekit store succeeded, 0 when it failed.")
         try:
-            from timekit.truetime import assess_store
+            from timekit.pipeline.assess import assess_store
 
             with Store.open(self.db, create=False) as store:
                 fleet = assess_store(store, self.policy, now=self.now() if self.now else None,

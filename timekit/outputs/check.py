@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from timekit.address import ServerAddress
     from timekit.analysis.assessment import Policy
     from timekit.analysis.vocabulary import CheckMode
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 DEFAULT_COUNT = 4  # queries per named server: chrony's iburst (0.1 s apart on loopback, 2 s otherwise)
 DEFAULT_TIMEOUT_S = 1.0  # per-query timeout cap: 4 lost queries to a public server still end in ~7 s
@@ -76,8 +76,8 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
     Names that do not resolve are bad input (UNKNOWN) and nothing is measured or stored.
     """
     from timekit.collectors.ntp_client import QueryPlan
-    from timekit.sampling import sample_ntp
-    from timekit.truetime import assess_store
+    from timekit.pipeline.assess import assess_store
+    from timekit.pipeline.sampling import sample_ntp
 
     t = policy.thresholds
     bad = unresolvable(servers)
@@ -100,7 +100,7 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
 def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = None) -> CheckVerdict:
     """Judge what the store holds now (every server in it); stale beyond `max_age_s`: the verdict of
     the one assessment (`Assessment.verdict`)."""
-    from timekit.truetime import assess_store
+    from timekit.pipeline.assess import assess_store
 
     found = assess_store(store, policy, now=now, window_s=max(DEFAULT_WINDOW_S, policy.thresholds.max_age_s))
     assert found.verdict is not None
@@ -125,7 +125,7 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
         if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
         policy = settings.policy(config, thresholds=t)
-        from timekit.store import Store
+        from timekit.store.database import Store
 
         if servers:
             from timekit.address import parse_servers

@@ -10,7 +10,7 @@ from timekit.analysis.timeouts import recommend_timeout
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 
 def rtt_series(store: Store, *, servers: list[str] | None = None,

@@ -3,7 +3,7 @@
 `assess_store` is what every command calls (`timekit now`, `check`, the metrics, `report`,
 `analyze drift`/`skew`); `publish_quietly` freezes an assessment's interval next to the store
 for IntervalClock readers. The rules are pure (`analysis.assessment`), the reads are in
-`timekit.evidence`.
+`timekit.store.evidence`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from timekit.analysis.assessment import Assessment, Policy, assess
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
-from timekit.evidence import FIT_WINDOW, read_evidence, read_now
+from timekit.store.evidence import FIT_WINDOW, read_evidence, read_now
 
 if TYPE_CHECKING:
     from timekit.analysis.clock_state import ClockState
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 __all__ = ["assess_store", "publish_quietly", "read_now"]
 
@@ -40,7 +40,7 @@ def publish_quietly(store: Store, policy: Policy | None = None,
 
     from timekit.collectors.clocks import boot_id
     from timekit.errors import TimekitError
-    from timekit.published_state import publish, state_path_for
+    from timekit.store.published_state import publish, state_path_for
 
     try:
         if state is None:

@@ -29,7 +29,7 @@ from timekit.errors import AnalysisError
 from timekit.units import NS_PER_S, PPM
 
 if TYPE_CHECKING:
-    from timekit.published_state import StateReader
+    from timekit.store.published_state import StateReader
 
 _REALTIME, _BOOTTIME = time.CLOCK_REALTIME, time.CLOCK_BOOTTIME
 _gettime = time.clock_gettime_ns
@@ -109,8 +109,8 @@ class IntervalClock:
 
     def __init__(self, db: Path | str | None = None, *, state_path: Path | str | None = None,
                  max_drift_ppm: float | None = None) -> None:
-        from timekit.published_state import state_path_for
         from timekit.settings import db_path
+        from timekit.store.published_state import state_path_for
 
         self.db = db_path(db)
         self.state_path = Path(state_path) if state_path is not None else state_path_for(self.db)
@@ -137,7 +137,7 @@ class IntervalClock:
 
     def _map(self) -> None:
         """Map the published state file if it exists; if not, look again in REMAP_EVERY_NS."""
-        from timekit.published_state import StateReader
+        from timekit.store.published_state import StateReader
 
         try:
             self._reader = StateReader(self.state_path)
@@ -174,8 +174,8 @@ class IntervalClock:
         from timekit.analysis.assessment import Policy
         from timekit.analysis.interval import IntervalPolicy
         from timekit.errors import StoreError
-        from timekit.store import Store
-        from timekit.truetime import assess_store
+        from timekit.pipeline.assess import assess_store
+        from timekit.store.database import Store
 
         if not self.db.exists():
             return

@@ -17,19 +17,13 @@ from typing import TYPE_CHECKING, Any
 from timekit.analysis.assessment import Policy, stale_references
 from timekit.analysis.quarantine import FleetUpdate, QuarantinePolicy, update_fleet
 from timekit.analysis.skew import SkewAssessment
-from timekit.errors import UsageError
-from timekit.truetime import assess_store
+from timekit.config import check_hook
+from timekit.pipeline.assess import assess_store
 
 if TYPE_CHECKING:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 HOOK_TIMEOUT_S = 30.0
-
-
-def check_hook(hook: str | None) -> None:
-    """A hook command must name a program (UsageError otherwise)."""
-    if hook is not None and not shlex.split(hook):
-        raise UsageError("the hook command is empty")
 
 
 @dataclass

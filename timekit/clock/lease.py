@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from timekit.clock.intervalclock import ClockUnknownError, IntervalClock, TimeInterval
 from timekit.errors import TimekitError
-from timekit.intervalclock import ClockUnknownError, IntervalClock, TimeInterval
 from timekit.units import NS_PER_S, PPM
 
 DEFAULT_MAX_DRIFT_PPM = 200.0
@@ -73,7 +73,7 @@ class FencingTokens:
         self.db = db
 
     def next(self, resource: str) -> int:
-        from timekit.store import Store
+        from timekit.store.database import Store
 
         with Store.open(self.db) as store:
             return store.next_fencing_token(resource)
@@ -87,7 +87,7 @@ class Fence:
 
     def accept(self, resource: str, token: int | None) -> bool:
         """Whether a write with `token` may proceed; no token (a lease taken without one) never may."""
-        from timekit.store import Store
+        from timekit.store.database import Store
 
         if token is None:
             return False

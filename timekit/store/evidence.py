@@ -23,7 +23,7 @@ from timekit.collectors.clocks import boot_id, read_bracketed, realtime_ns
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 SERIES_COLUMNS = ("server", "t_local_ns", "boottime_ns", "boot_id", "offset_s", "delay_s",
                   "root_delay_s", "root_dispersion_s", "leap", "stratum")

@@ -19,7 +19,7 @@ from timekit.collectors.server_policy import ServerState
 from timekit.config import CollectConfig
 from timekit.errors import TimekitError
 from timekit.samples import NtpSample
-from timekit.store import Store
+from timekit.store.database import Store
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:

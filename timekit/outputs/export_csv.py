@@ -30,7 +30,7 @@ from timekit.errors import UsageError
 from timekit.samples import NtpSample
 
 if TYPE_CHECKING:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 MAX_POSITIONAL_DIGITS = 17  # longer positional floats are written in exponent form (float_text)
 FETCH_ROWS = 5_000  # rows per fetchmany(): memory stays flat however large the store

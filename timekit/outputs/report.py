@@ -33,14 +33,14 @@ import numpy as np
 
 from timekit.analysis.series import Series
 from timekit.atomic_files import atomic_output, pid_alive, temp_pid
-from timekit.drift_report import drift_results
 from timekit.errors import AnalysisError, TimekitError, UsageError
-from timekit.evidence import load_series
-from timekit.export_csv import export_csv
+from timekit.outputs.drift_report import drift_results
+from timekit.outputs.export_csv import export_csv
+from timekit.store.evidence import load_series
 from timekit.units import NS_PER_S, PPM
 
 if TYPE_CHECKING:
-    from timekit.store import Store
+    from timekit.store.database import Store
 
 DPI = 110
 WIDTH_IN = 12.0  # 1320 px
@@ -527,7 +527,7 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
     from timekit.analysis.assessment import Policy
     from timekit.analysis.verdict import DEFAULT_WINDOW_S
     from timekit.collectors.clocks import realtime_ns
-    from timekit.truetime import assess_store
+    from timekit.pipeline.assess import assess_store
 
     out = Path(out)
     series = load_series(store, since_ns=since_ns)  # what the plots draw

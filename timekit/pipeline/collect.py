@@ -10,8 +10,7 @@ from typing import Any
 
 from timekit.collectors.ntp_client import QueryPlan
 from timekit.config import load_config
-from timekit.runlock import run_lock
-from timekit.sampling import (
+from timekit.pipeline.sampling import (
     ClockRun,
     NtpRun,
     due_servers,
@@ -20,7 +19,8 @@ from timekit.sampling import (
     sample_ntp,
 )
 from timekit.settings import db_path
-from timekit.store import Store
+from timekit.store.database import Store
+from timekit.store.runlock import run_lock
 
 
 @dataclass
@@ -61,15 +61,15 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
                                        config.clocks_rate_hz, command="collect")
         remaining = config.budget_s - (time.monotonic() - started)
         if config.pauses_enabled and remaining > 2 * config.pauses_resolution_s:
-            from timekit.sampling import sample_pauses_run
+            from timekit.pipeline.sampling import sample_pauses_run
 
             duration = min(config.pauses_duration_s, remaining)
             per = max(config.pauses_resolution_s, min(config.pauses_interval_s, duration))
             sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s, interval_s=per,
                               command="collect")
         if ntp.samples:
+            from timekit.pipeline.assess import publish_quietly
             from timekit.settings import policy
-            from timekit.truetime import publish_quietly
 
             publish_quietly(store, policy(config_path))
         return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s)
