@@ -27,6 +27,7 @@ from benchmarks import (
     bench_precision,
     bench_qps,
     bench_startup,
+    bench_store,
     bench_timeouts,
 )
 from benchmarks.common import BenchResult, Row, fmt, mono_s
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "timeouts": bench_timeouts.run,
     "interval": bench_interval.run,
     "now": bench_now.run,
+    "store": bench_store.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -71,6 +71,8 @@ MIGRATIONS: list[str] = [
     " p50_s REAL NOT NULL, p90_s REAL NOT NULL, p99_s REAL NOT NULL, p999_s REAL NOT NULL,"
     " max_s REAL NOT NULL, suspend_s REAL NOT NULL);\n"
     "CREATE INDEX pause_intervals_t ON pause_intervals(t_local_ns);\n",
+    # v5: each server's samples in insertion order (its rowids): the newest N per server without a sort
+    "CREATE INDEX ntp_samples_server ON ntp_samples(server);\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -285,24 +287,49 @@ class Store:
                 last_per_server: int | None = None) -> list[tuple[Any, ...]]:
         """Raw `columns` of usable (ok) samples, ordered by server then time, for analysis.
 
-        `last_per_server` keeps only each server's newest N (a window function, one pass).
+        `last_per_server` keeps only each server's newest N by insertion, not by wall clock (after a
+        backward step of the wall clock the fresh samples have older timestamps than the stale ones):
+        one indexed query per server that stops after N rows, so the cost follows what is returned,
+        not the store's size.
         """
         bad = [c for c in columns if c not in _NTP_COLUMNS]
         if bad:
             raise ValueError(f"unknown sample columns: {bad}")
-        where, args = self._where(server, since_ns, ok_only=True)
         cols = ", ".join(columns)
         if last_per_server is None:
-            sql = f"SELECT {cols} FROM ntp_samples{where} ORDER BY server, t_local_ns, id"
-        else:
-            # newest by insertion (id), not by wall clock: after a backward step of the wall clock
-            # the fresh samples have older timestamps than the stale ones
-            sql = (f"SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY server "
-                   f"ORDER BY id DESC) AS rn FROM ntp_samples{where}) "
-                   f"WHERE rn <= ? ORDER BY server, t_local_ns, id")
-            args = [*args, int(last_per_server)]
+            where, args = self._where(server, since_ns, ok_only=True)
+            with self.reading() as c:
+                return c.execute(f"SELECT {cols} FROM ntp_samples{where} ORDER BY server, t_local_ns, id",
+                                 args).fetchall()
+        t_col = list(columns).index("t_local_ns") if "t_local_ns" in columns else None
         with self.reading() as c:
-            return c.execute(sql, args).fetchall()
+            first_id = 0
+            if since_ns is not None:
+                first_id = c.execute("SELECT min(id) FROM ntp_samples WHERE t_local_ns >= ?",
+                                     (since_ns,)).fetchone()[0]
+                if first_id is None:
+                    return []
+            servers = [server] if server is not None else self.servers()
+            out: list[tuple[Any, ...]] = []
+            for name in servers:
+                rows = c.execute(f"SELECT {cols}, id FROM ntp_samples WHERE server = ? AND ok = 1 AND id >= ?"
+                                 f" AND t_local_ns >= ? ORDER BY id DESC LIMIT ?",
+                                 (name, first_id, since_ns if since_ns is not None else -(1 << 63),
+                                  int(last_per_server))).fetchall()
+                if t_col is not None:
+                    rows.sort(key=lambda r: (r[t_col], r[-1]))
+                else:
+                    rows.reverse()
+                out += [r[:-1] for r in rows]
+            return out
+
+    def servers(self) -> list[str]:
+        """Every server with a stored attempt, sorted (one index seek per server, not a scan)."""
+        with self.reading() as c:
+            return [r[0] for r in c.execute(
+                "WITH RECURSIVE s(server) AS (SELECT min(server) FROM ntp_samples UNION ALL "
+                "SELECT (SELECT min(server) FROM ntp_samples WHERE server > s.server) FROM s "
+                "WHERE s.server IS NOT NULL) SELECT server FROM s WHERE server IS NOT NULL")]
 
     def attempt_rows(self, columns: Sequence[str], server: str | None = None,
                      since_ns: int | None = None) -> list[tuple[Any, ...]]:

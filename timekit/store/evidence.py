@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SERIES_COLUMNS = ("server", "t_local_ns", "boottime_ns", "boot_id", "offset_s", "delay_s",
                   "root_delay_s", "root_dispersion_s", "leap", "stratum")
-FIT_WINDOW = 1024  # newest usable samples per server that the drift fit and the interval see
+FIT_WINDOW = 256  # newest usable samples per server the drift fit sees: 4 h at 1/min, 64 s at 4 Hz
 LOOKBACK_MARGIN_S = 86_400.0  # read evidence this much older than void_after (wall clock may have moved)
 
 
