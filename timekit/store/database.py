@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from timekit.analysis.vocabulary import NodeStatus
 from timekit.collectors.server_policy import ServerState
 from timekit.errors import StoreError
 from timekit.samples import NtpSample
@@ -78,6 +79,26 @@ PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s"
                  "max_s", "suspend_s"]
 SCHEMA_VERSION = len(MIGRATIONS)
 _STATE_COLUMNS = [f.name for f in fields(ServerState)]
+
+
+class NodeHealthRow(NamedTuple):
+    """One node's stored skew-check health (quarantine state)."""
+
+    node: str
+    status: NodeStatus
+    bad_streak: int
+    good_streak: int
+    since_ns: int
+    last_offset_s: float | None
+    updated_ns: int  # when the check that wrote it ran
+
+
+class ClockEventRow(NamedTuple):
+    """A recorded wall-clock step or suspend: its kind, when (local realtime ns) and how big (s)."""
+
+    kind: str  # 'step' | 'suspend'
+    t_local_ns: int
+    magnitude_s: float
 
 
 def _check_header(path: Path) -> None:
@@ -342,18 +363,20 @@ class Store:
             return c.execute(f"SELECT {', '.join(columns)} FROM ntp_samples{where} "
                              "ORDER BY server, t_local_ns, id", args).fetchall()
 
-    def clock_events(self, since_ns: int | None = None) -> list[tuple[str, int, float]]:
-        """(kind, t_local_ns, magnitude_s) of recorded clock events (steps, suspends), oldest first."""
+    def clock_events(self, since_ns: int | None = None) -> list[ClockEventRow]:
+        """Recorded clock events (steps, suspends), oldest first."""
         with self.reading() as c:
-            return c.execute("SELECT kind, t_local_ns, magnitude_s FROM clock_events WHERE t_local_ns >= ?"
-                             " ORDER BY t_local_ns", (since_ns or 0,)).fetchall()
+            return [ClockEventRow(*r) for r in c.execute(
+                "SELECT kind, t_local_ns, magnitude_s FROM clock_events WHERE t_local_ns >= ? ORDER BY t_local_ns",
+                (since_ns or 0,))]
 
     # --- node health (quarantine) ------------------------------------------------------------
-    def node_health_rows(self) -> list[tuple[Any, ...]]:
-        """(node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns) per node."""
+    def node_health_rows(self) -> list[NodeHealthRow]:
+        """The stored health of every node, by name."""
         with self.reading() as c:
-            return c.execute("SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s,"
-                             " updated_ns FROM node_health ORDER BY node").fetchall()
+            return [NodeHealthRow(*r) for r in c.execute(
+                "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
+                " FROM node_health ORDER BY node")]
 
     def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]]) -> None:
         """Persist node health rows and their transition log (t_ns, node, from, to, offset_s, reason)

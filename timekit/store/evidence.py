@@ -106,10 +106,10 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
         attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start)
         health_rows = store.node_health_rows()
         newest_ok = store.newest_ok_ns()
-        last_check = max((int(r[6]) for r in health_rows), default=None)  # updated_ns of the last check
+        last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
         pause_from = window_start if last_check is None else min(window_start, last_check)
         pauses = store.pause_rows(since_ns=pause_from)
-        suspends = ([e for e in store.clock_events(since_ns=last_check) if e[0] == "suspend"]
+        suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
                     if last_check is not None else [])
     rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
     current_boot = boot_id()
@@ -125,12 +125,12 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     if only is not None:
         series = {k: v for k, v in series.items() if k in only}
         attempts = {k: v for k, v in attempts.items() if k in only}
-    health = {r[0]: NodeHealth(node=r[0], status=r[1], bad_streak=r[2], good_streak=r[3], since_ns=r[4],
-                               last_offset_s=r[5]) for r in health_rows}
+    health = {r.node: NodeHealth(r.node, r.status, r.bad_streak, r.good_streak, r.since_ns, r.last_offset_s)
+              for r in health_rows}
     since_check = [p for p in pauses if last_check is not None and p["t_local_ns"] >= last_check]
     return Evidence(
         realtime_ns=rt_ns, boottime_ns=boot_ns, boot_id=current_boot, window_s=window_s, series=series,
         attempts=attempts, health=health, pauses=[p for p in pauses if p["t_local_ns"] >= window_start],
         newest_ok_ns=newest_ok, last_check_ns=last_check,
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
-        suspend_since_check_s=float(suspends[-1][2]) if suspends else None)
+        suspend_since_check_s=suspends[-1].magnitude_s if suspends else None)
