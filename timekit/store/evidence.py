@@ -103,7 +103,8 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     with store.snapshot():
         one = next(iter(only)) if only is not None and len(only) == 1 else None
         series = load_series(store, server=one, since_ns=since_ns, last_per_server=per_server)
-        attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start)
+        attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start,
+                                          by_time=True)
         health_rows = store.node_health_rows()
         newest_ok = store.newest_ok_ns()
         last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
