@@ -54,7 +54,8 @@ def _build(db: Path, days: int) -> int:
                 for k in range(SERVERS):
                     rows.append((f"10.0.{k // 250}.{k % 250 + 1}:123", 1, t + k * 1_000_000,
                                  0.001 + rng.gauss(0, 50e-6), 0.0004 + abs(rng.gauss(0, 50e-6)), 2, 0, 0.0002,
-                                 0.0001, bt if this_boot else None, here if this_boot else "an-older-boot"))
+                                 0.0001, bt + k * 1_000_000 if this_boot else None,
+                                 here if this_boot else "an-older-boot"))
             with st.write() as c:
                 c.executemany(sql, rows)
     tmp.rename(db)
@@ -88,7 +89,8 @@ def run(quick: bool, workdir: Path) -> BenchResult:
 
     def check() -> None:
         with Store.open(db, create=False) as st:
-            assert check_store(st, Policy()).status != "unknown"
+            verdict = check_store(st, Policy())
+            assert verdict.status == "ok", verdict.status_line()
 
     def now() -> None:
         with Store.open(db, create=False) as st:
