@@ -241,7 +241,8 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     if not selection.quorum or selection.lo_s is None or selection.hi_s is None:
         return IntervalEstimate("unknown", selection.reason, now_realtime_ns, servers=bounds,
                                 selection=selection)
-    chimers = [b for b in usable if b.server in set(selection.truechimers)]
+    chosen = set(selection.truechimers)  # once: a set per element made this O(n²) (0.7 s at 5,000)
+    chimers = [b for b in usable if b.server in chosen]
     lo_s, hi_s = selection.lo_s, selection.hi_s
     narrowest = min(b.hi_s - b.lo_s for b in chimers if b.lo_s is not None and b.hi_s is not None)
     for b in chimers:

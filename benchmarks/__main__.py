@@ -28,6 +28,7 @@ from benchmarks import (
     bench_qps,
     bench_startup,
     bench_store,
+    bench_sweep,
     bench_timeouts,
 )
 from benchmarks.common import BenchResult, Row, fmt, mono_s
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "interval": bench_interval.run,
     "now": bench_now.run,
     "store": bench_store.run,
+    "sweep": bench_sweep.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -18,6 +18,7 @@ import click
 import typer
 
 from timekit.errors import TimekitError
+from timekit.samples import NtpSample
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure time and its uncertainty: NTP offsets, clocks, drift, intervals.")
@@ -42,6 +43,8 @@ DbOpt = Annotated[Path | None, typer.Option("--db", help="SQLite store (default 
 
 
 def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, NtpSample):  # thousands per sweep: its own flat to_dict, not asdict's deep copy
+        return obj.to_dict()
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: _jsonable(v) for k, v in asdict(obj).items()}
     if isinstance(obj, dict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -44,8 +44,12 @@ class NtpSample:
         return self.delay_s / 2 + self.root_delay_s / 2 + self.root_dispersion_s
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field by name (its values are plain scalars: no deep copy needed)."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def column_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+_FIELDS = NtpSample.column_names()

@@ -1,16 +1,18 @@
 """Sampling runs: drive the collectors, store every attempt as it completes, keep server state.
 
 This is the glue between `collectors/` (which only measure) and the store; the CLI
-and library call it. Samples are committed one by one, so Ctrl-C, a budget abort or
-`kill -9` keeps every attempt that finished.
+and library call it. Attempts are committed as they complete, in batches at most
+COMMIT_EVERY_S apart, so Ctrl-C or a budget abort keeps every attempt that finished and
+`kill -9` loses at most the last COMMIT_EVERY_S of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from timekit.address import ServerAddress
 from timekit.collectors.clocks import realtime_ns
@@ -21,6 +23,9 @@ from timekit.errors import TimekitError
 from timekit.samples import NtpSample
 from timekit.store.database import Store
 from timekit.units import NS_PER_S
+
+COMMIT_EVERY_S = 0.05  # a completed attempt waits at most this long for its commit
+COMMIT_ROWS = 2000  # ...or until this many are waiting
 
 if TYPE_CHECKING:
     from timekit.collectors.adjtimex import KernelClockState
@@ -42,24 +47,69 @@ class NtpRun:
                        if s.error == "network" and s.detail and s.detail.startswith("cannot resolve")})
 
 
+class _Committer:
+    """Attempts committed in batches as they complete: whatever finished since the last commit, at
+    least every COMMIT_EVERY_S (or COMMIT_ROWS attempts), each with its server's state in the same
+    transaction. A sweep of thousands of servers costs a few commits, not one per reply, and a
+    `kill -9` loses at most the last COMMIT_EVERY_S of replies, never a committed one."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self.store, self.run_id = store, run_id
+        self.samples: list[NtpSample] = []
+        self.states: dict[str, ServerState] = {}
+        self.last_s = time.monotonic()
+
+    def add(self, sample: NtpSample, state: ServerState) -> None:
+        self.samples.append(sample)
+        self.states[state.server] = state
+        if len(self.samples) >= COMMIT_ROWS or time.monotonic() - self.last_s >= COMMIT_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        self.last_s = time.monotonic()
+        if self.samples:
+            samples, states = self.samples, list(self.states.values())
+            self.samples, self.states = [], {}
+            self.store.add_attempts(samples, states, self.run_id)
+
+    async def every_interval(self) -> None:
+        """Commit what waits even when no reply comes (a sweep's last replies, slow servers)."""
+        while True:
+            await asyncio.sleep(COMMIT_EVERY_S)
+            if time.monotonic() - self.last_s >= COMMIT_EVERY_S:
+                self.commit()
+
+
+async def _sampling(coro: Any, committer: _Committer, budget_s: float | None) -> None:
+    ticker = asyncio.create_task(committer.every_interval())
+    try:
+        await (asyncio.wait_for(coro, budget_s) if budget_s else coro)
+    finally:
+        ticker.cancel()
+
+
 def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, *,
                command: str = "sample ntp", budget_s: float | None = None,
                on_sample: Callable[[NtpSample], None] | None = None) -> NtpRun:
-    """Query `servers` per `plan`; commit each attempt as it completes; persist server state."""
+    """Query `servers` per `plan`; commit the attempts as they complete (in batches, `_Committer`);
+    persist server state with them."""
     run = NtpRun()
     states = store.server_states()
     run_id = store.begin_run(command, realtime_ns())
+    committer = _Committer(store, run_id)
 
     def emit(sample: NtpSample, state: ServerState) -> None:
-        store.add_attempt(sample, state, run_id)  # the sample and its server's state, one commit
+        committer.add(sample, state)  # the sample and its server's state, one transaction
         run.samples.append(sample)
         if on_sample is not None:
             on_sample(sample)
 
     status = "failed"
     try:
-        coro = sample_servers(servers, plan, states, emit)
-        asyncio.run(asyncio.wait_for(coro, budget_s) if budget_s else coro)
+        try:
+            asyncio.run(_sampling(sample_servers(servers, plan, states, emit), committer, budget_s))
+        finally:
+            committer.commit()  # what completed before Ctrl-C, a budget abort or an error is kept
         status = "ok"
     except TimeoutError:
         run.budget_exceeded, status = True, "budget_exceeded"
