@@ -207,8 +207,9 @@ def run(quick: bool, workdir: Path) -> BenchResult:
                            "ntplib_pool_command_s": pool_cli_s,
                            "ntplib_sequential_est_s": seq_est}
         res.notes.append(
-            f"{n}: CLI {cli_s:.2f} s ({seq_est / cli_s:.1f}x ntplib sequential, {pool_cli_s / cli_s:.2f}x the "
-            f"pool command's speed, {pool_s / cli_s:.2f}x the in-process pool's); in-process sampling+storing {parts['sampling_and_storing_s']:.2f} s (commits "
+            f"{n}: CLI {cli_s:.2f} s ({seq_est / cli_s:.1f}x ntplib sequential, "
+            f"{pool_cli_s / cli_s:.2f}x the pool command's speed, {pool_s / cli_s:.2f}x the in-process "
+            f"pool's); in-process sampling+storing {parts['sampling_and_storing_s']:.2f} s (commits "
             f"{parts['storing_s']:.2f} s), publishing {parts['publishing_s']:.2f} s; peak RSS <= "
             f"{rss_mb:.0f} MB; {n_ok}/{n} ok, {n_bad} offsets outside delay/2 + 20 us (worst excess "
             f"{worst * 1e6:.1f} us)")
