@@ -69,20 +69,20 @@ def _ntplib_pool(ports: list[tuple[str, int]]) -> tuple[float, int]:
     return mono_s() - t0, ok
 
 
-POOL_SCRIPT = """
+POOL_SCRIPT = f"""
 import sys
 from concurrent.futures import ThreadPoolExecutor
 import ntplib
 ports = [(h, int(p)) for h, p in (a.rsplit(":", 1) for a in open(sys.argv[1]).read().split())]
 def one(addr):
     try:
-        return ntplib.NTPClient().request(addr[0], port=addr[1], version=4, timeout=%r).offset
+        return ntplib.NTPClient().request(addr[0], port=addr[1], version=4, timeout={TIMEOUT_S!r}).offset
     except (ntplib.NTPException, OSError):
         return None
-with ThreadPoolExecutor(%d) as pool:
+with ThreadPoolExecutor({POOL_THREADS}) as pool:
     ok = sum(1 for r in pool.map(one, ports) if r is not None)
 print(ok)
-""" % (TIMEOUT_S, POOL_THREADS)
+"""
 
 
 def _ntplib_pool_cli(addresses: list[str], workdir: Path) -> tuple[float, int]:
