@@ -29,6 +29,7 @@ from timekit.analysis.interval import (
     ServerEvidence,
     clock_state,
     compute_interval,
+    server_bound,
 )
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series
@@ -82,6 +83,8 @@ class Evidence:
     last_check_ns: int | None = None  # when the skew check last ran (None: never)
     pause_max_since_check_s: float = 0.0
     suspend_since_check_s: float | None = None  # the newest suspend since that check
+    candidates: Sequence[str] | None = None  # the references the interval uses (None: every one)
+    interval_only: bool = False  # only the candidates' series were read (publishing the state)
 
     @property
     def servers(self) -> list[str]:
@@ -256,7 +259,7 @@ def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, ju
 
 
 def _server(name: str, ev: Evidence, fit: DriftFit | None, bound: ServerBound | None,
-            chimers: set[str] | None) -> ServerAssessment:
+            judged: Mapping[str, bool] | None) -> ServerAssessment:
     tries = ev.attempts.get(name, Attempts())
     health = ev.health.get(name)
     base = ServerAssessment(name, n_attempts=tries.n_attempts, n_ok=tries.n_ok, last_error=tries.last_error,
@@ -275,7 +278,7 @@ def _server(name: str, ev: Evidence, fit: DriftFit | None, bound: ServerBound | 
                    root_distance_s=rd if math.isfinite(rd) else None, stratum=stratum,
                    leap=int(s.leap[newest]), jitter_s=jitter_s(s.offset_s, s.delay_s),
                    drift_ppm=drift, drift_ci95_ppm=ci,
-                   truechimer=None if chimers is None else name in chimers)
+                   truechimer=None if judged is None else judged.get(name))
 
 
 def _pause_summary(pauses: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
@@ -292,13 +295,20 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     ip = policy.interval
     names = ev.servers
     fits = {n: fit_series(s, ip.max_root_distance_s) for n, s in ev.series.items() if len(s)}
-    evidence = [server_evidence(ev.series[n], fits[n], ip, ev.boot_id) for n in names if n in fits]
-    est = compute_interval(evidence, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
-                           policy=ip)
-    state = clock_state(est, evidence, anchor_boottime_ns=ev.boottime_ns, policy=ip)
+    evidence = {n: server_evidence(ev.series[n], fits[n], ip, ev.boot_id) for n in names if n in fits}
+    used = [evidence[n] for n in (names if ev.candidates is None else sorted(ev.candidates)) if n in evidence]
+    est = compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns, policy=ip)
+    state = clock_state(est, used, anchor_boottime_ns=ev.boottime_ns, policy=ip)
+    if ev.interval_only:
+        return Assessment(ev.realtime_ns, (), est, state, boottime_ns=ev.boottime_ns, window_s=ev.window_s)
     chimers = set(est.selection.truechimers) if est.selection and est.selection.quorum else None
     bounds = {b.server: b for b in est.servers}
-    servers = tuple(_server(n, ev, fits.get(n), bounds.get(n), chimers) for n in names)
+    for n, e in evidence.items():  # the references outside the candidates: bounds for the skew checks
+        if n not in bounds:
+            bounds[n] = server_bound(e, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                                     policy=ip)
+    judged = None if chimers is None else {e.server: e.server in chimers for e in used}
+    servers = tuple(_server(n, ev, fits.get(n), bounds.get(n), judged) for n in names)
     me = ev.health.get(SELF_NODE)
     newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
     skew, hold = _skew(ev, servers, policy.skew)

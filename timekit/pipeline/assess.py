@@ -24,11 +24,14 @@ __all__ = ["assess_store", "publish_quietly", "read_now"]
 
 def assess_store(store: Store, policy: Policy | None = None, *, servers: Sequence[str] | None = None,
                  now: tuple[int, int] | None = None, window_s: float = DEFAULT_WINDOW_S,
-                 since_ns: int | None = None, per_server: int | None = FIT_WINDOW) -> Assessment:
-    """The one assessment of the store at `now` (default: the clocks, read after the store)."""
+                 since_ns: int | None = None, per_server: int | None = FIT_WINDOW,
+                 interval_only: bool = False) -> Assessment:
+    """The one assessment of the store at `now` (default: the clocks, read after the store);
+    `interval_only`: just the interval and the state (no per-server figures), in time bounded by
+    the interval's candidates, not by the number of servers."""
     policy = policy or Policy()
     ev = read_evidence(store, policy.interval, window_s=window_s, since_ns=since_ns, servers=servers, now=now,
-                       per_server=per_server)
+                       per_server=per_server, interval_only=interval_only)
     return assess(ev, policy)
 
 
@@ -44,7 +47,7 @@ def publish_quietly(store: Store, policy: Policy | None = None,
 
     try:
         if state is None:
-            state = assess_store(store, policy).state
+            state = assess_store(store, policy, interval_only=True).state
         if state is not None:
             publish(state_path_for(store.path), state, boot_id(), keep_newer=True)
     except (TimekitError, OSError) as exc:

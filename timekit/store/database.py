@@ -78,6 +78,16 @@ MIGRATIONS: list[str] = [
     "CREATE INDEX pause_intervals_t ON pause_intervals(t_local_ns);\n",
     # v5: each server's samples in insertion order (its rowids): the newest N per server without a sort
     "CREATE INDEX ntp_samples_server ON ntp_samples(server);\n",
+    # v6: each server's newest usable sample, kept by a trigger: choosing the interval's candidates
+    # among thousands of servers reads one row per server, not their histories
+    "CREATE TABLE newest_ok (server TEXT PRIMARY KEY, id INTEGER NOT NULL, t_local_ns INTEGER NOT NULL,"
+    " boottime_ns INTEGER, boot_id TEXT, root_distance_s REAL);\n"
+    "INSERT INTO newest_ok SELECT s.server, s.id, s.t_local_ns, s.boottime_ns, s.boot_id,"
+    " s.delay_s / 2 + s.root_delay_s / 2 + s.root_dispersion_s FROM ntp_samples s"
+    " JOIN (SELECT max(id) AS id FROM ntp_samples WHERE ok = 1 GROUP BY server) m ON s.id = m.id;\n"
+    "CREATE TRIGGER newest_ok_on_insert AFTER INSERT ON ntp_samples WHEN NEW.ok = 1 BEGIN"
+    " INSERT OR REPLACE INTO newest_ok VALUES (NEW.server, NEW.id, NEW.t_local_ns, NEW.boottime_ns,"
+    " NEW.boot_id, NEW.delay_s / 2 + NEW.root_delay_s / 2 + NEW.root_dispersion_s); END;\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -95,6 +105,16 @@ class NodeHealthRow(NamedTuple):
     since_ns: int
     last_offset_s: float | None
     updated_ns: int  # when the check that wrote it ran
+
+
+class NewestRow(NamedTuple):
+    """A server's newest usable sample: local realtime and boottime (ns), boot, root distance (s)."""
+
+    server: str
+    t_local_ns: int
+    boottime_ns: int | None
+    boot_id: str | None
+    root_distance_s: float | None
 
 
 class ClockEventRow(NamedTuple):
@@ -239,9 +259,15 @@ class Store:
     def newest_ok_ns(self) -> int | None:
         """The newest usable sample's local realtime, any server (None: none at all)."""
         with self.reading() as c:
-            row = c.execute("SELECT t_local_ns FROM ntp_samples WHERE ok = 1 ORDER BY t_local_ns DESC "
-                            "LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+            row = c.execute("SELECT max(t_local_ns) FROM newest_ok").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def newest_ok_rows(self) -> list[NewestRow]:
+        """Each server's newest usable sample (by insertion), by name: one row per server."""
+        with self.reading() as c:
+            return [NewestRow(*r) for r in c.execute(
+                "SELECT server, t_local_ns, boottime_ns, boot_id, root_distance_s FROM newest_ok "
+                "ORDER BY server")]
 
     def close(self) -> None:
         try:

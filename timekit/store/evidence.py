@@ -8,6 +8,7 @@ a clock read and a store read made `timekit now` see evidence ~1 ms in the futur
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from timekit.analysis.assessment import Attempts, Evidence
+from timekit.analysis.candidates import NewestSample, interval_candidates
 from timekit.analysis.interval import IntervalPolicy
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
-from timekit.collectors.clocks import boot_id, read_bracketed, realtime_ns
+from timekit.collectors.clocks import boot_id, read_bracketed
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -87,33 +89,51 @@ def _until(s: Series, current_boot: str | None, boot_ns: int) -> Series:
 
 def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_s: float = DEFAULT_WINDOW_S,
                   since_ns: int | None = None, servers: Sequence[str] | None = None,
-                  now: tuple[int, int] | None = None, per_server: int | None = FIT_WINDOW) -> Evidence:
+                  now: tuple[int, int] | None = None, per_server: int | None = FIT_WINDOW,
+                  interval_only: bool = False) -> Evidence:
     """Everything the store says for an assessment at `now` (default: the clocks, read after the store).
 
     `since_ns`: the oldest sample to fit (default: what the interval can still use, `void_after_s`
     plus a day); `per_server`: each server's newest N usable samples (None: all since `since_ns`);
     `window_s`: attempts (loss, last error) and pauses are counted over this long; `servers`: only these.
+    `interval_only`: just what the interval needs (its candidates' samples), for publishing the
+    clock state after a sweep: one row per server plus at most MAX_SOURCES series, whatever the fleet.
     """
     policy = policy or IntervalPolicy()
-    rough_ns = now[0] if now is not None else realtime_ns()  # bounds the queries only
-    window_start = rough_ns - int(window_s * NS_PER_S)
+    rough_rt, rough_boot = now if now is not None else read_now()  # bounds the queries, ranks candidates
+    window_start = rough_rt - int(window_s * NS_PER_S)
     if since_ns is None:
-        since_ns = rough_ns - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
+        since_ns = rough_rt - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
     only = set(servers) if servers is not None else None
-    with store.snapshot():
-        one = next(iter(only)) if only is not None and len(only) == 1 else None
-        series = load_series(store, server=one, since_ns=since_ns, last_per_server=per_server)
-        attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start,
-                                          by_time=True)
-        health_rows = store.node_health_rows()
-        newest_ok = store.newest_ok_ns()
-        last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
-        pause_from = window_start if last_check is None else min(window_start, last_check)
-        pauses = store.pause_rows(since_ns=pause_from)
-        suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
-                    if last_check is not None else [])
-    rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
     current_boot = boot_id()
+    attempt_rows: list[tuple[Any, ...]] = []
+    health_rows: list[Any] = []
+    pauses: list[dict[str, Any]] = []
+    suspends: list[Any] = []
+    last_check = None
+    with store.snapshot():
+        newest = [NewestSample(r.server, r.t_local_ns, r.boottime_ns, r.boot_id,
+                               math.inf if r.root_distance_s is None else r.root_distance_s)
+                  for r in store.newest_ok_rows() if only is None or r.server in only]
+        candidates = interval_candidates(newest, now_boottime_ns=rough_boot, boot_id=current_boot,
+                                         max_drift_ppm=policy.max_drift_ppm, void_after_s=policy.void_after_s,
+                                         max_root_distance_s=policy.max_root_distance_s)
+        if interval_only:
+            series = {}
+            for name in candidates:
+                series.update(load_series(store, server=name, since_ns=since_ns, last_per_server=per_server))
+        else:
+            one = next(iter(only)) if only is not None and len(only) == 1 else None
+            series = load_series(store, server=one, since_ns=since_ns, last_per_server=per_server)
+            attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start,
+                                              by_time=True)
+            health_rows = store.node_health_rows()
+            last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
+            pause_from = window_start if last_check is None else min(window_start, last_check)
+            pauses = store.pause_rows(since_ns=pause_from)
+            suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
+                        if last_check is not None else [])
+    rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
     series = {k: _until(v, current_boot, boot_ns) for k, v in series.items()}
     counts: dict[str, list[int]] = {}
     last_error: dict[str, str | None] = {}
@@ -132,6 +152,7 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     return Evidence(
         realtime_ns=rt_ns, boottime_ns=boot_ns, boot_id=current_boot, window_s=window_s, series=series,
         attempts=attempts, health=health, pauses=[p for p in pauses if p["t_local_ns"] >= window_start],
-        newest_ok_ns=newest_ok, last_check_ns=last_check,
+        newest_ok_ns=max((n.t_local_ns for n in newest), default=None), last_check_ns=last_check,
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
-        suspend_since_check_s=suspends[-1].magnitude_s if suspends else None)
+        suspend_since_check_s=suspends[-1].magnitude_s if suspends else None,
+        candidates=tuple(candidates), interval_only=interval_only)
