@@ -18,7 +18,6 @@ from timekit.address import ServerAddress
 from timekit.collectors.clocks import realtime_ns
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
-from timekit.config import CollectConfig
 from timekit.errors import TimekitError
 from timekit.samples import NtpSample
 from timekit.store.database import Store
@@ -30,6 +29,7 @@ COMMIT_ROWS = 2000  # ...or until this many are waiting
 if TYPE_CHECKING:
     from timekit.collectors.adjtimex import KernelClockState
     from timekit.collectors.clocks import ClockReport
+    from timekit.config import CollectConfig
 
 
 @dataclass
