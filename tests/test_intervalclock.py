@@ -152,7 +152,7 @@ def test_a_preemption_between_the_two_reads_is_not_a_step(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """On a busy host the thread can lose the CPU between now()'s boottime and realtime reads for
     longer than the 1 ms step tolerance; read again, the pair shows no step: still synchronized."""
-    clock = clock_with(tmp_path, state_now(half_ns=100_000))
+    state = state_now(half_ns=100_000)
     real = ic._gettime
     calls = [0]
 
@@ -160,7 +160,8 @@ def test_a_preemption_between_the_two_reads_is_not_a_step(tmp_path: Path,
         calls[0] += 1
         return real(clock_id) + (5_000_000 if calls[0] == 2 else 0)  # the realtime read, 5 ms late
 
-    monkeypatch.setattr(ic, "_gettime", preempted_once)
+    monkeypatch.setattr(ic, "_gettime", preempted_once)  # before the clock: the Python path reads them
+    clock = clock_with(tmp_path, state)
     rt0 = real(time.CLOCK_REALTIME)
     iv = clock.now()
     rt1 = real(time.CLOCK_REALTIME)

@@ -33,6 +33,22 @@ if TYPE_CHECKING:
 
 _REALTIME, _BOOTTIME = time.CLOCK_REALTIME, time.CLOCK_BOOTTIME
 _gettime = time.clock_gettime_ns
+_REAL_GETTIME = _gettime
+
+
+def _accelerator() -> type | None:
+    """The C hot path (`timekit.clock._fastclock.Hot`) when it was built at install, unless
+    TIMEKIT_PURE_PYTHON=1 asks for the pure-Python path (which is always there)."""
+    if os.environ.get("TIMEKIT_PURE_PYTHON") == "1":
+        return None
+    try:
+        from timekit.clock._fastclock import Hot
+    except ImportError:
+        return None
+    return Hot
+
+
+_FAST = _accelerator()
 COMMIT_WAIT_POLL_S = 0.05  # commit_wait re-reads the clock at least this often
 
 
@@ -81,6 +97,11 @@ _new_interval = tuple.__new__
 NO_EVIDENCE = TimeInterval(0, INT64_MAX, "unknown")
 RATE_EPS = 1e-12  # the float rates are nudged outward so rounding never narrows the interval
 REMAP_EVERY_NS = 5 * NS_PER_S  # without a published state, look for one again this often
+
+
+def _int64(x: int) -> int:
+    """`x` clamped to the int64 range (a limit beyond it is never reached by a clock reading)."""
+    return max(-INT64_MAX, min(INT64_MAX, x))
 
 
 def _age_limit_ns(seconds: float) -> int:
@@ -201,18 +222,41 @@ class IntervalClock:
         self.state = state
         if state is None or not state.has_interval:
             self._p = None
+            self._install_hot()
             return
         move, grow = -state.drift_ppm * PPM, state.growth_ppm * PPM
         lo_rate, hi_rate = move - grow, move + grow
+        rt_minus_bt, tol = state.anchor_realtime_ns - state.anchor_boottime_ns, state.step_tolerance_ns
         self._p = (state.anchor_boottime_ns,
                    # int() truncates toward zero: one extra ns outward on each side covers it
                    state.anchor_realtime_ns + state.lo_ns - PAIR_SLACK_NS - 2,
                    state.anchor_realtime_ns + state.hi_ns + PAIR_SLACK_NS + 2,
                    lo_rate - abs(lo_rate) * RATE_EPS, hi_rate + abs(hi_rate) * RATE_EPS,
-                   state.anchor_realtime_ns - state.anchor_boottime_ns, state.step_tolerance_ns,
-                   -state.step_tolerance_ns, _age_limit_ns(state.fresh_s - state.evidence_age_s),
-                   _age_limit_ns(state.void_after_s - state.evidence_age_s), state.anchor_unknown,
+                   rt_minus_bt - tol, rt_minus_bt + tol,  # realtime − boottime without a step
+                   _age_limit_ns(state.fresh_s - state.evidence_age_s),
+                   # an estimate that was already 'unknown' stays so: every age is past its void
+                   -1 if state.anchor_unknown else _age_limit_ns(state.void_after_s - state.evidence_age_s),
                    state.leap_from_ns - state.anchor_realtime_ns if state.leap_from_ns else INT64_MAX)
+        self._install_hot()
+
+    def _install_hot(self) -> None:
+        """Put the C hot path in front of `now()` for the current state and generation, when it is
+        built, the state is a mapped published one and the clocks are the real ones (tests replace
+        them): `self.now` is then the C object, which hands anything unusual to `_now_py`."""
+        self.__dict__.pop("now", None)
+        p = self._p
+        if _FAST is None or p is None or self._genv is None or _gettime is not _REAL_GETTIME:
+            return
+        a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_age, void_age, leap_age = p
+        self.__dict__["now"] = _FAST(
+            self._genv, self._gen if self._gen >= 0 else (1 << 64) - 1, a_bt, e0, l0, r_lo, r_hi,
+            lo_d, hi_d, _int64(a_bt + sync_age), _int64(a_bt + void_age), _int64(a_bt + leap_age), False,
+            TimeInterval, self._now_py)
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether `now()` runs the C hot path right now (built, and a published state mapped)."""
+        return "now" in self.__dict__
 
     # -- the hot path ------------------------------------------------------------------------
     def now(self) -> TimeInterval:
@@ -221,6 +265,7 @@ class IntervalClock:
         if gen is not None:
             if gen[0] != self._gen:
                 self._reload()
+                self._install_hot()  # the generation seen moved even when the record was not whole
         elif self._retry_map_at and _gettime(_BOOTTIME) > self._retry_map_at:
             self._remap()
         p = self._p  # the state first, then the clocks: its anchor always precedes our reading
@@ -229,27 +274,25 @@ class IntervalClock:
         rt = gettime(_REALTIME)
         if p is None:
             return NO_EVIDENCE
-        a_bt, e0, l0, r_lo, r_hi, rt_minus_bt, tol, neg_tol, sync_age, void_age, anchor_unknown, leap_age = p
-        step = rt - bt - rt_minus_bt
-        if step > tol or step < neg_tol:  # a wall-clock step, or this thread preempted between the reads
+        a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_age, void_age, leap_age = p
+        stepped = not lo_d <= rt - bt <= hi_d
+        if stepped:  # a wall-clock step, or this thread preempted between the reads: read again
             bt, rt = _unpreempted_pair()
-            step = rt - bt - rt_minus_bt
+            stepped = not lo_d <= rt - bt <= hi_d
         age = bt - a_bt
         if age < 0:
             if age < -CAUSALITY_SLACK_NS:
                 raise CausalityError(f"clock reads {-age} ns before the published state's anchor")
             age = 0
-        if anchor_unknown or step > tol or step < neg_tol or age > void_age:
-            status = "unknown"
-        elif age <= sync_age:
-            status = "synchronized"
-        else:
-            status = "free_running"
+        status = ("unknown" if stepped or age > void_age else "synchronized" if age <= sync_age
+                  else "free_running")
         earliest = e0 + age + int(age * r_lo)
         latest = l0 + age + int(age * r_hi)
         if age >= leap_age:  # an announced leap second may have been applied, or not: ±1 s
             earliest, latest = earliest - LEAP_NS, latest + LEAP_NS
         return _new_interval(TimeInterval, (earliest, latest, status))
+
+    _now_py = now  # the pure-Python path: what the C hot path falls back to, and is held equal to
 
     def _remap(self) -> None:
         """No published state was there before: look for the file again (never the database:
@@ -289,6 +332,7 @@ class IntervalClock:
             time.sleep(min(max(left_s, 0.0), COMMIT_WAIT_POLL_S))
 
     def close(self) -> None:
+        self.__dict__.pop("now", None)  # the C hot path holds the mapped counter: let it go first
         if self._reader is not None:
             self._genv = None
             self._reader.close()
