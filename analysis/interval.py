@@ -14,7 +14,7 @@ At a later instant (``R``, ``B``) the same reference is ahead of us by::
     d     = estimated local drift (ppm)   our clock gains d·age against the reference
     σ_d   = its standard error, z = DRIFT_SE_MULTIPLIER
     D     = max_drift_ppm (configured)    what the drift may do that the estimate did not see
-    ε     = PAIR_UNCERTAINTY_S            reading realtime and boottime is not one instant
+    ε     = PAIR_SLACK_NS                 reading realtime and boottime is not one instant
 
 Every sample of one honest reference contains the truth, so the reference's interval is the
 intersection of its samples' intervals, taken from the newest backwards and stopped where it
@@ -42,16 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from timekit.analysis.clock_state import ClockState
+from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, LEAP_NS, PAIR_SLACK_NS, ClockState
 from timekit.analysis.selection import Selection, SourceInterval, select_sources
 from timekit.units import NS_PER_S, PPM
 
 DAY_NS = 86_400 * NS_PER_S
-LEAP_WIDEN_S = 1.0  # a pending leap second may or may not have been applied: ±1 s near midnight
 DRIFT_SE_MULTIPLIER = 4.0  # the drift estimate's share of the growth: 4 standard errors
-PAIR_UNCERTAINTY_S = 5e-6  # (realtime, boottime) pairs are read ≤ 1 µs apart; 5× margin
 UNION_MAX_WIDTH_RATIO = 10.0  # truechimers this much wider than the narrowest stay out of the hull
-CAUSALITY_SLACK_S = 1e-3  # boottime may not run backwards by more than this (FAULTS Q6)
 MAX_SANE_DRIFT_PPM = 1e6  # 1e9 ppb: anything at or above is a configuration error (FAULTS Q7)
 
 
@@ -164,7 +161,7 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
         return ServerBound(ev.server, "no_samples", "no ok samples")
     boot = np.asarray(ev.boottime_ns, dtype=np.int64)
     age_s = (now_boottime_ns - boot) / NS_PER_S
-    if np.any(age_s < -CAUSALITY_SLACK_S):
+    if np.any(age_s < -CAUSALITY_SLACK_NS / NS_PER_S):
         return ServerBound(ev.server, "causality_breach",
                            f"evidence is {-float(age_s.min()):.6f} s in the boottime future: "
                            "clock reading earlier than the evidence (same boot?)")
@@ -189,7 +186,7 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
             and math.isfinite(ev.drift_se_ppm)):
         drift, drift_unc = ev.drift_ppm, policy.max_drift_ppm + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
     centre = offset[idx] - step_s - drift * PPM * age
-    width = half[idx] + drift_unc * PPM * age + PAIR_UNCERTAINTY_S
+    width = half[idx] + drift_unc * PPM * age + PAIR_SLACK_NS / NS_PER_S
     # intersect from the newest backwards; stop at the first sample that would empty it
     lo_run = np.maximum.accumulate((centre - width)[::-1])
     hi_run = np.minimum.accumulate((centre + width)[::-1])
@@ -222,7 +219,7 @@ def leap_midnight_ns(chimers: Sequence[ServerBound]) -> int | None:
     starts = [b.leap_from_ns for b in chimers if b.leap_from_ns is not None]
     if not starts:
         return None
-    first = min(starts) - int(LEAP_WIDEN_S * NS_PER_S)
+    first = min(starts) - LEAP_NS
     return -(-first // DAY_NS) * DAY_NS
 
 
@@ -252,10 +249,10 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     latest = now_realtime_ns + math.ceil(hi_s * NS_PER_S)
     notes = [selection.reason]
     leap_at = leap_midnight_ns(chimers)
-    leap_widened = leap_at is not None and latest + int(LEAP_WIDEN_S * NS_PER_S) >= leap_at
+    leap_widened = leap_at is not None and latest + LEAP_NS >= leap_at
     if leap_widened:  # the leap second may have been applied (by them, by us, or not at all)
-        earliest -= int(LEAP_WIDEN_S * NS_PER_S)
-        latest += int(LEAP_WIDEN_S * NS_PER_S)
+        earliest -= LEAP_NS
+        latest += LEAP_NS
         notes.append("leap second announced for a midnight within reach: widened by 1 s each side")
     age = min(b.age_s for b in chimers if b.age_s is not None)
     step = max((b.local_step_s for b in chimers if b.local_step_s is not None), key=abs, default=0.0)
@@ -314,4 +311,4 @@ def clock_state(est: IntervalEstimate, evidence: Sequence[ServerEvidence], *, an
         step_tolerance_ns=round(policy.step_tolerance_s * NS_PER_S),
         anchor_unknown=est.status == "unknown", has_interval=True, single_source=est.single_source,
         leap_from_ns=0 if est.leap_midnight_ns is None
-        else est.leap_midnight_ns - int(LEAP_WIDEN_S * NS_PER_S))
+        else est.leap_midnight_ns - LEAP_NS)

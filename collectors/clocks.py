@@ -7,12 +7,9 @@ such read per clock, each projected onto the same realtime instant.
 
 `analyze_clock_series` is pure (no clock reads) so tests feed it synthetic series:
 
-- step: the wall clock jumped. Between consecutive snapshots, the change of
-  `realtime − monotonic` not explained by suspend (growth of `boottime − monotonic`)
-  exceeds `STEP_THRESHOLD_NS + STEP_THRESHOLD_FRACTION × Δmonotonic` (1 ms + 10 %).
-  The kernel slews at most 500 ppm (adjtimex) and chronyd's fastest slew is
-  83 333 ppm (1/12), both below 10 %, so slews are never steps (FAULTS C3).
-- suspend: `boottime − monotonic` grew by more than 1 ms (C4).
+- step and suspend between consecutive snapshots: `analysis.clock_events` (the one rule, also
+  used between two runs): a wall-clock jump beyond 1 ms + 10 % of the elapsed time (slews
+  never are, FAULTS C3); `boottime − monotonic` grown by more than 1 ms (C4).
 - slew_ppm: least-squares slope of realtime against CLOCK_MONOTONIC_RAW, with a
   separate intercept per segment between steps/suspends, as
   `(d realtime / d raw − 1) · 1e6`. It is the total rate correction NTP applies
@@ -30,10 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from timekit.analysis.clock_events import ClockEvent, ClockReading, events_between
 from timekit.errors import CollectorError, UsageError
-from timekit.units import NS_PER_MS, NS_PER_S
+from timekit.units import NS_PER_S
 
 __all__ = [
     "CLOCKS",
@@ -57,9 +54,6 @@ CLOCKS: dict[str, int] = {
     "tai": time.CLOCK_TAI,
 }
 
-STEP_THRESHOLD_NS = 1 * NS_PER_MS  # fixed part of the step threshold
-STEP_THRESHOLD_FRACTION = 0.10  # plus 10 % of the elapsed monotonic time (> 83 333 ppm)
-SUSPEND_THRESHOLD_NS = 1 * NS_PER_MS  # boottime − monotonic growth that means suspend
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 MAX_SNAPSHOTS = 10_000_000  # hard cap for sample_clocks whatever duration × rate says
 
@@ -104,16 +98,6 @@ class ClockSnapshot:
         if self.tai_bracket_ns is not None:
             out.append(self.tai_bracket_ns)
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class ClockEvent:
-    """A discontinuity: `step` (magnitude signed, + = wall clock jumped forward) or
-    `suspend` (magnitude = seconds asleep). `t_realtime_ns`: first snapshot after it."""
-
-    kind: Literal["step", "suspend"]
-    t_realtime_ns: int
-    magnitude_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +304,7 @@ def _pooled_slope(segments: list[list[tuple[int, int]]]) -> float | None:
 def analyze_clock_series(snapshots: Sequence[ClockSnapshot]) -> ClockReport:
     """Pure: steps, suspends, slew rate and TAI offset of a snapshot series.
 
-    Snapshots must be in the order taken. See the module docstring for the rules;
-    thresholds are `STEP_THRESHOLD_NS`, `STEP_THRESHOLD_FRACTION`,
-    `SUSPEND_THRESHOLD_NS`.
+    Snapshots must be in the order taken. Steps and suspends: `analysis.clock_events`.
     """
     n = len(snapshots)
     steps: list[ClockEvent] = []
@@ -332,19 +314,11 @@ def analyze_clock_series(snapshots: Sequence[ClockSnapshot]) -> ClockReport:
     for i, s in enumerate(snapshots):
         if i:
             p = snapshots[i - 1]
-            d_mono_ns = s.monotonic_ns - p.monotonic_ns
-            d_wall_ns = (s.realtime_ns - s.monotonic_ns) - (p.realtime_ns - p.monotonic_ns)
-            d_sleep_ns = (s.boottime_ns - s.monotonic_ns) - (p.boottime_ns - p.monotonic_ns)
-            broken = False
-            if d_sleep_ns > SUSPEND_THRESHOLD_NS:
-                suspends.append(ClockEvent("suspend", s.realtime_ns, d_sleep_ns / NS_PER_S))
-                broken = True
-            else:
-                d_sleep_ns = 0  # jitter, not sleep: leave it in the wall-clock change
-            jump_ns = d_wall_ns - d_sleep_ns
-            if abs(jump_ns) > STEP_THRESHOLD_NS + STEP_THRESHOLD_FRACTION * abs(d_mono_ns):
-                steps.append(ClockEvent("step", s.realtime_ns, jump_ns / NS_PER_S))
-                broken = True
+            found = events_between(ClockReading(p.realtime_ns, p.monotonic_ns, p.boottime_ns),
+                                   ClockReading(s.realtime_ns, s.monotonic_ns, s.boottime_ns))
+            steps += [e for e in found if e.kind == "step"]
+            suspends += [e for e in found if e.kind == "suspend"]
+            broken = bool(found)
             if broken:
                 segments.append(current)
                 current = []

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from timekit.collectors.clocks import SUSPEND_THRESHOLD_NS, realtime_ns
+from timekit.analysis.clock_events import SUSPEND_THRESHOLD_NS
+from timekit.collectors.clocks import realtime_ns
 from timekit.errors import UsageError
 from timekit.units import NS_PER_S
 

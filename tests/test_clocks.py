@@ -245,17 +245,22 @@ def test_real_resolution_and_cost() -> None:
 
 def test_suspend_and_step_between_two_runs_are_seen() -> None:
     """A run sees only its own second; the gap since the previous run's last snapshot is compared
-    too (same boot: monotonic moved forward)."""
+    too (same boot: monotonic moved forward), by the collector's own rule: a slew, however long the
+    gap, is not a step (FAULTS C3)."""
     from types import SimpleNamespace
 
     from timekit.pipeline.sampling import between_runs
 
     NS = 1_000_000_000  # noqa: N806
     prev = (1_000 * NS, 50 * NS, 60 * NS)  # realtime, monotonic, boottime (10 s asleep before)
-    # 60 s later by monotonic; boottime moved 90 s (30 s suspended); realtime moved 88 s (stepped -2 s)
-    first = SimpleNamespace(realtime_ns=1_088 * NS, monotonic_ns=110 * NS, boottime_ns=150 * NS)
+    # 60 s later by monotonic; boottime moved 90 s (30 s suspended); realtime moved 80 s (stepped -10 s,
+    # beyond 1 ms + 10 % of the 60 s)
+    first = SimpleNamespace(realtime_ns=1_080 * NS, monotonic_ns=110 * NS, boottime_ns=150 * NS)
     events = {e["kind"]: e["magnitude_s"] for e in between_runs(prev, first)}
-    assert events == {"suspend": 30.0, "step": -2.0}
+    assert events == {"suspend": 30.0, "step": -10.0}
+    # chronyd's fastest slew (1/12) for the whole minute: 5 s, and no step
+    slewed = SimpleNamespace(realtime_ns=1_065 * NS, monotonic_ns=110 * NS, boottime_ns=120 * NS)
+    assert between_runs(prev, slewed) == []
     calm = SimpleNamespace(realtime_ns=1_060 * NS, monotonic_ns=110 * NS, boottime_ns=120 * NS)
     assert between_runs(prev, calm) == []
     rebooted = SimpleNamespace(realtime_ns=2_000 * NS, monotonic_ns=5 * NS, boottime_ns=5 * NS)

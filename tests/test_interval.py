@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from timekit.analysis.clock_state import PAIR_SLACK_NS
 from timekit.analysis.interval import (
-    PAIR_UNCERTAINTY_S,
     IntervalPolicy,
     ServerEvidence,
     compute_interval,
 )
 from timekit.units import NS_PER_S
+
+PAIR_SLACK_S = PAIR_SLACK_NS / NS_PER_S  # a (realtime, boottime) pair is not one instant
 
 R0 = 1_795_671_931_000_000_000  # a realtime instant (2026)
 B0 = 5_000 * NS_PER_S  # boottime at R0 (the host booted 5000 s earlier)
@@ -40,7 +42,7 @@ def now(boot_ns: int = B0) -> dict[str, int]:
 def test_one_fresh_sample_exact_arithmetic() -> None:
     est = compute_interval([ev("a", [0.010], [2.0])], **now(), policy=IntervalPolicy(max_drift_ppm=200))
     # half-width = 100 µs root distance + 200 ppm × 2 s (400 µs) + 5 µs pair uncertainty = 505 µs
-    half = 100e-6 + 200e-6 * 2.0 + PAIR_UNCERTAINTY_S
+    half = 100e-6 + 200e-6 * 2.0 + PAIR_SLACK_S
     assert est.earliest_ns == R0 + math.floor((0.010 - half) * NS_PER_S)
     assert est.latest_ns == R0 + math.ceil((0.010 + half) * NS_PER_S)
     assert est.status == "synchronized" and est.single_source and "unverifiable" in est.reason
@@ -54,7 +56,7 @@ def test_drift_correction_moves_the_centre_and_adds_its_uncertainty() -> None:
     centre = ((est.earliest_ns - R0) + (est.latest_ns - R0)) / 2  # type: ignore[operator]
     assert centre == pytest.approx(0.009 * NS_PER_S, abs=2)
     # growth: (50 ppm + 4 × 1 ppm) × 10 s = 540 µs, plus 100 µs and 5 µs
-    assert est.uncertainty_s == pytest.approx(100e-6 + 54e-6 * 10 + PAIR_UNCERTAINTY_S, abs=1e-9)
+    assert est.uncertainty_s == pytest.approx(100e-6 + 54e-6 * 10 + PAIR_SLACK_S, abs=1e-9)
 
 
 def test_samples_of_one_server_intersect_and_an_old_regime_is_dropped() -> None:
@@ -63,8 +65,8 @@ def test_samples_of_one_server_intersect_and_an_old_regime_is_dropped() -> None:
     est = compute_interval([e], **now(), policy=IntervalPolicy(max_drift_ppm=10))
     (b,) = est.servers
     assert b.n_used == 3 and "older ones disagree" in b.reason
-    lo = max(o - (2e-4 + 10e-6 * a + PAIR_UNCERTAINTY_S) for o, a in [(0.01, 3), (0.0101, 2), (0.0099, 1)])
-    hi = min(o + (2e-4 + 10e-6 * a + PAIR_UNCERTAINTY_S) for o, a in [(0.01, 3), (0.0101, 2), (0.0099, 1)])
+    lo = max(o - (2e-4 + 10e-6 * a + PAIR_SLACK_S) for o, a in [(0.01, 3), (0.0101, 2), (0.0099, 1)])
+    hi = min(o + (2e-4 + 10e-6 * a + PAIR_SLACK_S) for o, a in [(0.01, 3), (0.0101, 2), (0.0099, 1)])
     assert (b.lo_s, b.hi_s) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
@@ -84,7 +86,7 @@ def test_status_ages_from_synchronized_to_free_running_to_unknown() -> None:  # 
     assert fresh.status == "synchronized"
     assert aged.status == "free_running"
     # 2 h old: bound = root distance + 100 ppm × 7200 s = 0.72 s (+ 100 µs + 5 µs)
-    assert aged.uncertainty_s == pytest.approx(1e-4 + 0.72 + PAIR_UNCERTAINTY_S, abs=1e-9)
+    assert aged.uncertainty_s == pytest.approx(1e-4 + 0.72 + PAIR_SLACK_S, abs=1e-9)
     assert void.status == "unknown" and void.earliest_ns is None and void.uncertainty_s is None  # Q1
 
 

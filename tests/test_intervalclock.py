@@ -19,7 +19,7 @@ import timekit
 import timekit.clock.intervalclock as ic
 from tests.conftest import UPTIME_PAD_NS
 from timekit import ClockUnknownError, Fence, FencingTokens, IntervalClock, Lease, LeaseExpired, TimeInterval
-from timekit.analysis.clock_state import INT64_MAX, ClockState, interval_at
+from timekit.analysis.clock_state import INT64_MAX, PAIR_SLACK_NS, ClockState, interval_at
 from timekit.collectors.clocks import boot_id
 from timekit.store.published_state import StateReader, publish, state_path_for
 from timekit.units import NS_PER_S
@@ -116,9 +116,10 @@ def test_fresh_state_is_synchronized_and_contains_the_anchor_truth(tmp_path: Pat
     assert iv.status == "synchronized"
     # true time = local + 20 ms at the instant of the read, somewhere in [rt0, rt1]
     assert iv.earliest_ns <= rt1 + 20_000_000 and rt0 + 20_000_000 <= iv.latest_ns
-    # half-width: 50 µs + 200 ppm × (age since anchor, at most until bt1) + 1 µs pair slack
+    # half-width: 50 µs + 200 ppm × (age since anchor, at most until bt1) + the pair slack
     age_s = (bt1 - state.anchor_boottime_ns) / NS_PER_S
-    assert 51e-6 <= iv.uncertainty_s <= 51e-6 + 200e-6 * age_s + 3e-9  # + the 2 ns rounded outward
+    base = 50e-6 + PAIR_SLACK_NS / NS_PER_S
+    assert base <= iv.uncertainty_s <= base + 200e-6 * age_s + 3e-9  # + the 2 ns rounded outward
 
 
 def test_status_and_width_follow_the_age_of_the_evidence(tmp_path: Path, long_uptime: None) -> None:
@@ -132,7 +133,7 @@ def test_status_and_width_follow_the_age_of_the_evidence(tmp_path: Path, long_up
         clock.close()
     assert statuses == ["synchronized", "free_running", "unknown"]
     for age_s, w in zip((10.0, 1000.0, 20_000.0), widths, strict=True):
-        expected = 100e-6 + 100e-6 * age_s + 1e-6  # half + 100 ppm × age + slack
+        expected = 100e-6 + 100e-6 * age_s + PAIR_SLACK_NS / NS_PER_S  # half + 100 ppm × age + slack
         assert expected <= w < expected + 100e-6 * 0.05 + 2e-9
 
 

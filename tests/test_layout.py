@@ -59,7 +59,8 @@ def installed_modules() -> dict[str, Path]:
         name = todo.pop()
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None, name
-        out[name] = Path(spec.origin)
+        if spec.origin.endswith(".py"):  # a compiled extension (the C hot path) imports nothing of ours
+            out[name] = Path(spec.origin)
         if spec.submodule_search_locations:
             todo += [f"{name}.{m.name}" for m in pkgutil.iter_modules(spec.submodule_search_locations)
                      if f"{name}.{m.name}" not in out]

@@ -239,24 +239,14 @@ def sample_pauses_run(store: Store, duration_s: float, *, resolution_s: float = 
 
 def between_runs(previous: tuple[int, int, int] | None, first: object) -> list[dict[str, object]]:
     """Suspends and wall-clock steps since the previous run's last snapshot (a run sees only its
-    own second or two; cron leaves the rest of the minute unwatched otherwise).
-
-    Same boot only: CLOCK_MONOTONIC must have moved forward. Suspend = growth of boottime −
-    monotonic; step = change of realtime − boottime (both beyond the collectors' thresholds).
-    """
-    from timekit.collectors.clocks import STEP_THRESHOLD_NS, SUSPEND_THRESHOLD_NS
+    own second or two; cron leaves the rest of the minute unwatched otherwise), by the collector's
+    rule (`analysis.clock_events`). Same boot only: CLOCK_MONOTONIC must have moved forward."""
+    from timekit.analysis.clock_events import ClockReading, events_between
 
     if previous is None:
         return []
-    p_rt, p_mono, p_boot = previous
-    rt, mono, boot = first.realtime_ns, first.monotonic_ns, first.boottime_ns  # type: ignore[attr-defined]
-    if mono <= p_mono:  # another boot (or a clock we cannot compare): nothing to say
+    cur = ClockReading(first.realtime_ns, first.monotonic_ns, first.boottime_ns)  # type: ignore[attr-defined]
+    if cur.monotonic_ns <= previous[1]:  # another boot (or a clock we cannot compare): nothing to say
         return []
-    out: list[dict[str, object]] = []
-    slept = (boot - mono) - (p_boot - p_mono)
-    if slept > SUSPEND_THRESHOLD_NS:
-        out.append(dict(kind="suspend", t_local_ns=rt, magnitude_s=slept / NS_PER_S))
-    stepped = (rt - boot) - (p_rt - p_boot)
-    if abs(stepped) > STEP_THRESHOLD_NS:
-        out.append(dict(kind="step", t_local_ns=rt, magnitude_s=stepped / NS_PER_S))
-    return out
+    return [dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
+            for e in events_between(ClockReading(*previous), cur)]
