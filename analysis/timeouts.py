@@ -34,14 +34,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-# --- RFC 6298 (gains and G identical to collectors/rto.py, which analysis must not import) ---
-RFC6298_ALPHA = 1 / 8  # (2.3) gain for SRTT
-RFC6298_BETA = 1 / 4  # (2.3) gain for RTTVAR
-RFC6298_K = 4  # (2.2) RTO = SRTT + max(G, K·RTTVAR)
-RFC6298_GRANULARITY_S = 0.001  # G: the client's timer granularity (asyncio, collectors/rto.py)
-RFC6298_MIN_RTO_S = 1.0  # (2.4) "if it is less than 1 second, then the RTO SHOULD be rounded up"
-RFC6298_INITIAL_RTO_S = 1.0  # (2.1) RTO before the first RTT measurement
-RFC6298_MAX_RTO_S = 60.0  # (2.5) a maximum MAY be placed "provided it is at least 60 seconds"
+from timekit.analysis.rfc6298 import (
+    RFC6298_ALPHA,
+    RFC6298_BETA,
+    RFC6298_GRANULARITY_S,
+    RFC6298_INITIAL_RTO_S,
+    RFC6298_K,
+    RFC6298_MAX_RTO_S,
+    RFC6298_MIN_RTO_S,
+    rfc6298_step,
+)
+
+# --- RFC 6298: the constants and the one update step live in `rfc6298.py` (numpy-free, for the
+# live client too); here the replay of a whole series ---
 MAX_BACKOFF_DOUBLINGS = 64  # 2**64 × any RTO is past any cap: stop counting there
 
 # --- Phi accrual: Akka's defaults, akka/akka akka-cluster/src/main/resources/reference.conf,
@@ -295,15 +300,12 @@ def rfc6298_timeouts(rtt_s: ArrayLike, params: Rfc6298Params = DEFAULT_RFC6298) 
     lost = np.isnan(r)
     replies = r[~lost].tolist()
     base = [min(params.initial_rto_s, params.max_rto_s)]
-    a, b, k, g = params.alpha, params.beta, params.k, params.granularity_s
-    srtt = rttvar = 0.0
-    for j, x in enumerate(replies):
-        if j == 0:
-            srtt, rttvar = x, x / 2  # (2.2)
-        else:
-            rttvar = (1 - b) * rttvar + b * abs(srtt - x)  # (2.3), RTTVAR first: uses the old SRTT
-            srtt = (1 - a) * srtt + a * x
-        base.append(srtt + max(g, k * rttvar))
+    srtt: float | None = None
+    rttvar: float | None = None
+    for x in replies:
+        srtt, rttvar, rto_s = rfc6298_step(srtt, rttvar, x, alpha=params.alpha, beta=params.beta, k=params.k,
+                                           granularity_s=params.granularity_s)
+        base.append(rto_s)
     rto = np.asarray(base)
     rto[1:] = np.clip(rto[1:], params.min_rto_s, params.max_rto_s)
     in_force = rto[_replies_before(lost)]

@@ -1,14 +1,16 @@
-"""RFC 6298 retransmission-timeout estimator, per server: timeouts follow measured RTTs."""
+"""RFC 6298 retransmission-timeout estimator, per server: timeouts follow measured RTTs.
+
+The arithmetic is `analysis.timeouts.rfc6298_step` (the one implementation, which `timekit analyze
+timeout` replays); this is the live state around it, with the live client's floor.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALPHA = 1 / 8  # RFC 6298 gain for SRTT
-BETA = 1 / 4  # RFC 6298 gain for RTTVAR
-K = 4
-GRANULARITY_S = 0.001  # G: our timer granularity, seconds
-MIN_RTO_S = 0.25  # floor so scheduling jitter on a busy host never fakes a loss
+from timekit.analysis.rfc6298 import LIVE_MIN_RTO_S, rfc6298_step
+
+MIN_RTO_S = LIVE_MIN_RTO_S  # floor so scheduling jitter on a busy host never fakes a loss
 
 
 @dataclass(slots=True)
@@ -29,12 +31,7 @@ class RtoEstimator:
 
     def observe(self, rtt_s: float) -> None:
         """Fold in one measured round trip (RFC 6298 2.2/2.3)."""
-        if self.srtt_s is None or self.rttvar_s is None:
-            self.srtt_s, self.rttvar_s = rtt_s, rtt_s / 2
-        else:
-            self.rttvar_s = (1 - BETA) * self.rttvar_s + BETA * abs(self.srtt_s - rtt_s)
-            self.srtt_s = (1 - ALPHA) * self.srtt_s + ALPHA * rtt_s
-        self.rto_s = self.srtt_s + max(GRANULARITY_S, K * self.rttvar_s)
+        self.srtt_s, self.rttvar_s, self.rto_s = rfc6298_step(self.srtt_s, self.rttvar_s, rtt_s)
 
     def backoff(self) -> None:
         """After a timeout double the RTO (RFC 6298 5.5), capped at the user's timeout."""
