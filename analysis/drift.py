@@ -64,6 +64,7 @@ from timekit.analysis.regression import (
     variance_inflation,
 )
 from timekit.analysis.steps import DEFAULT_CONFIRM, DEFAULT_MAX_RATE_PPM, Step, detect_steps
+from timekit.analysis.vocabulary import FitStatus
 from timekit.units import NS_PER_S, PPM
 
 CI_LEVEL = 0.95
@@ -94,7 +95,7 @@ class DriftFit:
     autocorrelation of standardised residuals; n_effective: n_used·(1−ρ)/(1+ρ) with ρ clipped to [0, 0.95].
     """
 
-    status: str
+    status: FitStatus
     reason: str
     drift_ppm: float | None
     drift_ci95_ppm: tuple[float, float] | None
@@ -226,7 +227,7 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
     m = idx.size
     lo = 0
     halvings = 0
-    status = "ok"
+    status: FitStatus = "ok"
     while True:
         fit = huber_line(x[lo:], y[lo:], sigma[lo:])
         runs = runs_test(fit.residuals, fit.weights)

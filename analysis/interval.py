@@ -44,6 +44,7 @@ import numpy as np
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, LEAP_NS, PAIR_SLACK_NS, ClockState
 from timekit.analysis.selection import Selection, SourceInterval, select_sources
+from timekit.analysis.vocabulary import BoundStatus, SyncStatus
 from timekit.units import NS_PER_S, PPM
 
 DAY_NS = 86_400 * NS_PER_S
@@ -106,7 +107,7 @@ class ServerBound:
     """Where one reference's true offset (reference − local) lies now, and why."""
 
     server: str
-    status: str  # 'ok' | 'no_samples' | 'stale' | 'causality_breach'
+    status: BoundStatus
     reason: str
     lo_s: float | None = None
     hi_s: float | None = None
@@ -126,7 +127,7 @@ class ServerBound:
 class IntervalEstimate:
     """`[earliest_ns, latest_ns]` contains the references' true time at local realtime `as_of_ns`."""
 
-    status: str  # 'synchronized' | 'free_running' | 'unknown'
+    status: SyncStatus
     reason: str
     as_of_ns: int
     earliest_ns: int | None = None
@@ -257,6 +258,7 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     age = min(b.age_s for b in chimers if b.age_s is not None)
     step = max((b.local_step_s for b in chimers if b.local_step_s is not None), key=abs, default=0.0)
     naive = min(b.naive_half_width_s for b in chimers if b.naive_half_width_s is not None)
+    status: SyncStatus
     if abs(step) > policy.step_tolerance_s:
         status = "unknown"
         notes.insert(0, f"local clock stepped {step:+.6f} s since the evidence (interval kept on boottime)")

@@ -8,3 +8,9 @@ SyncStatus = Literal["synchronized", "free_running", "unknown"]  # the interval'
 NodeStatus = Literal["ok", "suspect", "quarantined"]  # a node's skew-check health
 CheckStatus = Literal["ok", "warning", "critical", "unknown"]  # a monitoring-plugin verdict
 CheckMode = Literal["measure", "store", "error"]  # how `timekit check` reached its verdict
+BoundStatus = Literal["ok", "no_samples", "stale", "causality_breach"]  # one reference's bound now
+FitStatus = Literal["ok", "insufficient_samples", "model_misfit"]  # a drift fit
+# why an attempt gave no usable sample (DESIGN.md; the codes after `kod_other` are additions)
+ErrorCode = Literal["timeout", "network", "malformed", "bogus_origin", "bad_mode", "bad_version",
+                    "zero_transmit", "unsynchronized", "kod_rate", "kod_deny", "kod_rstr", "kod_other",
+                    "bad_root_distance", "rate_limited", "denied", "invalid", "clock_stepped"]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress, format_hostport
+from timekit.analysis.vocabulary import ErrorCode
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.clocks import realtime_ns as _realtime_ns  # module-level: tests inject steps
 from timekit.collectors.ntp_packet import (
@@ -74,7 +75,7 @@ class _Attempt:
     t1_ns: int = 0
     mono_before_t1_ns: int = 0  # CLOCK_MONOTONIC just before T1 was read ...
     mono_after_send_ns: int = 0  # ... and just after the request left: T1's instant lies between
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[ErrorCode, str]] = field(default_factory=list)
 
 
 def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
@@ -101,7 +102,7 @@ def _settle(done: asyncio.Future[NtpSample | None]) -> None:
         done.set_result(None)
 
 
-def _fail(server: ServerAddress, code: str, detail: str, address: str | None = None,
+def _fail(server: ServerAddress, code: ErrorCode, detail: str, address: str | None = None,
           timeout_s: float | None = None) -> NtpSample:
     return NtpSample(server=server.name, ok=False, error=code, t_local_ns=_realtime_ns(),
                      address=address, timeout_s=timeout_s, detail=detail)
@@ -211,7 +212,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 v = validate_reply(data, nonce=att.nonce, t1_ns=att.t1_ns, t4_ns=t4_ns,
                                    truncated=bool(flags & socket.MSG_TRUNC))
                 if not v.final:
-                    att.rejected.append((v.error or "", v.detail))
+                    att.rejected.append((v.error or "malformed", v.detail))  # not final: always has a code
                     continue
                 done.set_result(_sample_from(
                     server, address, v.header, ok=v.ok, error=v.error, t_local_ns=t4_ns,

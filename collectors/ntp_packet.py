@@ -30,9 +30,11 @@ from __future__ import annotations
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import get_args
 
 import ntplib
 
+from timekit.analysis.vocabulary import ErrorCode
 from timekit.units import FRAC_PER_S, NTP_ERA_S, ntp_fixed_to_unix_ns, unix_ns_to_ntp_fixed
 
 NTP_HEADER_LEN = 48
@@ -45,16 +47,12 @@ MAX_ROOT_DISTANCE_S = 16.0  # RFC 5905 MAXDISP; chrony rejects at >= as well
 MAX_SERVER_INTERVAL_S = 4.0  # chrony MAX_SERVER_INTERVAL: T3 - T2 beyond this is bogus
 LOCAL_PRECISION_S = 1e-6  # our clock reads and kernel stamps: well within 1 µs
 MAX_TRUSTED_PRECISION_LOG2 = -16  # cap on the server's claimed precision for the delay clamp
-KOD_CODES = {b"RATE": "kod_rate", b"DENY": "kod_deny", b"RSTR": "kod_rstr"}
+KOD_CODES: dict[bytes, ErrorCode] = {b"RATE": "kod_rate", b"DENY": "kod_deny", b"RSTR": "kod_rstr"}
 
 _HEADER = struct.Struct("!BBbbII4sQQQQ")
 
 # Error codes (DESIGN.md). Codes after `duplicate` are additions, documented in README.
-ERROR_CODES = (
-    "timeout", "network", "malformed", "bogus_origin", "bad_mode", "bad_version",
-    "zero_transmit", "unsynchronized", "kod_rate", "kod_deny", "kod_rstr", "kod_other",
-    "bad_root_distance", "rate_limited", "denied", "invalid", "clock_stepped",
-)
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 # Errors that come from a packet we cannot attribute to our request: keep waiting for the real one.
 NON_FINAL_ERRORS = frozenset({"malformed", "bad_mode", "bad_version", "bogus_origin"})
 
@@ -133,7 +131,7 @@ def decode_header(data: bytes) -> NtpHeader:
 class ReplyVerdict:
     """Outcome of validating one datagram against the request it should answer."""
 
-    error: str | None
+    error: ErrorCode | None
     header: NtpHeader | None = None
     offset_s: float | None = None
     delay_s: float | None = None
@@ -151,7 +149,7 @@ class ReplyVerdict:
         return self.error not in NON_FINAL_ERRORS
 
 
-def _reject(code: str, header: NtpHeader | None = None, detail: str = "") -> ReplyVerdict:
+def _reject(code: ErrorCode, header: NtpHeader | None = None, detail: str = "") -> ReplyVerdict:
     return ReplyVerdict(error=code, header=header, detail=detail)
 
 

@@ -8,6 +8,7 @@ A KoD with a bad origin never reaches here (the packet check rejects it first).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from timekit.units import NS_PER_S
 
@@ -30,7 +31,7 @@ class ServerState:
     kod_backoff_s: float = 0.0
     last_query_ns: int = 0
 
-    def held(self, now_ns: int) -> str | None:
+    def held(self, now_ns: int) -> Literal["rate_limited", "denied"] | None:
         """Error code to record instead of querying now ('rate_limited'/'denied'), or None."""
         if self.hold_reason is None or now_ns >= self.hold_until_ns:
             return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from timekit.analysis.vocabulary import ErrorCode
+
 
 @dataclass(frozen=True, slots=True)
 class NtpSample:
@@ -12,7 +14,7 @@ class NtpSample:
 
     server: str
     ok: bool
-    error: str | None
+    error: ErrorCode | None
     t_local_ns: int  # CLOCK_REALTIME when the reply arrived (or the attempt ended)
     offset_s: float | None = None  # reference - local
     delay_s: float | None = None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, LEAP_NS, PAIR_SLACK_NS, ClockState
+from timekit.analysis.vocabulary import SyncStatus
 from timekit.errors import AnalysisError
 from timekit.units import NS_PER_S, PPM
 
@@ -69,7 +70,7 @@ class TimeInterval(NamedTuple):
 
     earliest_ns: int
     latest_ns: int
-    status: str  # 'synchronized' | 'free_running' | 'unknown'
+    status: SyncStatus
 
     @property
     def uncertainty_s(self) -> float:
