@@ -36,8 +36,8 @@ from timekit.analysis.series import Series, fit_series
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
-from timekit.analysis.vocabulary import NodeStatus
 from timekit.units import NS_PER_S
+from timekit.vocabulary import NodeStatus
 
 JITTER_SAMPLES = 8  # RFC 5905 peer jitter: RMS of offset differences over the clock filter's 8 samples
 PAUSE_KEYS = ("p50_s", "p90_s", "p99_s", "p999_s", "max_s", "suspend_s")

@@ -64,8 +64,8 @@ from timekit.analysis.regression import (
     variance_inflation,
 )
 from timekit.analysis.steps import DEFAULT_CONFIRM, DEFAULT_MAX_RATE_PPM, Step, detect_steps
-from timekit.analysis.vocabulary import FitStatus
 from timekit.units import NS_PER_S, PPM
+from timekit.vocabulary import FitStatus
 
 CI_LEVEL = 0.95
 DELAY_SPIKE_K = 10.0  # spike: more than 10 MAD-sigmas above the median delay...

@@ -44,8 +44,8 @@ import numpy as np
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, LEAP_NS, PAIR_SLACK_NS, ClockState
 from timekit.analysis.selection import Selection, SourceInterval, select_sources
-from timekit.analysis.vocabulary import BoundStatus, SyncStatus
 from timekit.units import NS_PER_S, PPM
+from timekit.vocabulary import BoundStatus, SyncStatus
 
 DAY_NS = 86_400 * NS_PER_S
 DRIFT_SE_MULTIPLIER = 4.0  # the drift estimate's share of the growth: 4 standard errors

@@ -36,7 +36,7 @@ from timekit.analysis.skew import (
     NodeVerdict,
     SkewAssessment,
 )
-from timekit.analysis.vocabulary import NodeStatus
+from timekit.vocabulary import NodeStatus
 
 STATUS_OK: NodeStatus = "ok"
 STATUS_SUSPECT: NodeStatus = "suspect"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
-from timekit.analysis.vocabulary import CheckMode, CheckStatus
 from timekit.units import fmt_s
+from timekit.vocabulary import CheckMode, CheckStatus
 
 if TYPE_CHECKING:
     from timekit.analysis.assessment import Assessment, ServerAssessment

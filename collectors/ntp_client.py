@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress, format_hostport
-from timekit.analysis.vocabulary import ErrorCode
 from timekit.collectors.clocks import boot_id
 from timekit.collectors.clocks import realtime_ns as _realtime_ns  # module-level: tests inject steps
 from timekit.collectors.ntp_packet import (
@@ -34,6 +33,7 @@ from timekit.collectors.rto import RtoEstimator
 from timekit.collectors.server_policy import ServerState
 from timekit.samples import NtpSample
 from timekit.units import NS_PER_S
+from timekit.vocabulary import ErrorCode
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux asm-generic value
 RECV_BUF = 1280  # > any NTP packet with extension fields we accept; bigger -> MSG_TRUNC

@@ -34,8 +34,8 @@ from typing import get_args
 
 import ntplib
 
-from timekit.analysis.vocabulary import ErrorCode
 from timekit.units import FRAC_PER_S, NTP_ERA_S, ntp_fixed_to_unix_ns, unix_ns_to_ntp_fixed
+from timekit.vocabulary import ErrorCode
 
 NTP_HEADER_LEN = 48
 NTP_VERSION = 4

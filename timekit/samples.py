@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from timekit.analysis.vocabulary import ErrorCode
+from timekit.vocabulary import ErrorCode
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,14 @@
  * equal); whatever is not the common case (a new generation published, a wall-clock step or a
  * preemption between the reads, boottime before the anchor) is handed back to the Python path.
  *
- * Hot(gen, gen_seen, a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_bt, void_bt, leap_bt,
- *     anchor_unknown, interval_type, slow)
+ * Hot(gen, interval_type, slow): one per mapped state file; starts disabled (every call -> slow()).
  *   gen: an object exporting the published generation counter (a memoryview cast to 'Q'), or None
- *   lo_d/hi_d: bounds of realtime - boottime without a step; sync_bt/void_bt/leap_bt: boottime
- *   instants from which the status turns free_running/unknown and the leap widening applies.
+ * hot.set(gen_seen, a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_bt, void_bt, leap_bt, anchor_unknown)
+ *   the constants of the state loaded at generation `gen_seen` (updated in place, so a caller that
+ *   keeps `now = clock.now` follows new states); lo_d/hi_d: bounds of realtime - boottime without a
+ *   step; sync_bt/void_bt/leap_bt: boottime instants from which the status turns free_running /
+ *   unknown and the leap widening applies.
+ * hot.disable()  -> every call goes to slow() (no state with an interval)
  * hot()          -> the interval now (calls `slow()` for what it does not handle)
  * hot.at(bt, rt) -> the interval at those readings, or None where `slow` would be called (tests)
  */
@@ -26,26 +29,37 @@ typedef struct {
     long long a_bt, e0, l0, lo_d, hi_d, sync_bt, void_bt, leap_bt;
     double r_lo, r_hi;
     int anchor_unknown;
+    int enabled;
     PyTypeObject *interval_type;
     PyObject *slow;
 } Hot;
 
 static PyObject *s_sync, *s_free, *s_unknown;
 
+static int hot_traverse(Hot *self, visitproc visit, void *arg) {
+    Py_VISIT(self->slow);  /* a bound method of the clock that holds this object: a cycle */
+    Py_VISIT(self->interval_type);
+    return 0;
+}
+
+static int hot_clear(Hot *self) {
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->interval_type);
+    self->enabled = 0;
+    return 0;
+}
+
 static void hot_dealloc(Hot *self) {
+    PyObject_GC_UnTrack(self);
     if (self->has_gen) PyBuffer_Release(&self->gen);
-    Py_XDECREF(self->interval_type);
-    Py_XDECREF(self->slow);
+    self->has_gen = 0;
+    hot_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int hot_init(Hot *self, PyObject *args, PyObject *kwds) {
     PyObject *gen, *itype, *slow;
-    unsigned long long gen_seen;
-    if (!PyArg_ParseTuple(args, "OKLLLddLLLLLpOO", &gen, &gen_seen, &self->a_bt, &self->e0, &self->l0,
-                          &self->r_lo, &self->r_hi, &self->lo_d, &self->hi_d, &self->sync_bt, &self->void_bt,
-                          &self->leap_bt, &self->anchor_unknown, &itype, &slow))
-        return -1;
+    if (!PyArg_ParseTuple(args, "OOO", &gen, &itype, &slow)) return -1;
     if (!PyType_Check(itype) || !PyType_IsSubtype((PyTypeObject *)itype, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "interval_type must be a tuple subclass");
         return -1;
@@ -58,12 +72,33 @@ static int hot_init(Hot *self, PyObject *args, PyObject *kwds) {
             return -1;
         }
     }
-    self->gen_seen = gen_seen;
     Py_INCREF(itype);
-    self->interval_type = (PyTypeObject *)itype;
+    Py_XSETREF(self->interval_type, (PyTypeObject *)itype);
     Py_INCREF(slow);
-    self->slow = slow;
+    Py_XSETREF(self->slow, slow);
+    self->enabled = 0;
     return 0;
+}
+
+static PyObject *hot_set(Hot *self, PyObject *args) {
+    unsigned long long gen_seen;
+    int anchor_unknown;
+    long long a_bt, e0, l0, lo_d, hi_d, sync_bt, void_bt, leap_bt;
+    double r_lo, r_hi;
+    if (!PyArg_ParseTuple(args, "KLLLddLLLLLp", &gen_seen, &a_bt, &e0, &l0, &r_lo, &r_hi, &lo_d, &hi_d,
+                          &sync_bt, &void_bt, &leap_bt, &anchor_unknown))
+        return NULL;
+    self->gen_seen = gen_seen;
+    self->a_bt = a_bt; self->e0 = e0; self->l0 = l0; self->r_lo = r_lo; self->r_hi = r_hi;
+    self->lo_d = lo_d; self->hi_d = hi_d; self->sync_bt = sync_bt; self->void_bt = void_bt;
+    self->leap_bt = leap_bt; self->anchor_unknown = anchor_unknown;
+    self->enabled = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_disable(Hot *self, PyObject *unused) {
+    self->enabled = 0;
+    Py_RETURN_NONE;
 }
 
 /* The interval at (bt, rt), or NULL without an exception where the Python path must decide. */
@@ -104,6 +139,11 @@ static PyObject *compute(Hot *self, long long bt, long long rt) {
 }
 
 static PyObject *hot_call(Hot *self, PyObject *args, PyObject *kwds) {
+    if (!self->slow) {
+        PyErr_SetString(PyExc_RuntimeError, "this clock was closed");
+        return NULL;
+    }
+    if (!self->enabled) return PyObject_CallNoArgs(self->slow);
     if (self->has_gen) {
         uint64_t g = __atomic_load_n((uint64_t *)self->gen.buf, __ATOMIC_ACQUIRE);
         if (g != self->gen_seen) return PyObject_CallNoArgs(self->slow);
@@ -121,6 +161,7 @@ static PyObject *hot_call(Hot *self, PyObject *args, PyObject *kwds) {
 static PyObject *hot_at(Hot *self, PyObject *args) {
     long long bt, rt;
     if (!PyArg_ParseTuple(args, "LL", &bt, &rt)) return NULL;
+    if (!self->enabled) Py_RETURN_NONE;
     PyObject *out = compute(self, bt, rt);
     if (out || PyErr_Occurred()) return out;
     Py_RETURN_NONE;
@@ -128,6 +169,8 @@ static PyObject *hot_at(Hot *self, PyObject *args) {
 
 static PyMethodDef hot_methods[] = {
     {"at", (PyCFunction)hot_at, METH_VARARGS, "The interval at (boottime, realtime) ns, or None."},
+    {"set", (PyCFunction)hot_set, METH_VARARGS, "Load the constants of a state (see the file's head)."},
+    {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Send every call to the Python path."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -135,7 +178,9 @@ static PyTypeObject HotType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "timekit.clock._fastclock.Hot",
     .tp_basicsize = sizeof(Hot),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)hot_traverse,
+    .tp_clear = (inquiry)hot_clear,
     .tp_doc = "IntervalClock.now()'s hot path for one published state.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)hot_init,

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, INT64_MAX, LEAP_NS, PAIR_SLACK_NS, ClockState
-from timekit.analysis.vocabulary import SyncStatus
 from timekit.errors import AnalysisError
 from timekit.units import NS_PER_S, PPM
+from timekit.vocabulary import SyncStatus
 
 if TYPE_CHECKING:
     from timekit.store.published_state import StateReader
@@ -126,6 +126,37 @@ def _unpreempted_pair() -> tuple[int, int]:
     return r.clock_ns, r.realtime_ns
 
 
+def _before_anchor(age: int) -> int:
+    """Boottime a little before the state's anchor reads as the anchor (0); more is a causality
+    breach (FAULTS Q6)."""
+    if age < -CAUSALITY_SLACK_NS:
+        raise CausalityError(f"clock reads {-age} ns before the published state's anchor")
+    return 0
+
+
+# the hot path's constants (`IntervalClock._set`): anchor boottime; earliest and latest at the anchor;
+# their rates; the window of realtime − boottime without a step; the sync, void and leap ages (ns)
+HotConstants = tuple[int, int, int, float, float, int, int, int, int, int]
+
+
+def _stepped(p: HotConstants) -> TimeInterval:
+    """now() after realtime − boottime left its window: read the pair again (a preempted thread
+    reads a tight pair the second time); a step still there makes the status 'unknown', and the
+    interval, which follows boottime, stays true."""
+    a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_age, void_age, leap_age = p
+    bt, rt = _unpreempted_pair()
+    age = bt - a_bt
+    if age < 0:
+        age = _before_anchor(age)
+    stepped = not lo_d <= rt - bt <= hi_d
+    status = ("unknown" if stepped or age > void_age else "synchronized" if age <= sync_age
+              else "free_running")
+    earliest, latest = e0 + age + int(age * r_lo), l0 + age + int(age * r_hi)
+    if age >= leap_age:
+        earliest, latest = earliest - LEAP_NS, latest + LEAP_NS
+    return _new_interval(TimeInterval, (earliest, latest, status))
+
+
 class IntervalClock:
     """`IntervalClock()` / `IntervalClock(db=PATH)`: see the module docstring."""
 
@@ -141,6 +172,7 @@ class IntervalClock:
         self._genv: memoryview | None = None  # the published generation counter, when mapped
         self._gen = -1
         self._retry_map_at = 0  # boottime ns after which to look for a published state again
+        self._hot_genv: memoryview | None = None  # the counter the C hot path was made for
         self.source = "none"  # 'published' | 'store' | 'none'
         self._set(None)
         self.refresh()
@@ -243,16 +275,23 @@ class IntervalClock:
     def _install_hot(self) -> None:
         """Put the C hot path in front of `now()` for the current state and generation, when it is
         built, the state is a mapped published one and the clocks are the real ones (tests replace
-        them): `self.now` is then the C object, which hands anything unusual to `_now_py`."""
-        self.__dict__.pop("now", None)
+        them): `self.now` is then one C object per mapped file, loaded with each new state in place
+        (so `now = clock.now`, kept by a caller, follows new states), which hands anything unusual
+        to the Python path."""
+        hot = self.__dict__.get("now")
+        if _FAST is None or self._genv is None or _gettime is not _REAL_GETTIME:
+            self.__dict__.pop("now", None)
+            return
+        if hot is None or self._hot_genv is not self._genv:
+            hot = self.__dict__["now"] = _FAST(self._genv, TimeInterval, self._now_py)
+            self._hot_genv = self._genv
         p = self._p
-        if _FAST is None or p is None or self._genv is None or _gettime is not _REAL_GETTIME:
+        if p is None:
+            hot.disable()
             return
         a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_age, void_age, leap_age = p
-        self.__dict__["now"] = _FAST(
-            self._genv, self._gen if self._gen >= 0 else (1 << 64) - 1, a_bt, e0, l0, r_lo, r_hi,
-            lo_d, hi_d, _int64(a_bt + sync_age), _int64(a_bt + void_age), _int64(a_bt + leap_age), False,
-            TimeInterval, self._now_py)
+        hot.set(self._gen if self._gen >= 0 else (1 << 64) - 1, a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d,
+                _int64(a_bt + sync_age), _int64(a_bt + void_age), _int64(a_bt + leap_age), False)
 
     @property
     def accelerated(self) -> bool:
@@ -276,22 +315,19 @@ class IntervalClock:
         if p is None:
             return NO_EVIDENCE
         a_bt, e0, l0, r_lo, r_hi, lo_d, hi_d, sync_age, void_age, leap_age = p
-        stepped = not lo_d <= rt - bt <= hi_d
-        if stepped:  # a wall-clock step, or this thread preempted between the reads: read again
-            bt, rt = _unpreempted_pair()
-            stepped = not lo_d <= rt - bt <= hi_d
+        d = rt - bt
+        if d < lo_d or d > hi_d:  # a wall-clock step, or this thread preempted between the reads
+            return _stepped(p)
         age = bt - a_bt
         if age < 0:
-            if age < -CAUSALITY_SLACK_NS:
-                raise CausalityError(f"clock reads {-age} ns before the published state's anchor")
-            age = 0
-        status = ("unknown" if stepped or age > void_age else "synchronized" if age <= sync_age
-                  else "free_running")
-        earliest = e0 + age + int(age * r_lo)
-        latest = l0 + age + int(age * r_hi)
+            age = _before_anchor(age)
+        status = "unknown" if age > void_age else "synchronized" if age <= sync_age else "free_running"
+        # float.__trunc__ is int(float), toward zero, without the type call: ~30 ns less each
         if age >= leap_age:  # an announced leap second may have been applied, or not: ±1 s
-            earliest, latest = earliest - LEAP_NS, latest + LEAP_NS
-        return _new_interval(TimeInterval, (earliest, latest, status))
+            return _new_interval(TimeInterval, (e0 + age + (age * r_lo).__trunc__() - LEAP_NS,
+                                                l0 + age + (age * r_hi).__trunc__() + LEAP_NS, status))
+        return _new_interval(TimeInterval, (e0 + age + (age * r_lo).__trunc__(),
+                                            l0 + age + (age * r_hi).__trunc__(), status))
 
     _now_py = now  # the pure-Python path: what the C hot path falls back to, and is held equal to
 

@@ -27,8 +27,8 @@ from timekit.errors import error_line
 if TYPE_CHECKING:
     from timekit.address import ServerAddress
     from timekit.analysis.assessment import Policy
-    from timekit.analysis.vocabulary import CheckMode
     from timekit.store.database import Store
+    from timekit.vocabulary import CheckMode
 
 DEFAULT_COUNT = 4  # queries per named server: chrony's iburst (0.1 s apart on loopback, 2 s otherwise)
 DEFAULT_TIMEOUT_S = 1.0  # per-query timeout cap: 4 lost queries to a public server still end in ~7 s

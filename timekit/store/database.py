@@ -19,11 +19,11 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from timekit.analysis.vocabulary import NodeStatus
 from timekit.collectors.server_policy import ServerState
 from timekit.errors import StoreError
 from timekit.samples import NtpSample
 from timekit.settings import db_path
+from timekit.vocabulary import NodeStatus
 
 APPLICATION_ID = 0x544B4954  # "TKIT"
 BUSY_TIMEOUT_MS = 15_000
