@@ -237,7 +237,7 @@ class IntervalClock:
             interval=IntervalPolicy(max_drift_ppm=self._max_drift_ppm))
         try:
             with Store.open(self.db, create=False) as store:
-                state = assess_store(store, policy).state
+                state = assess_store(store, policy, interval_only=True).state
         except StoreError:
             return
         self.source = "store"
