@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +27,13 @@ from timekit.samples import NtpSample
 # busy machine's stall is not a failure). Loaded before the test modules, so their @settings inherit it.
 settings.register_profile("timekit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("timekit")
+
+# A suite started as a background job of a non-interactive shell (`cmd &`, as some CI runners and
+# chroot scripts do) inherits SIGINT ignored, and every command it starts would too: the Ctrl-C
+# tests' commands would never hear the interrupt. Catching it here (Python's own handler) lets
+# each child start with the default disposition again, as under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Fixtures that start lab servers (chronyd under libfaketime): a test using one, directly or through
 # another fixture, carries the `lab` marker, so `pytest -m "not lab"` runs without chronyd. Tests that
