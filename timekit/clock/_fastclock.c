@@ -11,6 +11,7 @@
  *   step; sync_bt/void_bt/leap_bt: boottime instants from which the status turns free_running /
  *   unknown and the leap widening applies.
  * hot.disable()  -> every call goes to slow() (no state with an interval)
+ * hot.detach()   -> disable and release the counter (the clock closes; a caller may still hold us)
  * hot()          -> the interval now (calls `slow()` for what it does not handle)
  * hot.at(bt, rt) -> the interval at those readings, or None where `slow` would be called (tests)
  */
@@ -101,6 +102,13 @@ static PyObject *hot_disable(Hot *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hot_detach(Hot *self, PyObject *unused) {
+    self->enabled = 0;
+    if (self->has_gen) PyBuffer_Release(&self->gen);
+    self->has_gen = 0;
+    Py_RETURN_NONE;
+}
+
 /* The interval at (bt, rt), or NULL without an exception where the Python path must decide. */
 static PyObject *compute(Hot *self, long long bt, long long rt) {
     long long d = rt - bt;
@@ -171,6 +179,7 @@ static PyMethodDef hot_methods[] = {
     {"at", (PyCFunction)hot_at, METH_VARARGS, "The interval at (boottime, realtime) ns, or None."},
     {"set", (PyCFunction)hot_set, METH_VARARGS, "Load the constants of a state (see the file's head)."},
     {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Send every call to the Python path."},
+    {"detach", (PyCFunction)hot_detach, METH_NOARGS, "Let the mapped counter go (the clock closes)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -369,7 +369,9 @@ class IntervalClock:
             time.sleep(min(max(left_s, 0.0), COMMIT_WAIT_POLL_S))
 
     def close(self) -> None:
-        self.__dict__.pop("now", None)  # the C hot path holds the mapped counter: let it go first
+        hot = self.__dict__.pop("now", None)  # the C hot path holds the mapped counter: let it go first,
+        if hot is not None:  # even when a caller still holds `clock.now`
+            hot.detach()
         if self._reader is not None:
             self._genv = None
             self._reader.close()
