@@ -195,6 +195,31 @@ def test_ctrl_c_keeps_what_was_collected(lab: Lab, tmp_path: Path) -> None:
     assert status == "interrupted"
 
 
+def test_kill_9_mid_sweep_keeps_every_committed_batch(lab: Lab, tmp_path: Path) -> None:  # S2, S6
+    """Attempts are committed in batches while the run goes on (not at its end): rows appear while it
+    runs, `kill -9` keeps every row that was visible before it, each complete and with its server's
+    state, and the file is intact."""
+    db = tmp_path / "t.db"
+    near = lab.server("chrony-near").address
+    proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "sample", "ntp", near, "--count", "1000",
+                             "--interval", "0.02", "--db", str(db)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    sql = "SELECT count(*) FROM ntp_samples"
+    first = wait_for_count(db, sql, 3, proc=proc)
+    later = wait_for_count(db, sql, first + 3, proc=proc)  # a second batch, committed during the run
+    proc.kill()
+    proc.wait(10)
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        n = c.execute(sql).fetchone()[0]
+        incomplete = c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1 AND (offset_s IS NULL OR "
+                               "delay_s IS NULL OR t1_ns IS NULL OR t4_ns IS NULL)").fetchone()[0]
+        state = c.execute("SELECT last_query_ns FROM server_state WHERE server = ?", (near,)).fetchone()
+        newest = c.execute("SELECT max(t_local_ns) FROM ntp_samples").fetchone()[0]
+    assert later <= n < 1000 and incomplete == 0  # nothing committed was lost, nothing half-written
+    assert state is not None and state[0] >= newest  # the state landed with (at least) its newest sample
+
+
 def test_sample_clocks_json(tmp_path: Path) -> None:
     proc = run_cli("sample", "clocks", "--duration", "0.3", "--rate", "20", "--json", db=tmp_path / "t.db")
     assert proc.returncode == 0, proc.stderr
