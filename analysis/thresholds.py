@@ -7,8 +7,13 @@ long before an NTP daemon gives up. Offsets, jitter and uncertainty in seconds; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from timekit.analysis.plugin_range import PluginRange
 
 _PAIRS = ("offset_s", "jitter_s", "drift_ppm", "uncertainty_s", "stratum", "pause_s")  # warn_/crit_ pairs
 
@@ -30,9 +35,14 @@ class Thresholds:
     max_age_s: float = 900.0  # newest sample older than this: the store is stale (UNKNOWN)
     warn_pause_s: float = 0.100  # worst pause (hiccup) in the window
     crit_pause_s: float = 1.000
+    # thresholds given in the plugin range syntax (`-w -0.001:0.001`, `@0:0.5`), by field name;
+    # a field without one is the plain upper limit `0:value`
+    ranges: Mapping[str, PluginRange] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         for name in _PAIRS:
+            if "warn_" + name in self.ranges or "crit_" + name in self.ranges:
+                continue
             warn, crit = getattr(self, "warn_" + name), getattr(self, "crit_" + name)
             if not (0 <= warn <= crit < float("inf")):  # also false for nan
                 raise ValueError(f"thresholds: need 0 <= warn_{name} ({warn}) <= crit_{name} ({crit}), "
@@ -41,7 +51,45 @@ class Thresholds:
             raise ValueError(f"thresholds: max_age_s = {self.max_age_s} s must be positive and finite")
 
 
+    def range_of(self, name: str) -> PluginRange:
+        """The range a threshold field (`warn_offset_s`, ...) alerts outside of (or inside, with @)."""
+        given = self.ranges.get(name)
+        return given if given is not None else PluginRange.upto(getattr(self, name))
+
+    def upper_limits_only(self, what: str) -> None:
+        """ValueError unless every range is a plain upper limit (what Prometheus rules can express)."""
+        for name, r in self.ranges.items():
+            if not r.is_upper_limit:
+                raise ValueError(f"{what}: --{name.rsplit('_', 1)[0].replace('_', '-')} {r.text}: only a "
+                                 "plain limit (N or 0:N) can be written as a rule")
+
+    def to_json(self) -> dict[str, Any]:
+        """Every threshold as a number, and the ranges given in range syntax as their text."""
+        doc: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ranges"}
+        doc["ranges"] = {k: r.perfdata() for k, r in sorted(self.ranges.items())}
+        return doc
+
+
 DEFAULT_THRESHOLDS = Thresholds()
+_PLAIN = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+
+
+def _flag_value(name: str, value: Any) -> float | PluginRange:
+    """A flag's value: a number (a plain limit) or a plugin range; ValueError names the flag."""
+    if isinstance(value, PluginRange):
+        return value
+    if isinstance(value, str) and not _PLAIN.match(value):
+        try:
+            r = PluginRange.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"--{name.rsplit('_', 1)[0].replace('_', '-')}: {exc}") from None
+        return r
+    number = float(value)
+    if name.endswith("stratum"):
+        if not (math.isfinite(number) and number == int(number)):
+            raise ValueError(f"--{name.replace('_', '-')} {value}: not a valid integer")
+        return int(number)
+    return number
 
 
 def thresholds_from_flags(**flags: Any) -> Thresholds:
@@ -52,13 +100,28 @@ def thresholds_from_flags(**flags: Any) -> Thresholds:
     """
     base = DEFAULT_THRESHOLDS
     given = {k: v for k, v in flags.items() if v is not None}
-    unknown = set(given) - {f.name for f in fields(Thresholds)}
+    unknown = set(given) - {f.name for f in fields(Thresholds)} | ({"ranges"} & set(given))
     if unknown:
         raise ValueError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
+    given = {k: _flag_value(k, v) for k, v in given.items()}
+    ranges: dict[str, PluginRange] = {}
+    for name, value in list(given.items()):
+        if isinstance(value, PluginRange):
+            ranges[name] = value
+            # the number rules and gauges use: the range's upper limit where it is one
+            if value.is_upper_limit:
+                given[name] = value.end
+            else:
+                del given[name]
     for name in _PAIRS:
         w, c = "warn_" + name, "crit_" + name
+        if (w in ranges and not ranges[w].is_upper_limit) or (c in ranges and not ranges[c].is_upper_limit):
+            continue
         if w in given and c not in given and given[w] > getattr(base, c):
             given[c] = given[w]
         if c in given and w not in given and given[c] < getattr(base, w):
             given[w] = given[c]
-    return replace(base, **given)
+    for name, value in given.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.rsplit('_', 1)[0].replace('_', '-')} {value}: must be a finite number")
+    return replace(base, **given, ranges=ranges)

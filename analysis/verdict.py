@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from timekit.analysis.plugin_range import PluginRange
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.units import fmt_s
 from timekit.vocabulary import CheckMode, CheckStatus
@@ -59,15 +60,16 @@ class PerfDatum:
     label: str
     value: float | int
     uom: str = ""
-    warn: float | int | None = None
-    crit: float | int | None = None
+    warn: float | int | PluginRange | None = None
+    crit: float | int | PluginRange | None = None
     min: float | int | None = None
     max: float | int | None = None
     decimals: int = 9
 
     def format(self) -> str:
         """`label=value[UOM];[warn];[crit];[min];[max]`, trailing empty fields dropped."""
-        tail = [_num(v, self.decimals) for v in (self.warn, self.crit, self.min, self.max)]
+        tail = [v.perfdata() if isinstance(v, PluginRange) else _num(v, self.decimals)
+                for v in (self.warn, self.crit, self.min, self.max)]
         while tail and tail[-1] == "":
             tail.pop()
         return ";".join([f"{self.label}={_num(self.value, self.decimals)}{self.uom}", *tail])
@@ -106,7 +108,7 @@ class CheckVerdict:
                 "reasons": [{"status": r.status, "metric": r.metric, "message": r.message}
                             for r in self.reasons],
                 "perfdata": self.perfdata_text, "mode": self.mode,
-                "thresholds": {f.name: getattr(self.thresholds, f.name) for f in fields(self.thresholds)},
+                "thresholds": self.thresholds.to_json(),
                 "servers": list(self.servers)}
 
 
@@ -143,21 +145,28 @@ def _clean(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------- judging
-def _level(value: float, warn: float, crit: float) -> CheckStatus:
-    return CRITICAL if value > crit else WARNING if value > warn else OK
+def _level(value: float, warn: PluginRange, crit: PluginRange) -> CheckStatus:
+    return CRITICAL if crit.alerts(value) else WARNING if warn.alerts(value) else OK
 
 
-def _judge_value(reasons: list[Reason], metric: str, value: float | None, warn: float, crit: float,
+def _judge_value(reasons: list[Reason], metric: str, value: float | None, t: Thresholds, name: str,
                  words: str) -> None:
-    """Append a finding when |value| is beyond warn or crit; `words` names the value with its unit."""
+    """Append a finding when |value| is outside the warn or crit range of threshold pair `name`
+    (`offset_s`, ...; check_ntp_time too judges the absolute offset); `words` names the value."""
     if value is None:
         return
+    warn, crit = t.range_of("warn_" + name), t.range_of("crit_" + name)
     level = _level(abs(value), warn, crit)
     if level != OK:
-        limit = crit if level == CRITICAL else warn
-        unit_fmt = fmt_s(limit, signed=False) if metric in ("offset", "jitter", "uncertainty", "pause") \
-            else (f"{limit:g} ppm" if metric == "drift" else f"{limit:g}")
-        reasons.append(Reason(level, metric, f"{words} beyond {level} {unit_fmt}"))
+        chosen = crit if level == CRITICAL else warn
+        if chosen.is_upper_limit and chosen.start == 0.0:
+            limit = chosen.end
+            unit_fmt = fmt_s(limit, signed=False) if metric in ("offset", "jitter", "uncertainty", "pause") \
+                else (f"{limit:g} ppm" if metric == "drift" else f"{limit:g}")
+            reasons.append(Reason(level, metric, f"{words} beyond {level} {unit_fmt}"))
+        else:
+            where = "inside" if chosen.inside else "outside"
+            reasons.append(Reason(level, metric, f"{words} {where} {level} range {chosen.perfdata()}"))
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -211,10 +220,12 @@ def unknown_verdict(message: str, *, mode: CheckMode = "error", thresholds: Thre
 
 def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode: CheckMode = "store",
           failures: Mapping[str, str] | None = None, newest_ok_age_s: float | None = None,
-          window_s: float = DEFAULT_WINDOW_S) -> CheckVerdict:
+          window_s: float = DEFAULT_WINDOW_S, unreachable: CheckStatus = CRITICAL) -> CheckVerdict:
     """The verdict on `fleet` (None: nothing usable was measured).
 
     `failures`: servers that gave no usable reply now (measure mode), with why in words.
+    `unreachable`: the verdict when none of the named servers gave a usable reply (check_ntp_time's
+    CRITICAL; its `-q` makes it UNKNOWN); when some did, each one that did not is a WARNING.
     `newest_ok_age_s`: age of the store's newest usable sample (store mode; None: none at all).
     `window_s`: the window `fleet` was computed over (named in the words).
     """
@@ -226,8 +237,11 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
               for name, why in sorted(failures.items())]
     if not usable:
         if failures:
-            return unknown_verdict("; ".join(r.message for r in failed), mode=mode, thresholds=t,
-                                   servers=servers)
+            words = "; ".join(r.message for r in failed)
+            if unreachable == UNKNOWN:
+                return unknown_verdict(words, mode=mode, thresholds=t, servers=servers)
+            found = tuple(Reason(unreachable, "reachability", _clean(r.message)) for r in failed)
+            return CheckVerdict(unreachable, _clean(words), {}, found, (), mode, t, servers)
         if mode == "store" and newest_ok_age_s is not None and newest_ok_age_s > t.max_age_s:
             return unknown_verdict(_stale_words(newest_ok_age_s, t), mode=mode, thresholds=t, servers=servers,
                                    metrics={"newest_age_s": newest_ok_age_s})
@@ -264,21 +278,21 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
     if offset is None:
         offset, offset_source = _median([s.offset_s for s in chimers]), "median"
     what = "offset" if offset_source == "truechimers" else f"median offset of {len(chimers)} server(s)"
-    _judge_value(reasons, "offset", offset, t.warn_offset_s, t.crit_offset_s, f"{what} {fmt_s(offset)}")
+    _judge_value(reasons, "offset", offset, t, "offset_s", f"{what} {fmt_s(offset)}")
     jitter = _median([s.jitter_s for s in chimers])
-    _judge_value(reasons, "jitter", jitter, t.warn_jitter_s, t.crit_jitter_s,
+    _judge_value(reasons, "jitter", jitter, t, "jitter_s",
                  f"jitter {fmt_s(jitter, signed=False)}")
     drift = _median([_judgeable_drift(s, t.warn_drift_ppm) for s in chimers])
-    _judge_value(reasons, "drift", drift, t.warn_drift_ppm, t.crit_drift_ppm,
+    _judge_value(reasons, "drift", drift, t, "drift_ppm",
                  f"drift {drift:+.1f} ppm" if drift is not None else "")
     unc = iv.uncertainty_s if iv is not None else None
-    _judge_value(reasons, "uncertainty", unc, t.warn_uncertainty_s, t.crit_uncertainty_s,
+    _judge_value(reasons, "uncertainty", unc, t, "uncertainty_s",
                  f"uncertainty ±{fmt_s(unc, signed=False)}")
     strata = [s.stratum for s in chimers if s.stratum is not None]
     stratum = min(strata) if strata else None
-    _judge_value(reasons, "stratum", stratum, t.warn_stratum, t.crit_stratum, f"stratum {stratum}")
+    _judge_value(reasons, "stratum", stratum, t, "stratum", f"stratum {stratum}")
     pause_max = fleet.pause.get("max_s") if fleet.pause else None
-    _judge_value(reasons, "pause", pause_max, t.warn_pause_s, t.crit_pause_s,
+    _judge_value(reasons, "pause", pause_max, t, "pause_s",
                  f"worst pause {fmt_s(pause_max, signed=False)}")
 
     # quarantine (sticky state kept by `timekit analyze skew`)
@@ -339,26 +353,34 @@ def _summary(status: CheckStatus, reasons: list[Reason], m: Mapping[str, Any]) -
     return _clean(", ".join(parts))
 
 
+def _limit(t: Thresholds, name: str) -> float | PluginRange:
+    """A perfdata warn/crit field: the plain number, or the range as given."""
+    given = t.ranges.get(name)
+    if given is not None:
+        return given
+    limit: float = getattr(t, name)
+    return limit
+
+
 def _perfdata(m: Mapping[str, Any], t: Thresholds) -> tuple[PerfDatum, ...]:
     """Perfdata for every metric that has a value (an undetermined one is left out)."""
+    def lim(name: str) -> tuple[float | PluginRange, float | PluginRange]:
+        return _limit(t, "warn_" + name), _limit(t, "crit_" + name)
+
     out = []
     if m["offset_s"] is not None:
-        out.append(PerfDatum("offset", m["offset_s"], "s", t.warn_offset_s, t.crit_offset_s))
+        out.append(PerfDatum("offset", m["offset_s"], "s", *lim("offset_s")))
     if m["jitter_s"] is not None:
-        out.append(PerfDatum("jitter", m["jitter_s"], "s", t.warn_jitter_s, t.crit_jitter_s, 0))
+        out.append(PerfDatum("jitter", m["jitter_s"], "s", *lim("jitter_s"), 0))
     if m["drift_ppm"] is not None:
-        out.append(PerfDatum("drift_ppm", m["drift_ppm"], "", t.warn_drift_ppm, t.crit_drift_ppm, decimals=3))
+        out.append(PerfDatum("drift_ppm", m["drift_ppm"], "", *lim("drift_ppm"), decimals=3))
     if m["uncertainty_s"] is not None:
-        out.append(PerfDatum("uncertainty", m["uncertainty_s"], "s", t.warn_uncertainty_s,
-                             t.crit_uncertainty_s, 0))
+        out.append(PerfDatum("uncertainty", m["uncertainty_s"], "s", *lim("uncertainty_s"), 0))
     if m["stratum"] is not None:
-        out.append(PerfDatum("stratum", int(m["stratum"]), "", t.warn_stratum, t.crit_stratum, 0,
-                             STRATUM_MAX))
+        out.append(PerfDatum("stratum", int(m["stratum"]), "", *lim("stratum"), 0, STRATUM_MAX))
     if m["newest_age_s"] is not None:
         out.append(PerfDatum("age", max(0.0, m["newest_age_s"]), "s", None, None, 0, decimals=3))
     if m["pause_max_s"] is not None:
-        out.append(PerfDatum("pause_max", m["pause_max_s"], "s", t.warn_pause_s, t.crit_pause_s, 0))
+        out.append(PerfDatum("pause_max", m["pause_max_s"], "s", *lim("pause_s"), 0))
     out.append(PerfDatum("servers", int(m["servers_usable"]), "", None, None, 0, int(m["servers_total"])))
     return tuple(out)
-
-

@@ -7,6 +7,7 @@ real SQLite stores written through `Store.add_ntp_samples` with chosen ages and 
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import subprocess
@@ -30,8 +31,9 @@ from timekit.units import NS_PER_S
 
 # Nagios plugin guidelines: 'label'=value[UOM];[warn];[crit];[min];[max]; values in [-0-9.], no exponent
 NUMBER = r"-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+RANGE = rf"@?(?:(?:~|{NUMBER})?:)?(?:{NUMBER})?"  # the guidelines' range format (warn and crit fields)
 PERF_ITEM = re.compile(rf"^(?P<label>'[^'=]+'|[^'= ]+)=(?P<value>{NUMBER})(?P<uom>s|ms|us|%|B|KB|MB|TB|c)?"
-                       rf"(?:;(?P<warn>{NUMBER})?(?:;(?P<crit>{NUMBER})?(?:;(?P<min>{NUMBER})?"
+                       rf"(?:;(?P<warn>{RANGE})?(?:;(?P<crit>{RANGE})?(?:;(?P<min>{NUMBER})?"
                        rf"(?:;(?P<max>{NUMBER})?)?)?)?)?$")
 LINE = re.compile(r"^TIMEKIT (?P<status>OK|WARNING|CRITICAL|UNKNOWN) - (?P<summary>[^|\n]+?)"
                   r"(?: \| (?P<perf>[^|\n]+))?$")
@@ -54,7 +56,7 @@ def plugin_output(proc: subprocess.CompletedProcess) -> tuple[str, str, dict[str
         pm = PERF_ITEM.match(item)
         assert pm, item
         assert pm["label"] not in perf
-        perf[pm["label"]] = pm.groupdict()
+        perf[pm["label"]] = {k: v or None for k, v in pm.groupdict().items()}
     return m["status"], m["summary"], perf
 
 
@@ -117,23 +119,37 @@ def test_offset_thresholds_against_lab_truth(lab: Lab, tmp_path: Path, server: s
         assert len(st.ntp_samples(server=srv.address)) == 4
 
 
-def test_unreachable_server_is_unknown(lab: Lab, tmp_path: Path) -> None:
+def test_unreachable_server_is_critical(lab: Lab, tmp_path: Path) -> None:
+    """check_ntp_time's convention: no usable reply is CRITICAL (its -q: UNKNOWN); one of two silent
+    is a WARNING naming it, while the other is still measured."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         unused = f"127.0.0.1:{s.getsockname()[1]}"
     silent = lab.server("silent").address
     for target, code in ((silent, "timeout"), (unused, "network")):
-        status, summary, perf = plugin_output(check(target, "--timeout", "0.2", db=tmp_path / "u.db"))
-        assert status == "UNKNOWN" and summary.startswith(f"no usable reply from {target}"), summary
+        status, summary, perf = plugin_output(check(target, "-t", "3", db=tmp_path / "u.db"))
+        assert status == "CRITICAL" and summary.startswith(f"no usable reply from {target}"), summary
         assert f"{code} x4" in summary and perf == {}
-    # one of two unreachable: the other still measured, and the silent one named as a warning
+        status, summary, perf = plugin_output(check("-H", target, "-t", "3", "-q", db=tmp_path / "u.db"))
+        assert status == "UNKNOWN" and summary.startswith(f"no usable reply from {target}"), summary
     near = lab.server("chrony-near")
     a = abs(near.true_offset_at(realtime_ns()))
-    status, summary, perf = plugin_output(check(near.address, silent, "--timeout", "0.2", "--warn-offset",
+    status, summary, perf = plugin_output(check(near.address, silent, "-t", "3", "--warn-offset",
                                                 fmt(a + 0.005), "--crit-offset", fmt(a + 0.05),
                                                 db=tmp_path / "u.db"))
     assert status == "WARNING" and summary.startswith(f"no usable reply from {silent}"), summary
     assert perf["servers"]["value"] == "1" and perf["servers"]["max"] == "2"
+
+
+def test_plugin_timeout_bounds_the_whole_check(lab: Lab, tmp_path: Path) -> None:
+    """-t is the whole check's deadline (monitoring plugins' alarm): 64 queries to a silent server
+    with -t 1 end in about a second, CRITICAL, either as the burst that fit or as the deadline."""
+    silent = lab.server("silent").address
+    proc = check("-H", silent, "--count", "64", "-t", "1", db=tmp_path / "t.db")
+    status, summary, _ = plugin_output(proc)
+    assert status == "CRITICAL", summary
+    assert summary.startswith((f"no usable reply from {silent} (64 attempt(s): timeout x64",
+                               "timeout: no verdict within 1 s")), summary
 
 
 def test_references_that_disagree_are_critical(lab: Lab, tmp_path: Path) -> None:
@@ -300,10 +316,13 @@ def test_store_failures_are_one_unknown_line(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args, words", [
-    (["--warn-offset", "abc"], "'abc' is not a valid float"),
+    (["--warn-offset", "abc"], "--warn-offset: 'abc' is not a threshold range"),
+    (["-w", "1:0.5"], "start 1 is above its end 0.5"),
+    (["-c", "@~"], "not a threshold range"),
+    (["-w", "1e999"], "--warn-offset inf: must be a finite number"),
     (["--bogus"], "No such option"),
     (["--warn-offset", "-1"], "warn_offset_s (-1.0)"),
-    (["--crit-offset", "nan"], "crit_offset_s (nan)"),
+    (["--crit-offset", "nan"], "'nan' is not a threshold range"),
     (["--warn-offset", "0.5", "--crit-offset", "0.1"], "warn_offset_s (0.5) <= crit_offset_s (0.1)"),
     (["--max-age", "soon"], "--max-age: not a duration"),
     (["--count", "0", "127.0.0.1:123"], "--count 0"),
@@ -501,3 +520,63 @@ def test_config_sets_the_interval_policy(tmp_path: Path) -> None:
     status, summary, _ = plugin_output(check("--config", str(cfg), "127.0.0.1:1", db=tmp_path / "x.db"))
     assert status == "UNKNOWN" and "[interval] fresh_s = -1" in summary, summary
     assert not (tmp_path / "x.db").exists()  # a bad config measures nothing
+
+
+# ----------------------------------------------------------------------------- check_ntp_time side by side
+CHECK_NTP_TIME = Path("/usr/lib/nagios/plugins/check_ntp_time")
+RANGE_PAIRS = [("0.01", "0.1"), ("-0.001:0.001", "-0.5:0.5"), ("~:0.5", "~:1"), ("@0:0.1", "@0:0.01"),
+               ("0.3:", "@0.2:0.3"), ("0.001:0.3", "10")]
+
+
+def expected_status(abs_offset: float, warn: str, crit: str) -> str:
+    """The guidelines' verdict for |offset| (check_ntp_time judges fabs(offset) the same way)."""
+    from timekit.analysis.plugin_range import PluginRange
+
+    if PluginRange.parse(crit).alerts(abs_offset):
+        return "CRITICAL"
+    return "WARNING" if PluginRange.parse(warn).alerts(abs_offset) else "OK"
+
+
+def range_margin(abs_offset: float, *texts: str) -> float:
+    from timekit.analysis.plugin_range import PluginRange
+
+    ends = [e for t in texts for r in (PluginRange.parse(t),) for e in (r.start, r.end) if math.isfinite(e)]
+    return min(abs(abs_offset - e) for e in ends)
+
+
+@pytest.mark.skipif(not CHECK_NTP_TIME.exists(), reason="monitoring-plugins-basic (check_ntp_time) missing; "
+                    "scripts/setup installs it")
+@pytest.mark.parametrize("server", ["chrony-near", "chrony-ahead"])
+def test_range_syntax_gives_check_ntp_times_verdicts(lab: Lab, tmp_path: Path, server: str) -> None:
+    """The same -H/-p/-w/-c arguments to check_ntp_time and to timekit check, on the same lab server:
+    the same verdict, and both the verdict the truth calls for (cases the lab's delay/2 cannot
+    separate, within 0.5 ms of a range end, are skipped; none is here: offsets +2 ms and +250 ms)."""
+    srv = lab.server(server)
+    host, port = srv.address.rsplit(":", 1)
+    compared = 0
+    for warn, crit in RANGE_PAIRS:
+        truth = abs(srv.true_offset_at(realtime_ns()))
+        if range_margin(truth, warn, crit) < 0.0005:
+            continue
+        want = expected_status(truth, warn, crit)
+        theirs = subprocess.run([str(CHECK_NTP_TIME), "-H", host, "-p", port, "-w", warn, "-c", crit,
+                                 "-t", "5"], capture_output=True, text=True, timeout=30)
+        # a store of its own per call: check_ntp_time is stateless, so nothing but this burst is judged
+        status, summary, perf = plugin_output(check("-H", host, "-p", port, "-w", warn, "-c", crit, "-t", "5",
+                                                    db=tmp_path / f"side{compared}.db"))
+        assert {v: k for k, v in EXIT.items()}[theirs.returncode] == status == want, \
+            (warn, crit, truth, theirs.stdout, summary)
+        # perfdata carry the ranges as given (the guidelines' warn/crit fields)
+        assert (perf["offset"]["warn"], perf["offset"]["crit"]) == (warn.removeprefix("0:"), crit), perf
+        compared += 1
+    assert compared >= len(RANGE_PAIRS) - 1
+
+
+def test_version_and_short_help() -> None:
+    from importlib.metadata import version
+
+    for flag in ("-V", "--version"):
+        proc = run_cli(flag)
+        assert (proc.returncode, proc.stdout) == (0, f"timekit {version('timekit')}\n"), proc.stderr
+    proc = run_cli("check", "-h")
+    assert proc.returncode == 0 and "-H" in proc.stdout and "--warn-offset" in proc.stdout

@@ -20,8 +20,29 @@ import typer
 from timekit.errors import TimekitError
 from timekit.samples import NtpSample
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings=HELP_OPTIONS,
                   help="Measure time and its uncertainty: NTP offsets, clocks, drift, intervals.")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"timekit {version('timekit')}")
+        except PackageNotFoundError:
+            print("timekit (not installed: version unknown)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main_options(
+    show_version: Annotated[bool, typer.Option("--version", "-V", callback=_version_callback, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """Measure time and its uncertainty: NTP offsets, clocks, drift, intervals."""
 sample_app = typer.Typer(no_args_is_help=True, help="Take samples now and store them.")
 lab_app = typer.Typer(no_args_is_help=True, help="The reference lab: NTP servers on loopback "
                       "with known offsets, drifts and faults.")
@@ -76,6 +97,14 @@ def _open_store(db: Path | None) -> Any:
     from timekit.store.database import Store
 
     return Store.open(db)
+
+
+def _read_store(db: Path | None) -> Any:
+    """The store for a command that only reads: it must exist (a typo is not a new store), and read
+    access is enough (a monitoring agent's user reading the collector's store)."""
+    from timekit.store.database import Store
+
+    return Store.open(db, create=False, readonly=True)
 
 
 def _parse_servers(servers: list[str]) -> list[Any]:
@@ -255,7 +284,7 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
 
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
-    with _open_store(db) as store:
+    with _read_store(db) as store:
         found = assess_store(store, _policy(config), servers=names, since_ns=since_ns,
                              per_server=None if since_ns is not None else FIT_WINDOW)
     results = drift_results(found)
@@ -273,7 +302,7 @@ def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_jso
     from timekit.outputs.timeout_report import timeout_results
 
     names = [s.name for s in _parse_servers(server)] if server else None
-    with _open_store(db) as store:
+    with _read_store(db) as store:
         results = timeout_results(store, servers=names, since_ns=_since_ns(since))
     if as_json:
         emit_json({"results": results})
@@ -291,13 +320,18 @@ def analyze_skew_cmd(
                            "offset to enter quarantine (default 3).")] = None,
     leave_after: Annotated[int | None, typer.Option(min=1, help="Consecutive healthy checks to "
                            "leave quarantine (default 5).")] = None,
-    hook: Annotated[str | None, typer.Option(help="Command run on each transition (env TIMEKIT_NODE, "
-                    "TIMEKIT_FROM_STATUS, TIMEKIT_TO_STATUS, TIMEKIT_OFFSET_S, TIMEKIT_REASON).")] = None,
+    hook: Annotated[str | None, typer.Option(help="Command run on each committed transition (env "
+                    "TIMEKIT_NODE, TIMEKIT_FROM_STATUS, TIMEKIT_TO_STATUS, TIMEKIT_OFFSET_S, "
+                    "TIMEKIT_REASON).")] = None,
+    commit: Annotated[bool, typer.Option("--commit", help="Save the quarantine state this check reaches "
+                      "and run the hook (what `collect` does every run); without it: a report only.")
+                      ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
-    """Each reference and this host (`self`) against the majority; sticky quarantine in the store."""
+    """Each reference and this host (`self`) against the majority, and the sticky quarantine state;
+    a report unless --commit (quarantine advances in `collect`, the scheduled job)."""
     from timekit.pipeline.skewcheck import run_skew_check
     from timekit.settings import policy
 
@@ -307,8 +341,8 @@ def analyze_skew_cmd(
         from timekit.settings import config_section
 
         hook = config_section(config, "skew").get("hook")
-    with _open_store(db) as store:
-        report = run_skew_check(store, pol, hook=hook)
+    with _open_store(db) if commit else _read_store(db) as store:
+        report = run_skew_check(store, pol, hook=hook, commit=commit)
     doc = report.to_json()
     if as_json:
         emit_json(doc)
@@ -334,7 +368,7 @@ def now_cmd(
 
     pol = _policy(config, max_drift_ppm=max_drift_ppm)
     names = [s.name for s in _parse_servers(server)] if server else None
-    with _open_store(db) as store:
+    with _read_store(db) as store:
         found = assess_store(store, pol, servers=names)
         est = found.interval
         assert est is not None
@@ -411,7 +445,7 @@ def export_csv_cmd(
 
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
-    with Store.open(db, create=False) as store:
+    with Store.open(db, create=False, readonly=True) as store:
         res = export_csv(store, out, kind=kind, since_ns=since_ns, servers=names, ok_only=ok_only)
     if as_json:
         emit_json({"out": str(res.path), "kind": res.kind, "rows": res.rows, "columns": list(res.columns)})
@@ -431,7 +465,7 @@ def report_cmd(
     from timekit.store.database import Store
 
     since_ns = _since_ns(since)
-    with Store.open(db, create=False) as store:
+    with Store.open(db, create=False, readonly=True) as store:
         res = write_report(store, out, since_ns=since_ns)
     if as_json:
         emit_json({"directory": str(res.directory), "files": list(res.files), "servers": list(res.servers),
@@ -490,32 +524,35 @@ def exporter_cmd(
     print("timekit exporter: stopped", file=sys.stderr)
 
 
-def _thr(flag: str, words: str, field: str, unit: str = "s") -> Any:
-    """A threshold flag whose help shows the default from timekit.analysis.thresholds (no second copy)."""
+def _thr(flag: str, words: str, field: str, unit: str = "s", short: str | None = None,
+         metavar: str = "RANGE") -> Any:
+    """A threshold flag whose help shows the default from timekit.analysis.thresholds (no second copy);
+    its value is a number or a monitoring-plugin range (`-0.001:0.001`, `~:5`, `@0:0.5`)."""
     from timekit.analysis.thresholds import DEFAULT_THRESHOLDS
 
     default = f"{getattr(DEFAULT_THRESHOLDS, field):g}{f' {unit}' if unit else ''}"
-    return typer.Option(flag, help=f"{words} (default {default}).", show_default=False)
+    names = (flag, short) if short else (flag,)
+    return typer.Option(*names, metavar=metavar, help=f"{words} (default {default}).", show_default=False)
 
 
 # the threshold flags of `check` and `rules` (one definition: the rules must match the check)
-WarnOffsetOpt = Annotated[float | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s")]
-CritOffsetOpt = Annotated[float | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s")]
-WarnJitterOpt = Annotated[float | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")]
-CritJitterOpt = Annotated[float | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")]
-WarnDriftOpt = Annotated[float | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm", "ppm")]
-CritDriftOpt = Annotated[float | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm", "ppm")]
-WarnUncertaintyOpt = Annotated[float | None, _thr("--warn-uncertainty", "Interval half-width warning",
+WarnOffsetOpt = Annotated[str | None, _thr("--warn-offset", "|offset| warning", "warn_offset_s", short="-w")]
+CritOffsetOpt = Annotated[str | None, _thr("--crit-offset", "|offset| critical", "crit_offset_s", short="-c")]
+WarnJitterOpt = Annotated[str | None, _thr("--warn-jitter", "Jitter warning", "warn_jitter_s")]
+CritJitterOpt = Annotated[str | None, _thr("--crit-jitter", "Jitter critical", "crit_jitter_s")]
+WarnDriftOpt = Annotated[str | None, _thr("--warn-drift", "|drift| warning", "warn_drift_ppm", "ppm")]
+CritDriftOpt = Annotated[str | None, _thr("--crit-drift", "|drift| critical", "crit_drift_ppm", "ppm")]
+WarnUncertaintyOpt = Annotated[str | None, _thr("--warn-uncertainty", "Interval half-width warning",
                                                   "warn_uncertainty_s")]
-CritUncertaintyOpt = Annotated[float | None, _thr("--crit-uncertainty", "Interval half-width critical",
+CritUncertaintyOpt = Annotated[str | None, _thr("--crit-uncertainty", "Interval half-width critical",
                                                   "crit_uncertainty_s")]
-WarnStratumOpt = Annotated[int | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum", "")]
-CritStratumOpt = Annotated[int | None, _thr("--crit-stratum", "Stratum above this is critical",
+WarnStratumOpt = Annotated[str | None, _thr("--warn-stratum", "Stratum above this warns", "warn_stratum", "")]
+CritStratumOpt = Annotated[str | None, _thr("--crit-stratum", "Stratum above this is critical",
                                             "crit_stratum", "")]
-WarnPauseOpt = Annotated[float | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")]
-CritPauseOpt = Annotated[float | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")]
+WarnPauseOpt = Annotated[str | None, _thr("--warn-pause", "Worst pause warning", "warn_pause_s")]
+CritPauseOpt = Annotated[str | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")]
 MaxAgeOpt = Annotated[str | None, _thr("--max-age", "A newest sample older than this is stale "
-                                       "(check: UNKNOWN); 900, 15m, 2h", "max_age_s")]
+                                       "(check: UNKNOWN); 900, 15m, 2h", "max_age_s", metavar="DURATION")]
 THRESHOLD_FLAGS = {"warn_offset": "warn_offset_s", "crit_offset": "crit_offset_s",
                    "warn_jitter": "warn_jitter_s", "crit_jitter": "crit_jitter_s",
                    "warn_drift": "warn_drift_ppm", "crit_drift": "crit_drift_ppm",
@@ -577,6 +614,10 @@ class CheckCommand(typer.core.TyperCommand):
 def check_cmd(
     servers: Annotated[list[str] | None, typer.Argument(help="Measure these now (HOST, HOST:PORT); "
                                                         "none: judge what the store holds.")] = None,
+    hosts: Annotated[list[str] | None, typer.Option("--host", "-H", help="A server to measure now, as "
+                                                    "check_ntp_time's -H (repeatable).")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", min=1, max=65535,
+                                             help="Port for the servers named without one.")] = None,
     warn_offset: WarnOffsetOpt = None,
     crit_offset: CritOffsetOpt = None,
     warn_jitter: WarnJitterOpt = None,
@@ -591,26 +632,50 @@ def check_cmd(
     crit_pause: CritPauseOpt = None,
     max_age: MaxAgeOpt = None,
     count: Annotated[int, typer.Option(help="Queries per named server (a burst, as chrony's iburst).")] = 4,
-    timeout: Annotated[float, typer.Option(help="Per-query timeout cap, s.")] = 1.0,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds the whole check may take "
+                                           "(each query waits at most 1 s of it); past it: CRITICAL, "
+                                           "as check_ntp_time.")] = 10.0,
+    unknown_unreachable: Annotated[bool, typer.Option("--unknown-unreachable", "-q",
+                                                      help="No reply from any named server is UNKNOWN, "
+                                                      "not CRITICAL (check_ntp_time's -q).")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config (collect's); its [interval] "
                                                 "section sets the interval policy, as for `now`.")] = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
-    """Monitoring-plugin verdict: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line + perfdata."""
-    from timekit.outputs.check import print_verdict, run_check
+    """Monitoring-plugin verdict: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line + perfdata.
 
-    verdict = run_check(servers or [], db, count=count, timeout_s=timeout, max_age=max_age, config=config,
+    Thresholds take the plugin range syntax: 0.01 (above), -0.01:0.01, ~:0.5, 10: (below), @0:0.5
+    (inside); offsets, jitter and drift are judged by their absolute value, as check_ntp_time does.
+    """
+    from timekit.outputs.check import run_check
+
+    named = [*(servers or []), *(hosts or [])]
+    if port is not None:
+        named = [_with_port(name, port) for name in named]
+    verdict = run_check(named, db, count=count, timeout_s=timeout, max_age=max_age, config=config,
+                        unreachable="unknown" if unknown_unreachable else "critical",
                         **_threshold_kwargs(locals()))
+    from timekit.outputs.check import print_verdict
+
     print_verdict(verdict, as_json)
     raise typer.Exit(verdict.exit_code)
+
+
+def _with_port(name: str, port: int) -> str:
+    """`name` with `port` unless it names one: HOST -> HOST:PORT, 2001:db8::1 -> [2001:db8::1]:PORT."""
+    if name.startswith("[") and "]:" in name:
+        return name
+    if name.count(":") == 1:
+        return name
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
 # ----------------------------------------------------------------------------- servers
 @servers_app.command("list")
 def servers_list_cmd(as_json: JsonOpt = False, db: DbOpt = None) -> None:
     """Show what is remembered per server: holds after kiss-o'-death, RTT estimates."""
-    with _open_store(db) as store:
+    with _read_store(db) as store:
         states = list(store.server_states().values())
     if as_json:
         emit_json({"servers": states})
@@ -681,7 +746,7 @@ def lab_compare_cmd(lab_dir: LabDirOpt = None, as_json: JsonOpt = False, db: DbO
     from timekit.lab.truth import compare_with_truth
 
     lab = Lab.load(lab_dir or default_lab_dir())
-    with _open_store(db) as store:
+    with _read_store(db) as store:
         rows = compare_with_truth(lab, store)
     if as_json:
         emit_json({"servers": rows})

@@ -76,13 +76,14 @@ def skew_policy(config: Path | None = None, **flags: Any) -> SkewPolicy:
         raise UsageError(str(exc)) from None
 
 
-def thresholds(max_age: str | None = None, **flags: float | None) -> Thresholds:
-    """`timekit check`/`rules` thresholds from their flags (`max_age` a duration text: 900, 15m)."""
+def thresholds(max_age: str | None = None, **flags: float | str | None) -> Thresholds:
+    """`timekit check`/`rules` thresholds from their flags (`max_age` a duration text: 900, 15m; a flag
+    a number or a plugin range text such as `-0.001:0.001`, `~:5`, `@0:0.5`)."""
     from timekit.analysis.thresholds import thresholds_from_flags
     from timekit.units import parse_duration_s
 
     try:
-        given: dict[str, float | None] = dict(flags)
+        given: dict[str, float | str | None] = dict(flags)
         if max_age is not None:
             try:
                 given["max_age_s"] = parse_duration_s(max_age)

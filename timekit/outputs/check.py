@@ -13,27 +13,46 @@ traceback (`run_check`; usage errors in `timekit.cli.CheckCommand`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge, unknown_verdict
+from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, Reason, judge, unknown_verdict
 from timekit.errors import error_line
 
 if TYPE_CHECKING:
     from timekit.address import ServerAddress
     from timekit.analysis.assessment import Policy
     from timekit.store.database import Store
-    from timekit.vocabulary import CheckMode
+    from timekit.vocabulary import CheckMode, CheckStatus
 
 DEFAULT_COUNT = 4  # queries per named server: chrony's iburst (0.1 s apart on loopback, 2 s otherwise)
-DEFAULT_TIMEOUT_S = 1.0  # per-query timeout cap: 4 lost queries to a public server still end in ~7 s
+DEFAULT_TIMEOUT_S = 10.0  # the whole check's deadline (-t): check_ntp_time's default
+QUERY_TIMEOUT_CAP_S = 1.0  # per-query timeout cap: 4 lost queries to a public server still end in ~7 s
 MAX_COUNT = 64
-MAX_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 3600.0
+
+
+class PluginTimeout(Exception):
+    """The check ran past its -t deadline."""
+
+
+def burst_plan(deadline_s: float, count: int, servers: Sequence[ServerAddress]) -> Any:
+    """The burst that fits the check's deadline: each query waits at most 1 s and 1/(count+1) of the
+    deadline; the bursts keep chrony's spacing unless `count` lost queries would then overrun 80 %
+    of the deadline, where they go back to back (the whole burst in count/(count+1) of it)."""
+    from timekit.collectors.ntp_client import QueryPlan
+
+    tau = min(QUERY_TIMEOUT_CAP_S, deadline_s / (count + 1))
+    plan = QueryPlan(count=count, interval_s=None, timeout_s=tau)
+    worst = max((sum(max(plan.spacing_s(i, s), tau) for i in range(count - 1)) + tau for s in servers),
+                default=0.0)
+    return plan if worst <= 0.8 * deadline_s else QueryPlan(count=count, interval_s=tau, timeout_s=tau)
 
 
 def _failure_words(attempts: Sequence[Any]) -> str:
@@ -70,12 +89,13 @@ def unresolvable(servers: Sequence[ServerAddress]) -> list[str]:
 
 
 def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy, *,
-                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S) -> CheckVerdict:
+                  count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  unreachable: CheckStatus = "critical") -> CheckVerdict:
     """Measure `servers` now (a short burst, stored like `sample ntp`), then judge those servers.
 
-    Names that do not resolve are bad input (UNKNOWN) and nothing is measured or stored.
+    `timeout_s`: the whole check's deadline (`burst_plan`). Names that do not resolve are bad input
+    (UNKNOWN) and nothing is measured or stored; no usable reply from any server is `unreachable`.
     """
-    from timekit.collectors.ntp_client import QueryPlan
     from timekit.pipeline.assess import assess_store
     from timekit.pipeline.sampling import sample_ntp
 
@@ -83,8 +103,7 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
     bad = unresolvable(servers)
     if bad:
         return unknown_verdict("bad input: " + "; ".join(bad), mode="measure", thresholds=t)
-    run = sample_ntp(store, servers, QueryPlan(count=count, interval_s=None, timeout_s=timeout_s),
-                     command="check")
+    run = sample_ntp(store, servers, burst_plan(timeout_s, count, servers), command="check")
     if run.unresolved:  # the name vanished between the two look-ups
         return unknown_verdict("bad input: " + "; ".join(run.unresolved), mode="measure", thresholds=t)
     by_server: dict[str, list[Any]] = {}
@@ -94,7 +113,7 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
     failures = {a.name: _failure_words(by_server.get(a.name, [])) for a in servers if a.name not in reachable}
     window_s = max(DEFAULT_WINDOW_S, t.max_age_s)
     found = assess_store(store, policy, servers=reachable, window_s=window_s) if reachable else None
-    return judge(found, t, mode="measure", failures=failures, window_s=window_s)
+    return judge(found, t, mode="measure", failures=failures, window_s=window_s, unreachable=unreachable)
 
 
 def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = None) -> CheckVerdict:
@@ -109,9 +128,12 @@ def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = N
 
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
               timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None, config: Path | None = None,
-              now: tuple[int, int] | None = None, **threshold_flags: float | None) -> CheckVerdict:
+              now: tuple[int, int] | None = None, unreachable: CheckStatus = "critical",
+              **threshold_flags: float | str | None) -> CheckVerdict:
     """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
 
+    `timeout_s`: the whole check's deadline (monitoring plugins' -t); past it the verdict is
+    `unreachable` when measuring (check_ntp_time's CRITICAL), UNKNOWN when reading the store.
     `config`: a TOML config (collect's); its [interval] section sets the interval policy.
     `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
     """
@@ -124,21 +146,53 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
             raise ValueError(f"--count {count} is outside 1..{MAX_COUNT} queries")
         if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
+        if unreachable not in ("critical", "unknown", "warning"):
+            raise ValueError(f"unreachable verdict {unreachable!r} is not critical, warning or unknown")
         policy = settings.policy(config, thresholds=t)
-        from timekit.store.database import Store
+        with _deadline(timeout_s):
+            from timekit.store.database import Store
 
-        if servers:
-            from timekit.address import parse_servers
+            if servers:
+                from timekit.address import parse_servers
 
-            targets = parse_servers(servers)
-            with Store.open(db) as store:
-                return check_servers(store, targets, policy, count=count, timeout_s=timeout_s)
-        with Store.open(db, create=False) as store:
-            return check_store(store, policy, now=now)
+                targets = parse_servers(servers)
+                with Store.open(db) as store:
+                    return check_servers(store, targets, policy, count=count, timeout_s=timeout_s,
+                                         unreachable=unreachable)
+            with Store.open(db, create=False, readonly=True) as store:
+                return check_store(store, policy, now=now)
+    except PluginTimeout:
+        words = f"timeout: no verdict within {timeout_s:g} s (-t)"
+        if mode == "measure" and unreachable != "unknown":
+            return CheckVerdict(unreachable, words, mode=mode, reasons=(Reason(unreachable, "check", words),))
+        return unknown_verdict(words, mode=mode)
     except KeyboardInterrupt:
         return unknown_verdict("interrupted", mode=mode)
     except Exception as exc:
         return unknown_verdict(error_line(exc, debug_hint="TIMEKIT_DEBUG=1 for a traceback"), mode=mode)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise PluginTimeout in the main thread after `seconds` (a real-time interval timer), as the
+    monitoring plugins' alarm(); elsewhere (a library caller's thread) no timer is set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise PluginTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def print_verdict(verdict: CheckVerdict, as_json: bool) -> None:

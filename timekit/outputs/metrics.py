@@ -209,7 +209,7 @@ class TimekitCollector(Collector):
         try:
             from timekit.pipeline.assess import assess_store
 
-            with Store.open(self.db, create=False) as store:
+            with Store.open(self.db, create=False, readonly=True) as store:
                 fleet = assess_store(store, self.policy, now=self.now() if self.now else None,
                                      window_s=self.window_s)
         except Exception as exc:  # a scrape still answers (store_up 0); the export fails in one line
@@ -355,11 +355,17 @@ def _pair(name: str, check: str, expr: str, warn: float, crit: float, summary: s
             for level, threshold in (("warning", warn), ("critical", crit))]
 
 
-def rules_thresholds(max_age: str | None = None, **flags: float | None) -> Thresholds:
+def rules_thresholds(max_age: str | None = None, **flags: float | str | None) -> Thresholds:
     """Thresholds from `timekit rules`' flags, exactly as `timekit check` maps the same flags."""
+    from timekit.errors import UsageError
     from timekit.settings import thresholds
 
-    return thresholds(max_age, **flags)
+    th = thresholds(max_age, **flags)
+    try:
+        th.upper_limits_only("rules")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return th
 
 
 def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
