@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import LAB_SLACK_S, pair_bound_ppm, run_cli
 from tests.test_cli import assert_one_clean_line
 from timekit.lab.manager import Lab
+from timekit.store.database import Store
 
 SAMPLED = ("chrony-ahead", "chrony-behind", "chrony-near", "falseticker")
 DRIFT_BOUND_PPM = 15.0  # 60 samples over 15 s at ~100 µs delay: the fit is good to a few ppm
@@ -99,13 +100,29 @@ def test_skew_quarantines_the_falseticker_after_three_checks(lab: Lab, sampled_d
     db = tmp_path / "skew.db"
     shutil.copy(sampled_db, db)
     liar = lab.server("falseticker").address
+
+    def state() -> tuple[list[tuple], str]:
+        with Store.open(db) as st:
+            health = sorted(tuple(r) for r in st.conn.execute("SELECT * FROM node_health"))
+        return health, run_cli("check", "--json", db=db).stdout
+
+    # looking changes nothing: ten reports leave the stored state and check's verdict as they were
+    before = state()
+    for _ in range(10):
+        doc = _json(run_cli("analyze", "skew", "--max-offset", "0.5", "--warn-offset", "0.1",
+                            "--json", db=db))
+        assert doc["committed"] is False and doc["quarantined"] == []
+    after = state()
+    assert after[0] == before[0] == []
+    assert json.loads(after[1])["status"] == json.loads(before[1])["status"]
+    # committing (what collect does every run) advances the sticky state
     statuses = []
     for _ in range(4):
         doc = _json(run_cli("analyze", "skew", "--max-offset", "0.5", "--warn-offset", "0.1",
-                            "--json", db=db))
+                            "--commit", "--json", db=db))
         nodes = {n["node"]: n for n in doc["nodes"]}
         statuses.append(nodes[liar]["status"])
-    assert doc["quorum"] is True
+    assert doc["quorum"] is True and doc["committed"] is True
     assert set(nodes) == {"self", *(lab.server(n).address for n in SAMPLED)}
     assert statuses == ["suspect", "suspect", "quarantined", "quarantined"]
     # offset against the consensus (NTP sign): the liar is 2.5 s ahead of the others, so about -2.5 s
@@ -132,9 +149,21 @@ def test_now_without_majority_is_unknown_and_exits_1(sampled_db: Path) -> None:
 
 
 def test_now_on_an_empty_store_is_unknown(tmp_path: Path) -> None:  # Q1
+    Store.open(tmp_path / "empty.db").close()  # a store a writer created, with nothing in it yet
     proc = run_cli("now", "--json", db=tmp_path / "empty.db")
     assert proc.returncode == 1 and json.loads(proc.stdout)["status"] == "unknown"
     assert_one_clean_line(proc, "no usable evidence")
+
+
+@pytest.mark.parametrize("argv", [["now"], ["analyze", "drift"], ["analyze", "timeout"], ["analyze", "skew"],
+                                  ["servers", "list"]])
+def test_readers_refuse_a_store_that_does_not_exist(tmp_path: Path, argv: list[str]) -> None:
+    """A typo in --db is an error, never a new empty store that answers 'no evidence'."""
+    typo = tmp_path / "tmekit.db"
+    proc = run_cli(*argv, db=typo)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert_one_clean_line(proc, f"no database at {typo}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("args", "needle"), [

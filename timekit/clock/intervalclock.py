@@ -236,7 +236,7 @@ class IntervalClock:
         policy = Policy() if self._max_drift_ppm is None else Policy(
             interval=IntervalPolicy(max_drift_ppm=self._max_drift_ppm))
         try:
-            with Store.open(self.db, create=False) as store:
+            with Store.open(self.db, create=False, readonly=True) as store:
                 state = assess_store(store, policy, interval_only=True).state
         except StoreError:
             return

@@ -142,7 +142,8 @@ def skew_table(doc: dict[str, Any]) -> Table:
     """`timekit analyze skew`: nodes against the majority consensus."""
     quorum = "quorum" if doc["quorum"] else "NO QUORUM"
     t = Table(title=f"Skew against the majority ({quorum}; offset = consensus - node)"
-              + (f" - held: {doc['reason']}" if doc["held"] else ""))
+              + (f" - held: {doc['reason']}" if doc["held"] else "")
+              + ("" if doc.get("committed", True) else " - a report: `--commit` (or collect) saves it"))
     for col in ("node", "offset", "±", "verdict", "status", "streak bad/good", "why"):
         t.add_column(col, justify="right" if col in ("offset", "±") else "left")
     for n in doc["nodes"]:

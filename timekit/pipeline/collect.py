@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class CollectResult:
     clocks: ClockRun | None
     budget_exceeded: bool
     start_delay_s: float = 0.0  # the random start jitter slept before anything else
+    pauses: list[Any] = field(default_factory=list)  # the pause meter's intervals (PauseInterval)
+    skew: Any = None  # the committed skew check (SkewReport) when NTP samples were taken
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
@@ -36,6 +38,8 @@ class CollectResult:
         if self.clocks is not None:
             doc["clocks"] = self.clocks.report
             doc["kernel"] = self.clocks.kernel
+        doc["pauses"] = self.pauses
+        doc["skew"] = self.skew.to_json() if self.skew is not None else None
         return doc
 
 
@@ -55,6 +59,7 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
                if due else NtpRun())
         ntp.skipped = skipped
         clocks = None
+        pauses: list[Any] = []
         remaining = config.budget_s - (time.monotonic() - started)
         if config.clocks_enabled and remaining > 0:
             clocks = sample_clocks_run(store, min(config.clocks_duration_s, remaining),
@@ -65,11 +70,17 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
 
             duration = min(config.pauses_duration_s, remaining)
             per = max(config.pauses_resolution_s, min(config.pauses_interval_s, duration))
-            sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s, interval_s=per,
-                              command="collect")
+            pauses = sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s,
+                                       interval_s=per, command="collect")
+        skew = None
         if ntp.samples:
             from timekit.pipeline.assess import publish_quietly
-            from timekit.settings import policy
+            from timekit.pipeline.skewcheck import run_skew_check
+            from timekit.settings import config_section, policy
 
-            publish_quietly(store, policy(config_path))
-        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s)
+            pol = policy(config_path)
+            # the scheduled job is where quarantine state advances (`analyze skew` only looks)
+            skew = run_skew_check(store, pol, hook=config_section(config_path, "skew").get("hook"),
+                                  commit=True)
+            publish_quietly(store, pol)
+        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew)

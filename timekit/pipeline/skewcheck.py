@@ -34,6 +34,7 @@ class SkewReport:
     update: FleetUpdate
     stale: list[str] = field(default_factory=list)
     hook_failures: list[str] = field(default_factory=list)
+    committed: bool = True  # False: a look (`analyze skew` without --commit), nothing was saved
 
     def to_json(self) -> dict[str, Any]:
         health = self.update.as_dict()
@@ -45,7 +46,8 @@ class SkewReport:
                           "uncertainty_s": v.uncertainty_s,
                           "bad_streak": h.bad_streak if h else 0, "good_streak": h.good_streak if h else 0,
                           "reason": v.reason})
-        return {"quorum": self.assessment.quorum, "consensus_s": self.assessment.consensus_s,
+        return {"committed": self.committed, "quorum": self.assessment.quorum,
+                "consensus_s": self.assessment.consensus_s,
                 "held": self.update.held, "reason": self.update.reason or self.assessment.reason,
                 "nodes": nodes, "stale": self.stale,
                 "quarantined": sorted(n for n, h in health.items() if h.status == "quarantined"),
@@ -55,8 +57,12 @@ class SkewReport:
 
 
 def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | None = None,
-                   now: tuple[int, int] | None = None) -> SkewReport:
-    """Assess every reference with fresh evidence and `self`, update and persist quarantine state."""
+                   now: tuple[int, int] | None = None, commit: bool = True) -> SkewReport:
+    """Assess every reference with fresh evidence and `self`, and the quarantine state that follows.
+
+    `commit`: persist that state and its transitions and run `hook` per transition (the scheduled
+    job: collect, or `analyze skew --commit`); False only reports what a commit would do.
+    """
     policy = policy or Policy()
     check_hook(hook)
     found = assess_store(store, policy, now=now)
@@ -68,8 +74,10 @@ def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | No
     rows = [(h.node, h.status, h.bad_streak, h.good_streak, h.since_ns, h.last_offset_s, found.as_of_ns)
             for h in update.health]
     events = [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason) for t in update.transitions]
+    report = SkewReport(found.skew, update, stale=stale_references(found, skew), committed=commit)
+    if not commit:
+        return report
     store.save_node_health(rows, events)
-    report = SkewReport(found.skew, update, stale=stale_references(found, skew))
     if hook:
         for t in update.transitions:
             failure = _run_hook(hook, t.node, t.from_status, t.to_status, t.offset_s, t.reason)

@@ -11,6 +11,7 @@ few commits may roll back (SQLite WAL semantics), never corrupting the file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -137,6 +138,31 @@ def _check_header(path: Path) -> None:
         raise StoreError(f"{path} is not a timekit database (not an SQLite file)")
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for a user who may not write the store or its directory.
+
+    SQLite reads a WAL database read-only when its -wal and -shm files exist (the writer's are
+    readable with the store's own mode). When no writer has it open they are gone, and SQLite
+    cannot create them in a directory the reader may not write ("attempt to write a readonly
+    database"); then nothing is in a WAL and the main file is the whole store, so it is opened
+    `immutable` (no locks, nothing to create). A writer that starts meanwhile appends to a new WAL
+    the reader does not see: the reader's answer is as of its open.
+    """
+    from urllib.parse import quote
+
+    uri = "file:" + quote(str(path.resolve()))
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        wal = path.with_name(path.name + "-wal")
+        if "readonly" not in str(exc) or wal.exists() or os.access(path.parent, os.W_OK):
+            raise
+    return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
+
+
 class Store:
     """An open sample store. Use `Store.open(path)`; close with `.close()` or `with`."""
 
@@ -145,23 +171,29 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Store:
-        """Open (and create/migrate) the store; raise StoreError with one clear line."""
+    def open(cls, path: Path | str | None = None, *, create: bool = True, readonly: bool = False) -> Store:
+        """Open (and create/migrate) the store; raise StoreError with one clear line.
+
+        `readonly`: a reader that is not the writer (check, now, analyze, export, the exporter): it
+        needs read access only, never creates, migrates or changes the file (see `_connect_readonly`).
+        """
         p = db_path(path)
         if p.exists():
             _check_header(p)
-        elif not create:
-            raise StoreError(f"no database at {p} (run `timekit sample ntp ...` first)")
+        elif not create or readonly:
+            raise StoreError(f"no database at {p} (run `timekit sample ntp ...` or `timekit collect` first)")
         else:
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create directory {p.parent}: {exc.strerror}") from None
         try:
-            conn = sqlite3.connect(p, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = _connect_readonly(p) if readonly else sqlite3.connect(
+                p, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {p}: {exc}") from None
         store = cls(conn, p)
+        store.readonly = readonly
         try:
             store._setup()
         except sqlite3.DatabaseError as exc:
@@ -171,6 +203,8 @@ class Store:
             conn.close()
             raise
         return store
+
+    readonly = False
 
     def _setup(self) -> None:
         c = self.conn
@@ -187,6 +221,16 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema v{version}, newer than this timekit "
                              f"(v{SCHEMA_VERSION}); upgrade timekit")
+        if self.readonly:
+            if has_tables and self.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+                verdict = c.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if verdict != "ok":
+                    raise StoreError(f"database {self.path} is corrupt ({verdict})")
+            if version < SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema v{version}, older than this timekit's "
+                                 f"(v{SCHEMA_VERSION}): a reader does not migrate it; run `timekit collect` "
+                                 "(or any command that writes) as its owner once")
+            return
         if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":

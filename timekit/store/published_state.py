@@ -77,8 +77,11 @@ def publish(path: Path, state: ClockState, boot_id: str | None, *, keep_newer: b
         raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if os.fstat(fd).st_size < FILE_SIZE:
+        st = os.fstat(fd)
+        if st.st_size < FILE_SIZE:
             os.ftruncate(fd, FILE_SIZE)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o644 != 0o644:
+            os.fchmod(fd, 0o644)  # every user's IntervalClock reads it, whatever the publisher's umask
         with mmap.mmap(fd, FILE_SIZE) as mm:
             if mm[:8] != MAGIC:
                 mm[:8] = MAGIC
