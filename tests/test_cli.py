@@ -305,3 +305,51 @@ def test_collect_start_jitter_spreads_a_fleet(tmp_path: Path) -> None:  # S15
     cfg.write_text("[run]\nstart_jitter_s = -1\n")
     bad = run_cli("collect", "--config", str(cfg), db=tmp_path / "x.db")
     assert bad.returncode == 2 and "start_jitter_s" in bad.stderr
+
+
+def test_a_typo_is_never_stored_and_a_server_can_be_forgotten(lab: Lab, tmp_path: Path) -> None:
+    """`sample ntp` with a name that does not exist exits 2 and stores nothing about it (the good
+    server in the same run is stored); `servers forget` deletes a server's samples and state, and
+    `check` then judges only the rest."""
+    db = tmp_path / "f.db"
+    near, ahead = lab.server("chrony-near").address, lab.server("chrony-ahead").address
+    proc = run_cli("sample", "ntp", near, "nosuchhost.invalid", "--count", "2", "--interval", "0", db=db)
+    assert proc.returncode == 2 and "cannot resolve nosuchhost.invalid" in proc.stderr
+    with sqlite3.connect(db) as c:
+        servers = {r[0] for t in ("ntp_samples", "server_state")
+                   for r in c.execute(f"SELECT server FROM {t}")}
+    assert servers == {near}
+    assert run_cli("sample", "ntp", ahead, "--count", "2", "--interval", "0", db=db).returncode == 0
+    doc = json.loads(run_cli("check", "--json", db=db).stdout)
+    assert {s["server"] for s in doc["servers"]} == {near, ahead}
+    proc = run_cli("servers", "forget", ahead, "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["forgotten"][ahead]["ntp_samples"] == 2
+    doc = json.loads(run_cli("check", "--json", db=db).stdout)
+    assert {s["server"] for s in doc["servers"]} == {near}
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples WHERE server = ?", (near,)).fetchone() == (2,)
+        assert c.execute("SELECT count(*) FROM server_state WHERE server = ?", (ahead,)).fetchone() == (0,)
+    proc = run_cli("servers", "forget", "never.seen.example:123", db=db)
+    assert proc.returncode == 0 and proc.stdout == "never.seen.example:123: nothing stored\n"
+    proc = run_cli("servers", "forget", near, db=tmp_path / "typo.db")
+    assert proc.returncode == 1 and "no database at" in proc.stderr and not (tmp_path / "typo.db").exists()
+
+
+def test_collect_is_quiet_when_asked_and_shows_pauses_otherwise(lab: Lab, tmp_path: Path) -> None:
+    """The cron line's `--quiet` prints nothing on a good run (cron mails what a job prints); without
+    it the run shows what the pause meter measured and the skew check it committed."""
+    servers = [lab.server("chrony-near").address]
+    cfg = write_config(tmp_path, servers, min_poll_s=15)
+    db = tmp_path / "q.db"
+    quiet = run_cli("collect", "--config", str(cfg), "--quiet", db=db)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1").fetchone()[0] == 3
+        worst = c.execute("SELECT max(max_s) FROM pause_intervals").fetchone()[0]
+    assert worst is not None
+    loud = run_cli("collect", "--config", str(tmp_path / "timekit.toml"), db=tmp_path / "l.db")
+    assert loud.returncode == 0, loud.stderr
+    lines = loud.stdout.splitlines()
+    assert any(line.startswith("pauses over ") and ": worst " in line for line in lines), loud.stdout
+    assert any(line.startswith("skew check: ") for line in lines), loud.stdout

@@ -226,6 +226,9 @@ def collect_cmd(
     config: Annotated[Path, typer.Option("--config", help="TOML config (see README).")],
     wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for an overlapping run "
                                         "before exiting 75.")] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when the run went well "
+                                        "(cron mails only what a job prints); problems still go to "
+                                        "stderr.")] = False,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
@@ -233,8 +236,12 @@ def collect_cmd(
     from timekit.pipeline.collect import collect
 
     result = collect(config, db, wait_s=wait)
+    for failure in result.skew.hook_failures if result.skew is not None else []:
+        warn(failure)
     if as_json:
         emit_json(result.to_json())
+    elif quiet:
+        pass
     else:
         from timekit.outputs.render import collect_text
 
@@ -700,6 +707,26 @@ def servers_reset_cmd(servers: Annotated[list[str], typer.Argument()], as_json: 
         emit_json({"reset": names})
     else:
         print("reset: " + ", ".join(names))
+
+
+@servers_app.command("forget")
+def servers_forget_cmd(servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT as stored "
+                                                                    "(see `timekit servers list`).")],
+                       as_json: JsonOpt = False, db: DbOpt = None) -> None:
+    """Delete every sample and all state of these servers (a retired server, a typo from an old
+    version): `check` and the metrics stop judging them."""
+    from timekit.store.database import Store
+
+    names = [s.name for s in _parse_servers(servers)]
+    with Store.open(db, create=False) as store:
+        deleted = {n: store.forget_server(n) for n in names}
+    if as_json:
+        emit_json({"forgotten": deleted})
+        return
+    for n, rows in deleted.items():
+        total = sum(rows.values())
+        print(f"forgot {n}: {rows['ntp_samples']} samples, {total - rows['ntp_samples']} state rows"
+              if total else f"{n}: nothing stored")
 
 
 # ----------------------------------------------------------------------------- lab

@@ -58,6 +58,21 @@ def collect_text(result: Any) -> str:
         lines.append("skipped (queried less than min_poll_s ago): " + ", ".join(result.ntp.skipped))
     if result.clocks is not None:
         lines.append(clocks_text(result.clocks))
+    if result.pauses:
+        worst = max(result.pauses, key=lambda p: p.max_s)
+        p99 = max(p.p99_s for p in result.pauses)
+        suspended = sum(p.suspend_s for p in result.pauses)
+        lines.append(f"pauses over {sum(p.interval_s for p in result.pauses):.1f} s: worst "
+                     f"{fmt_s(worst.max_s, signed=False)}, p99 {fmt_s(p99, signed=False)}"
+                     + (f", suspended {fmt_s(suspended, signed=False)}" if suspended > 0 else ""))
+    if result.skew is not None:
+        doc = result.skew.to_json()
+        words = "majority found" if doc["quorum"] else "no majority"
+        if doc["quarantined"]:
+            words += "; quarantined: " + ", ".join(doc["quarantined"])
+        for t in doc["transitions"]:
+            words += f"; {t['node']}: {t['from']} -> {t['to']}"
+        lines.append(f"skew check: {words}")
     return "\n".join(lines)
 
 

@@ -43,8 +43,14 @@ class NtpRun:
     @property
     def unresolved(self) -> list[str]:
         """One message per server whose name does not exist (bad input, not a transient failure)."""
-        return sorted({s.detail for s in self.samples
-                       if s.error == "network" and s.detail and s.detail.startswith("cannot resolve")})
+        return sorted({s.detail for s in self.samples if unknown_host(s) and s.detail})
+
+
+def unknown_host(sample: NtpSample) -> bool:
+    """The attempt failed because the server's name does not exist (bad input: a typo): such an
+    attempt is reported, never stored, so it cannot make later checks warn about a server nobody
+    has. A transient DNS failure (EAI_AGAIN) is a measurement and is stored."""
+    return sample.error == "network" and str(sample.detail or "").startswith("cannot resolve")
 
 
 class _Committer:
@@ -99,7 +105,8 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
     committer = _Committer(store, run_id)
 
     def emit(sample: NtpSample, state: ServerState) -> None:
-        committer.add(sample, state)  # the sample and its server's state, one transaction
+        if not unknown_host(sample):  # a name that does not exist is a typo, never stored
+            committer.add(sample, state)  # the sample and its server's state, one transaction
         run.samples.append(sample)
         if on_sample is not None:
             on_sample(sample)

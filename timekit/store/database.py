@@ -534,6 +534,17 @@ class Store:
             cur = c.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM server_state")
             return {row[0]: ServerState(**dict(zip(_STATE_COLUMNS, row, strict=True))) for row in cur}
 
+    def forget_server(self, server: str) -> dict[str, int]:
+        """Delete everything stored about `server` (its samples, state, newest-sample index, skew
+        health and health events) in one transaction; rows deleted per table."""
+        deleted = {}
+        with self.write() as c:
+            for table, column in (("ntp_samples", "server"), ("newest_ok", "server"),
+                                  ("server_state", "server"), ("node_health", "node"),
+                                  ("health_events", "node")):
+                deleted[table] = c.execute(f"DELETE FROM {table} WHERE {column} = ?", (server,)).rowcount
+        return deleted
+
     def save_server_states(self, states: Iterable[ServerState]) -> None:
         with self.write() as c:
             self._put_states(c, states)
