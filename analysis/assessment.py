@@ -40,6 +40,7 @@ from timekit.units import NS_PER_S
 from timekit.vocabulary import NodeStatus
 
 JITTER_SAMPLES = 8  # RFC 5905 peer jitter: RMS of offset differences over the clock filter's 8 samples
+JITTER_MAX_GAP_S = 1024.0  # successive samples further apart than NTP's longest default poll: no pair
 PAUSE_KEYS = ("p50_s", "p90_s", "p99_s", "p999_s", "max_s", "suspend_s")
 
 
@@ -190,15 +191,30 @@ class Assessment:
 
 
 # ----------------------------------------------------------------------------- the rules
-def jitter_s(offsets: np.ndarray, delays: np.ndarray) -> float | None:
-    """RMS of successive differences of the newest JITTER_SAMPLES offsets, s, over the samples
-    whose delay is at most the median of those (as NTP's clock filter prefers low-delay
-    samples): a delay spike under load is a delay problem, not offset jitter."""
-    off, dl = offsets[-JITTER_SAMPLES:], delays[-JITTER_SAMPLES:]
-    keep = off[dl <= np.median(dl)] if dl.size else off
-    if keep.size < 2:
+def jitter_s(t_ns: np.ndarray, offsets: np.ndarray, delays: np.ndarray) -> float | None:
+    """Peer jitter in the sense of RFC 5905 (RMS of offset differences between successive samples),
+    s, from the newest JITTER_SAMPLES samples, without the drift in it.
+
+    Samples minutes apart differ by the clock's drift over the gap (100 ppm: 6 ms a minute), which is
+    no jitter; so the offsets are first detrended by their own least-squares line, and only pairs
+    at most JITTER_MAX_GAP_S apart (NTP's longest default poll) are differenced. The quarter of
+    samples with the largest delays is left out (NTP's clock filter prefers low delays: a delay
+    spike under load is a delay problem, not offset jitter). None below 3 samples: two cannot
+    tell drift from jitter.
+    """
+    t, off, dl = t_ns[-JITTER_SAMPLES:], offsets[-JITTER_SAMPLES:], delays[-JITTER_SAMPLES:]
+    if off.size >= 4:
+        keep = dl <= np.quantile(dl, 0.75)
+        t, off = t[keep], off[keep]
+    if off.size < 3:
         return None
-    return float(np.sqrt(np.mean(np.diff(keep) ** 2)))
+    x = (t - t[0]).astype(np.float64) / NS_PER_S
+    resid = off - np.polyfit(x, off, 1)[0] * x if np.ptp(x) > 0 else off
+    gaps = np.diff(x)
+    diffs = np.diff(resid)[(gaps >= 0) & (gaps <= JITTER_MAX_GAP_S)]
+    if diffs.size == 0:
+        return None
+    return float(np.sqrt(np.mean(diffs ** 2)))
 
 
 def _z_of(ci_level: float) -> float:
@@ -276,7 +292,7 @@ def _server(name: str, ev: Evidence, fit: DriftFit | None, bound: ServerBound | 
     return replace(base, age_s=max(0.0, (ev.realtime_ns - int(s.t_local_ns[newest])) / NS_PER_S),
                    offset_s=float(s.offset_s[newest]), delay_s=float(s.delay_s[newest]),
                    root_distance_s=rd if math.isfinite(rd) else None, stratum=stratum,
-                   leap=int(s.leap[newest]), jitter_s=jitter_s(s.offset_s, s.delay_s),
+                   leap=int(s.leap[newest]), jitter_s=jitter_s(s.t_local_ns, s.offset_s, s.delay_s),
                    drift_ppm=drift, drift_ci95_ppm=ci,
                    truechimer=None if judged is None else judged.get(name))
 

@@ -9,7 +9,9 @@ NodeStatus = Literal["ok", "suspect", "quarantined"]  # a node's skew-check heal
 CheckStatus = Literal["ok", "warning", "critical", "unknown"]  # a monitoring-plugin verdict
 CheckMode = Literal["measure", "store", "error"]  # how `timekit check` reached its verdict
 BoundStatus = Literal["ok", "no_samples", "stale", "causality_breach"]  # one reference's bound now
-FitStatus = Literal["ok", "insufficient_samples", "model_misfit"]  # a drift fit
+# a drift fit; 'cannot_tell' only as reported (`analysis.drift.reported_status`): fitted, but its 95 %
+# interval is wider than the limit a drift alarm needs
+FitStatus = Literal["ok", "insufficient_samples", "model_misfit", "cannot_tell"]
 # why an attempt gave no usable sample (DESIGN.md; the codes after `kod_other` are additions)
 ErrorCode = Literal["timeout", "network", "malformed", "bogus_origin", "bad_mode", "bad_version",
                     "zero_transmit", "unsynchronized", "kod_rate", "kod_deny", "kod_rstr", "kod_other",

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from timekit.analysis.assessment import Assessment
-from timekit.analysis.drift import DriftFit
+from timekit.analysis.drift import DriftFit, reported_status
 
 
 def drift_result(server: str, fit: DriftFit) -> dict[str, Any]:
-    """The contract fields first (server, drift_ppm, drift_ci95_ppm, offset_s, n_samples, span_s)."""
+    """The contract fields first (server, drift_ppm, drift_ci95_ppm, offset_s, n_samples, span_s);
+    `status` is the reported one ('cannot_tell' for a fit too uncertain to say anything)."""
+    status, reason = reported_status(fit)
     return {
         "server": server, "drift_ppm": fit.drift_ppm,
         "drift_ci95_ppm": None if fit.drift_ci95_ppm is None else list(fit.drift_ci95_ppm),
         "offset_s": fit.offset_s, "n_samples": fit.n_samples, "span_s": fit.span_s,
-        "status": fit.status, "reason": fit.reason, "drift_se_ppm": fit.drift_se_ppm,
+        "status": status, "reason": reason, "drift_se_ppm": fit.drift_se_ppm,
         "drift_bound_ppm": None if fit.drift_bound_ppm is None else list(fit.drift_bound_ppm),
         "offset_se_s": fit.offset_se_s, "n_used": fit.n_used, "t_start_ns": fit.t_start_ns,
         "t_end_ns": fit.t_end_ns, "residual_std_s": fit.residual_std_s,

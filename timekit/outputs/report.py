@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from timekit.analysis.drift import reported_status
 from timekit.analysis.series import Series
 from timekit.atomic_files import atomic_output, pid_alive, temp_pid
 from timekit.errors import AnalysisError, TimekitError, UsageError
@@ -347,8 +348,8 @@ def _drift_figure(name: str, s: Series, fit: Any, max_root_distance_s: float, co
                         fmt="o", ms=3, color=color, ecolor=color, elinewidth=0.7, alpha=0.75)
         bottom.axhline(0, color="crimson", lw=1.5, zorder=5)
         rstd = fit.residual_std_s
-        bottom.set_title(f"residuals (offset − fit); rms {fmt_value(rstd, signed=False)}, "
-                         f"{fit.n_used} samples over {fit.span_s:.4g} s, fit status: {fit.status}",
+        bottom.set_title(f"residuals (offset − fit); rms {fmt_value(rstd, signed=False)}, {fit.n_used} "
+                         f"samples over {fit.span_s:.4g} s, fit status: {reported_status(fit)[0]}",
                          loc="left")
         bottom.set_ylabel(f"residual ({runit})")
         _plain_y(bottom)
