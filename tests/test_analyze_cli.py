@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -185,3 +186,22 @@ def test_bad_interval_config_names_the_file(tmp_path: Path) -> None:
     proc = run_cli("now", "--config", str(cfg), db=tmp_path / "t.db")
     assert proc.returncode == 2
     assert_one_clean_line(proc, f"{cfg}: [interval] max_drift_ppm = -1")
+
+
+def test_tables_read_at_80_columns_in_argument_order(lab: Lab, sampled_db: Path) -> None:
+    """On an 80-column terminal every line fits, every server's address is whole, the servers come
+    in the order given, and long reasons are notes under the table, not 25 wrapped lines a server."""
+    names = [lab.server(n).address for n in ("chrony-near", "falseticker", "chrony-ahead")]
+    env = {**os.environ, "COLUMNS": "80"}
+    flags = [a for n in names for a in ("--server", n)]
+    for argv in (["analyze", "drift", *flags], ["analyze", "timeout", *flags], ["analyze", "skew"]):
+        proc = run_cli(*argv, db=sampled_db, env=env)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80, proc.stdout
+        rows = [line for line in lines if any(n in line for n in names)]
+        if argv[1] != "skew":
+            assert [next(n for n in names if n in line) for line in rows] == names, proc.stdout
+            assert len(lines) <= 8 + 3 * len(names) + 2 * len(names), proc.stdout  # rows + notes
+        else:
+            assert {next(n for n in names if n in line) for line in rows} == set(names), proc.stdout

@@ -84,8 +84,10 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # pipes and files get full-width tables (no truncated addresses); terminals their own width
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 160)
+    # pipes and files get full-width tables (no truncated addresses); terminals, and $COLUMNS where
+    # set, their own width
+    wide = stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(stderr=stderr, highlight=False, width=None if wide else 160)
 
 
 def warn(msg: str) -> None:
@@ -294,7 +296,9 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
     with _read_store(db) as store:
         found = assess_store(store, _policy(config), servers=names, since_ns=since_ns,
                              per_server=None if since_ns is not None else FIT_WINDOW)
-    results = drift_results(found)
+    from timekit.outputs.render import in_order
+
+    results = in_order(drift_results(found), "server", names)
     if as_json:
         emit_json({"results": results})
     else:
@@ -305,12 +309,12 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
 def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
                         db: DbOpt = None) -> None:
     """Recommended timeout per server from its measured round trips (RFC 6298, phi accrual, quantile)."""
-    from timekit.outputs.render import timeout_table
+    from timekit.outputs.render import in_order, timeout_table
     from timekit.outputs.timeout_report import timeout_results
 
     names = [s.name for s in _parse_servers(server)] if server else None
     with _read_store(db) as store:
-        results = timeout_results(store, servers=names, since_ns=_since_ns(since))
+        results = in_order(timeout_results(store, servers=names, since_ns=_since_ns(since)), "server", names)
     if as_json:
         emit_json({"results": results})
     else:

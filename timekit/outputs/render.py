@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from timekit.samples import NtpSample
 from timekit.units import fmt_s
@@ -153,46 +156,89 @@ def interval_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def skew_table(doc: dict[str, Any]) -> Table:
-    """`timekit analyze skew`: nodes against the majority consensus."""
+class _Notes:
+    """Long reasons as numbered notes under a table, so the table itself fits 80 columns."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def ref(self, text: str | None) -> str:
+        """' [n]' for `text` (the same text, the same number), or '' for none."""
+        if not text:
+            return ""
+        if text not in self.texts:
+            self.texts.append(text)
+        return f" [{self.texts.index(text) + 1}]"
+
+    def under(self, table: Table) -> RenderableType:
+        if not self.texts:
+            return table
+        return Group(table, *(Text(f"[{i}] {t}") for i, t in enumerate(self.texts, 1)))
+
+
+def _table(title: str, columns: Sequence[str], right: Sequence[str] = ()) -> Table:
+    """A table whose first column (the server or node) and numbers are never cut or wrapped: the
+    words columns wrap first."""
+    t = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="right" if col in right else "left", no_wrap=i == 0 or col in right,
+                     overflow="fold")
+    return t
+
+
+def in_order(rows: Sequence[dict[str, Any]], key: str, names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """`rows` in the order the user named their servers (`--server B --server A`), others after."""
+    if not names:
+        return list(rows)
+    rank = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: rank.get(r[key], len(rank)))
+
+
+def skew_table(doc: dict[str, Any]) -> RenderableType:
+    """`timekit analyze skew`: nodes against the majority consensus; reasons as notes."""
     quorum = "quorum" if doc["quorum"] else "NO QUORUM"
-    t = Table(title=f"Skew against the majority ({quorum}; offset = consensus - node)"
-              + (f" - held: {doc['reason']}" if doc["held"] else "")
-              + ("" if doc.get("committed", True) else " - a report: `--commit` (or collect) saves it"))
-    for col in ("node", "offset", "±", "verdict", "status", "streak bad/good", "why"):
-        t.add_column(col, justify="right" if col in ("offset", "±") else "left")
+    notes = _Notes()
+    title = (f"Skew against the majority ({quorum}; offset = consensus - node)"
+             + (notes.ref(f"held: {doc['reason']}") if doc["held"] else ""))
+    if not doc.get("committed", True):
+        title += "\na report: --commit (or collect) saves the state"
+    t = _table(title, ("node", "offset", "±", "verdict", "status", "bad/good"), right=("offset", "±"))
     for n in doc["nodes"]:
-        t.add_row(n["node"], fmt_s(n["offset_s"]), fmt_s(n["uncertainty_s"], signed=False), n["verdict"],
-                  n["status"], f"{n['bad_streak']}/{n['good_streak']}", n["reason"])
+        t.add_row(n["node"], fmt_s(n["offset_s"]), fmt_s(n["uncertainty_s"], signed=False),
+                  n["verdict"] + notes.ref(n["reason"] if n["verdict"] != "ok" else None),
+                  n["status"], f"{n['bad_streak']}/{n['good_streak']}")
     for name in doc["stale"]:
-        t.add_row(name, "-", "-", "stale", "-", "-", "no fresh evidence")
-    return t
+        t.add_row(name, "-", "-", "stale" + notes.ref("no fresh evidence"), "-", "-")
+    return notes.under(t)
 
 
-def drift_table(results: list[dict[str, Any]]) -> Table:
+def drift_table(results: list[dict[str, Any]]) -> RenderableType:
     """`timekit analyze drift`: local drift against each reference with its 95% interval."""
-    t = Table(title="Drift of the local clock (ppm; + = local clock gains)")
-    for col in ("server", "drift ppm", "95% CI ppm", "offset now", "samples used", "span", "status"):
-        t.add_column(col, justify="left" if col in ("server", "status") else "right")
+    notes = _Notes()
+    t = _table("Drift of the local clock (ppm; + = local clock gains)",
+               ("server", "ppm", "±95%", "offset", "n", "span", "status"),
+               right=("ppm", "±95%", "offset", "n", "span"))
     for r in results:
-        ci = r.get("drift_ci95_ppm")
-        t.add_row(r["server"], "-" if r["drift_ppm"] is None else f"{r['drift_ppm']:+.3f}",
-                  "-" if not ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]", fmt_s(r["offset_s"]),
-                  f"{r.get('n_used', '-')}/{r['n_samples']}", fmt_s(r["span_s"], signed=False),
-                  r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason', '')}"))
-    return t
+        ci, d = r.get("drift_ci95_ppm"), r["drift_ppm"]
+        half = None if not ci or d is None else max(ci[1] - d, d - ci[0])
+        t.add_row(r["server"], "-" if d is None else f"{d:+.3f}",
+                  "-" if half is None else f"±{half:.3g}", fmt_s(r["offset_s"]),
+                  f"{r.get('n_used', '-')}/{r['n_samples']}",
+                  "-" if r["span_s"] is None else f"{r['span_s']:.3g} s",
+                  r["status"] + notes.ref(r.get("reason") if r["status"] != "ok" else None))
+    return notes.under(t)
 
 
-def timeout_table(results: list[dict[str, Any]]) -> Table:
-    """`timekit analyze timeout`: the recommended timeout per server and why."""
-    t = Table(title="Recommended timeouts from measured round trips")
-    for col in ("server", "timeout", "method", "rtt p50", "rtt p99", "why"):
-        t.add_column(col, justify="left" if col in ("server", "method", "why") else "right")
+def timeout_table(results: list[dict[str, Any]]) -> RenderableType:
+    """`timekit analyze timeout`: the recommended timeout per server; why, as notes."""
+    notes = _Notes()
+    t = _table("Recommended timeouts from measured round trips",
+               ("server", "timeout", "method", "rtt p50", "rtt p99"), right=("timeout", "rtt p50", "rtt p99"))
     for r in results:
-        t.add_row(r["server"], fmt_s(r["timeout_s"], signed=False), str(r["method"]),
-                  fmt_s(r["rtt_p50_s"], signed=False), fmt_s(r["rtt_p99_s"], signed=False),
-                  r.get("reason", ""))
-    return t
+        t.add_row(r["server"], fmt_s(r["timeout_s"], signed=False),
+                  str(r["method"]) + notes.ref(r.get("reason")),
+                  fmt_s(r["rtt_p50_s"], signed=False), fmt_s(r["rtt_p99_s"], signed=False))
+    return notes.under(t)
 
 
 def pauses_table(rows: list[Any]) -> Table:
