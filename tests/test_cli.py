@@ -353,3 +353,22 @@ def test_collect_is_quiet_when_asked_and_shows_pauses_otherwise(lab: Lab, tmp_pa
     lines = loud.stdout.splitlines()
     assert any(line.startswith("pauses over ") and ": worst " in line for line in lines), loud.stdout
     assert any(line.startswith("skew check: ") for line in lines), loud.stdout
+
+
+def test_lab_servers_by_name_wherever_a_server_is_accepted(lab: Lab, tmp_path: Path) -> None:
+    """`lab:NAME` is the running lab's server: sample, check -H and analyze --server take it, the
+    samples are stored under its address; a name the lab does not have is one line, exit 2."""
+    env = {**os.environ, "TIMEKIT_LAB_DIR": str(lab.directory)}
+    near = lab.server("chrony-near")
+    db = tmp_path / "n.db"
+    proc = run_cli("sample", "ntp", "lab:chrony-near", "--count", "2", "--interval", "0", "--json", db=db,
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert {s["server"] for s in json.loads(proc.stdout)["samples"]} == {near.address}
+    proc = run_cli("check", "-H", "lab:chrony-near", "--json", db=db, env=env)
+    assert [s["server"] for s in json.loads(proc.stdout)["servers"]] == [near.address]
+    proc = run_cli("analyze", "timeout", "--server", "lab:chrony-near", "--json", db=db, env=env)
+    assert [r["server"] for r in json.loads(proc.stdout)["results"]] == [near.address]
+    proc = run_cli("sample", "ntp", "lab:no-such", db=db, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "lab:no-such: no such lab server (the lab has: " in proc.stderr and "chrony-near" in proc.stderr

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from timekit.errors import UsageError
+from timekit.lab_names import LAB_PREFIX
 
 DEFAULT_NTP_PORT = 123
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
@@ -63,11 +64,16 @@ def parse_servers(texts: Iterable[str], default_port: int = DEFAULT_NTP_PORT) ->
 
 
 def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:
-    """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT` or a bare IPv6 literal; raise UsageError."""
+    """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT`, a bare IPv6 literal, or `lab:NAME` (a running lab
+    server, by its name); raise UsageError."""
     original = text
     text = text.strip()
     if not text:
         raise UsageError("empty server address")
+    if text.startswith(LAB_PREFIX):
+        from timekit.lab_names import lab_address
+
+        text = lab_address(text[len(LAB_PREFIX):])
     if text.startswith("["):
         m = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", text)
         if not m:

@@ -741,11 +741,18 @@ LabDirOpt = Annotated[Path | None, typer.Option("--dir", help="Lab directory (de
 @lab_app.command("start")
 def lab_start_cmd(lab_dir: LabDirOpt = None,
                   chrony: Annotated[bool, typer.Option(help="Start chronyd servers.")] = True,
+                  scenario: Annotated[str, typer.Option(help="default: servers that all disagree, and "
+                                      "every fault; majority: an honest majority that agrees, one "
+                                      "jittery, one liar and three faults.")] = "default",
                   as_json: JsonOpt = False) -> None:
     """Start chronyd servers (known offset and drift) and the fault-injection server."""
-    from timekit.lab.manager import DEFAULT_CHRONY, start_lab
+    from timekit.errors import UsageError
+    from timekit.lab.manager import SCENARIOS, start_lab
 
-    lab = start_lab(lab_dir, chrony=DEFAULT_CHRONY if chrony else None)
+    if scenario not in SCENARIOS:
+        raise UsageError(f"--scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    servers, ports, faults = SCENARIOS[scenario]
+    lab = start_lab(lab_dir, chrony=servers if chrony else None, good_ports=ports, fault_kinds=faults)
     _lab_status(lab, as_json)
 
 

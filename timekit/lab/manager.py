@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ from timekit.address import format_hostport
 from timekit.atomic_files import pid_alive
 from timekit.errors import CollectorError, UsageError
 from timekit.lab.faultserver import FAULT_KINDS, PortSpec, step_at, write_json_atomic
+from timekit.lab_names import STATE_FILE, default_lab_dir
 from timekit.units import NS_PER_S, PPM
 
-STATE_FILE = "lab.json"
 _CHILDREN: dict[int, Any] = {}  # our children (Popen or ChronyServer), reaped by Lab.stop
 READY_TIMEOUT_S = 15.0
 
@@ -51,6 +50,22 @@ DEFAULT_GOOD_FAULT_PORTS = (
     PortSpec(name="falseticker", offset_s=2.5),
     PortSpec(name="lossy", offset_s=-0.010, loss=0.3),
 )
+
+# The "majority" lab: what a healthy fleet looks like. Three chronyd servers and a jittery one agree
+# (20 ms ahead of this host, 30 ppm slow), one liar is 2.5 s off: the majority is found, the liar
+# caught, and `timekit now` answers with an interval that contains the group's truth. A few faults
+# (rate-limiting KoD, a spoofed origin, a silent server) show that they are rejected, not believed.
+MAJORITY_OFFSET_S, MAJORITY_DRIFT_PPM = 0.020, -30.0
+MAJORITY_CHRONY = tuple(ChronySpec(f"honest-{x}", MAJORITY_OFFSET_S, MAJORITY_DRIFT_PPM) for x in "abc")
+MAJORITY_GOOD_PORTS = (
+    PortSpec(name="jittery", offset_s=MAJORITY_OFFSET_S, drift_ppm=MAJORITY_DRIFT_PPM, jitter_s=0.001,
+             spike_prob=0.1, spike_s=0.020),
+    PortSpec(name="liar", offset_s=2.5),
+)
+SCENARIOS: dict[str, tuple[tuple[ChronySpec, ...], tuple[PortSpec, ...], tuple[str, ...] | None]] = {
+    "default": (DEFAULT_CHRONY, DEFAULT_GOOD_FAULT_PORTS, None),
+    "majority": (MAJORITY_CHRONY, MAJORITY_GOOD_PORTS, ("kod_rate", "bogus_origin", "silent")),
+}
 
 
 @dataclass
@@ -166,15 +181,6 @@ def is_lab_process(pid: int, directory: Path) -> bool:
         return False
     text = b" ".join(args).decode(errors="replace")
     return ("chronyd" in text or "timekit.lab.faultserver" in text) and str(directory) in text
-
-
-def default_lab_dir() -> Path:
-    """$TIMEKIT_LAB_DIR, else $XDG_RUNTIME_DIR/timekit-lab, else /tmp/timekit-lab-UID."""
-    env = os.environ.get("TIMEKIT_LAB_DIR")
-    if env:
-        return Path(env)
-    run = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(run) / "timekit-lab" if run else Path(tempfile.gettempdir()) / f"timekit-lab-{os.getuid()}"
 
 
 def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = True,
