@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_check,
     bench_drift,
     bench_fanout,
     bench_interval,
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "precision": bench_precision.run,
     "fanout": bench_fanout.run,
     "startup": bench_startup.run,
+    "check": bench_check.run,
     "drift": bench_drift.run,
     "timeouts": bench_timeouts.run,
     "interval": bench_interval.run,
