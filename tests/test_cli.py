@@ -372,3 +372,28 @@ def test_lab_servers_by_name_wherever_a_server_is_accepted(lab: Lab, tmp_path: P
     proc = run_cli("sample", "ntp", "lab:no-such", db=db, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "lab:no-such: no such lab server (the lab has: " in proc.stderr and "chrony-near" in proc.stderr
+
+
+def test_daemon_takes_its_servers_from_the_config_and_publishes(lab: Lab, tmp_path: Path) -> None:
+    """`timekit daemon --config` (the daemon unit's command line): one query per server per round,
+    and after each round a clock state whose interval contains the server's truth."""
+    near = lab.server("chrony-near")
+    cfg = write_config(tmp_path, [near.address])
+    db = tmp_path / "d.db"
+    proc = run_cli("daemon", "--config", str(cfg), "--rounds", "3", "--interval", "0.1", db=db)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("state published") == 3
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1").fetchone() == (3,)
+    from timekit.clock.intervalclock import IntervalClock
+
+    clock = IntervalClock(db=db)
+    try:
+        got = clock.now()
+    finally:
+        clock.close()
+    truth_ns = time.time_ns() + round(near.true_offset_at(time.time_ns()) * 1e9)
+    assert got.status == "synchronized"
+    assert got.earliest_ns <= truth_ns and truth_ns - 1_000_000 <= got.latest_ns  # read ≤ 1 ms before
+    proc = run_cli("daemon", db=db)
+    assert proc.returncode == 2 and "name the servers, or give a --config" in proc.stderr

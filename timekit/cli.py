@@ -403,7 +403,8 @@ def now_cmd(
 
 @app.command("daemon")
 def daemon_cmd(
-    servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT.")],
+    servers: Annotated[list[str] | None, typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT (default: "
+                                                       "the --config file's [ntp] servers).")] = None,
     interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds between rounds (default 64; "
                         "1 for loopback servers).")] = None,
     timeout: Annotated[float, typer.Option(min=0.001, max=60.0, help="Per-query timeout cap, s.")] = 1.0,
@@ -419,7 +420,18 @@ def daemon_cmd(
     from timekit.pipeline.assess import publish_quietly
     from timekit.pipeline.sampling import sample_ntp
 
-    targets = _parse_servers(servers)
+    if servers:
+        targets = _parse_servers(servers)
+    elif config is not None:
+        from timekit.config import load_config
+
+        targets = list(load_config(config).servers)
+    else:
+        targets = []
+    if not targets:
+        from timekit.errors import UsageError
+
+        raise UsageError("daemon: name the servers, or give a --config whose [ntp] section lists them")
     policy = _policy(config)  # validated before the first round
     every_s = interval if interval is not None else (1.0 if all(t.is_loopback for t in targets) else 64.0)
     done = 0
