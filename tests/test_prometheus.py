@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import select
 import shutil
 import socket
@@ -453,5 +454,5 @@ def test_readme_textfile_cron_uses_the_collect_store() -> None:
     assert dbs == {"/var/lib/timekit/timekit.db"}, collect
     textfile = [ln for ln in collect if "export prometheus" in ln]
     assert len(textfile) == 1, collect
-    commands = [c for c in textfile[0].split(";") if "timekit " in c]
+    commands = [c for c in re.split(r";|&&", textfile[0]) if "timekit " in c and "/timekit " in c]
     assert len(commands) == 2 and all("--db /var/lib/timekit/timekit.db" in c for c in commands), textfile
