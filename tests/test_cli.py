@@ -397,3 +397,17 @@ def test_daemon_takes_its_servers_from_the_config_and_publishes(lab: Lab, tmp_pa
     assert got.earliest_ns <= truth_ns and truth_ns - 1_000_000 <= got.latest_ns  # read ≤ 1 ms before
     proc = run_cli("daemon", db=db)
     assert proc.returncode == 2 and "name the servers, or give a --config" in proc.stderr
+
+
+def test_collect_with_a_typo_in_its_config_says_so_and_stores_only_the_rest(lab: Lab, tmp_path: Path) -> None:
+    """Under cron (--quiet) a server name that does not exist is the one thing printed, exit 2 (cron
+    mails it); the other servers are measured and stored, the typo never is."""
+    near = lab.server("chrony-near").address
+    cfg = write_config(tmp_path, [near, "tmie.example.invalid"])
+    db = tmp_path / "c.db"
+    proc = run_cli("collect", "--config", str(cfg), "--quiet", db=db)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"timekit: cannot resolve tmie.example.invalid: unknown host (fix {cfg})\n"
+    with sqlite3.connect(db) as c:
+        stored = {r[0] for t in ("ntp_samples", "server_state") for r in c.execute(f"SELECT server FROM {t}")}
+    assert stored == {near}

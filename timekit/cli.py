@@ -248,9 +248,13 @@ def collect_cmd(
         from timekit.outputs.render import collect_text
 
         _console().print(collect_text(result))
+    for message in result.ntp.unresolved:  # a typo in the config: said every run, never stored
+        warn(f"{message} (fix {config})")
     if result.budget_exceeded:
         warn(f"run budget exceeded: kept {len(result.ntp.samples)} samples, the rest was not taken")
         raise typer.Exit(1)
+    if result.ntp.unresolved:
+        raise typer.Exit(2)
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -445,6 +449,8 @@ def daemon_cmd(
             ok = sum(s.ok for s in run.samples)
             print(f"timekit daemon: round {done}: {ok}/{len(run.samples)} replies ok, state published",
                   file=sys.stderr)
+            for message in run.unresolved:
+                warn(message)
             if rounds is not None and done >= rounds:
                 break
             time.sleep(max(0.0, every_s - (time.monotonic() - started)))
