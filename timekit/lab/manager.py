@@ -191,8 +191,10 @@ def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = Tr
     ready_path.unlink(missing_ok=True)
     write_json_atomic(spec_path, {"ports": [asdict(s) for s in specs]})
     log = open(directory / f"{name}.log", "ab")
+    # -P: not the current directory first on sys.path (a checkout's timekit/ would shadow the
+    # installed package the parent runs, which has timekit.collectors mapped in)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "timekit.lab.faultserver", str(spec_path), str(ready_path)],
+        [sys.executable, "-P", "-m", "timekit.lab.faultserver", str(spec_path), str(ready_path)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach)
     log.close()
     deadline = time.monotonic() + READY_TIMEOUT_S
