@@ -205,6 +205,21 @@ def test_a_monitoring_user_in_the_group_reads_the_store(installed: Installed, la
     assert "corrupt" not in proc.stdout and "readonly" not in proc.stdout
 
 
+def test_the_installed_command_runs_a_lab_from_a_checkout(installed: Installed) -> None:
+    """The installed (not editable) timekit started from the repository directory still runs its own
+    package in every process it starts: the lab's fault server once imported the checkout's
+    `timekit/` (which lacks the mapped `timekit.collectors`) and died."""
+    tk = str(installed.bindir / "timekit")
+    lab_dir = installed.top / "lab"
+    proc = _run([tk, "lab", "start", "--scenario", "majority", "--dir", str(lab_dir), "--json"], cwd=ROOT)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        status = json.loads(_run([tk, "lab", "status", "--dir", str(lab_dir), "--json"], cwd=ROOT).stdout)
+        assert {s["name"] for s in status["servers"] if s["alive"]} >= {"honest-a", "liar", "jittery"}
+    finally:
+        _run([tk, "lab", "stop", "--dir", str(lab_dir)], cwd=ROOT)
+
+
 def test_uninstall_removes_it_all(installed: Installed) -> None:
     """Without --purge the store and the config stay; with it, they go too; the user, the command,
     the venv and the units go either way."""
