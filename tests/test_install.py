@@ -108,7 +108,7 @@ def test_installed_layout(installed: Installed) -> None:
     pw = pwd.getpwnam(installed.user)
     assert pw.pw_shell == "/usr/sbin/nologin" and grp.getgrgid(pw.pw_gid).gr_name == installed.user
     st = installed.statedir.stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (pw.pw_uid, pw.pw_gid, 0o2750)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (pw.pw_uid, pw.pw_gid, 0o2755)
     assert "[ntp]" in installed.etc.read_text() and installed.etc.stat().st_mode & 0o777 == 0o644
 
 
@@ -177,7 +177,15 @@ def test_readme_cron_lines_run_under_crons_environment_and_print_nothing(install
     assert doc["status"] == "ok" and doc["metrics"]["servers_usable"] == 1, doc["summary"]
     owner = pwd.getpwnam(installed.user).pw_uid
     assert {p.stat().st_uid for p in installed.statedir.iterdir()} == {owner}
+    assert installed.db.stat().st_mode & 0o777 == 0o640  # under cron's umask 022 too
     assert (installed.statedir / "timekit.db.clock").stat().st_mode & 0o777 == 0o644
+    # every user's IntervalClock reads the published state, without access to the store
+    code = ("from timekit import IntervalClock\n"
+            f"c = IntervalClock(db={str(installed.db)!r}); r = c.now(); print(c.source, r.status)")
+    proc = as_user(installed, str(installed.prefix / "bin" / "python"), "-c", code, uid=NOBODY)
+    assert proc.returncode == 0, proc.stderr
+    source, status = proc.stdout.split()
+    assert (source, status != "unknown") == ("published", True), proc.stdout
 
 
 def test_a_monitoring_user_in_the_group_reads_the_store(installed: Installed, lab: Lab) -> None:
@@ -201,7 +209,8 @@ def test_a_monitoring_user_in_the_group_reads_the_store(installed: Installed, la
     assert "timekit_store_up 1" in (out / "t.prom").read_text()
     assert sorted(p.name for p in installed.statedir.iterdir()) == before  # the readers wrote nothing
     proc = as_user(installed, tk, "check", "--db", str(installed.db), uid=NOBODY)
-    assert proc.returncode == 3 and "permission denied" in proc.stdout.lower(), proc.stdout
+    assert proc.returncode == 3, proc.stdout
+    assert proc.stdout == f"TIMEKIT UNKNOWN - cannot read database {installed.db}: permission denied\n"
     assert "corrupt" not in proc.stdout and "readonly" not in proc.stdout
 
 

@@ -5,8 +5,10 @@ another, with read access only. Run for real: the commands run as uid 65534 (nob
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -27,9 +29,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is 
                                 reason="needs root and setpriv to run commands as another uid")
 
 
+READERS_GID: list[int] = []  # the store's group, which the reader is in (the fixture creates it)
+
+
 def as_nobody(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -m timekit.cli ARGV` as uid/gid 65534, no supplementary groups, from /."""
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, *argv]
+    """`python ARGV` as uid/gid 65534 with only the store's group as a supplementary group, from /."""
+    groups = [f"--groups={READERS_GID[0]}"] if READERS_GID else ["--clear-groups"]
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", *groups, sys.executable, *argv]
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/", env=env)
 
@@ -40,14 +46,19 @@ def cli_as_nobody(*args: str, timeout: float = 60) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def shared(lab: Lab) -> Iterator[tuple[Path, Path]]:
-    """A store written by root in a directory others may enter but not write (0755, files 0644),
-    with samples of the lab's chrony-near and its published clock state; and a directory nobody
-    may write its outputs to."""
+    """A store written by root in a directory others may enter but not write (2755, the group of
+    its own; the store's files 0640), with samples of the lab's chrony-near and its published
+    clock state; and a directory nobody may write its outputs to. Readers run in that group."""
     top = Path(tempfile.mkdtemp(prefix="timekit-readers-", dir="/var/tmp"))
+    group = "tkr" + secrets.token_hex(4)
     try:
         top.chmod(0o755)
+        subprocess.run(["groupadd", "--system", group], check=True, timeout=30)
+        READERS_GID[:] = [grp.getgrnam(group).gr_gid]
         store_dir, out_dir = top / "store", top / "out"
-        store_dir.mkdir(mode=0o755)
+        store_dir.mkdir()
+        os.chown(store_dir, 0, READERS_GID[0])
+        store_dir.chmod(0o2755)
         out_dir.mkdir()
         out_dir.chmod(0o1777)
         db = store_dir / "timekit.db"
@@ -58,8 +69,11 @@ def shared(lab: Lab) -> Iterator[tuple[Path, Path]]:
             assert run_cli("now", "--server", near, db=db).returncode in (0, 1)  # publishes <db>.clock
         finally:
             os.umask(old)
+        assert db.stat().st_mode & 0o777 == 0o640 and db.stat().st_gid == READERS_GID[0]
         yield db, out_dir
     finally:
+        READERS_GID.clear()
+        subprocess.run(["groupdel", group], timeout=30, check=False)
         shutil.rmtree(top, ignore_errors=True)
 
 
@@ -127,7 +141,8 @@ def test_exporter_and_interval_clock_as_another_user(lab: Lab, shared: tuple[Pat
     user's process reads the published clock state and its interval contains the truth."""
     db, _ = shared
     near = lab.server("chrony-near")
-    exporter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+    exporter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                 f"--groups={READERS_GID[0]}",
                                  sys.executable, "-m", "timekit.cli", "exporter", "--port", "0", "--json",
                                  "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})

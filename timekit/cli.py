@@ -59,7 +59,9 @@ export_app = typer.Typer(no_args_is_help=True, help="Write stored samples for ot
 app.add_typer(export_app, name="export")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="SQLite store (default $TIMEKIT_DB, "
+# readable=False: the store says itself why it cannot be read ("cannot read database X: permission
+# denied"), in each command's own convention (check: one UNKNOWN line)
+DbOpt = Annotated[Path | None, typer.Option("--db", readable=False, help="SQLite store (default $TIMEKIT_DB, "
                                             "else ~/.local/share/timekit/timekit.db).")]
 
 

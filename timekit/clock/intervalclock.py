@@ -231,7 +231,10 @@ class IntervalClock:
         from timekit.pipeline.assess import assess_store
         from timekit.store.database import Store
 
-        if not self.db.exists():
+        try:
+            if not self.db.exists():
+                return
+        except OSError:  # a directory this user may not enter: no evidence (the state file is the way)
             return
         policy = Policy() if self._max_drift_ppm is None else Policy(
             interval=IntervalPolicy(max_drift_ppm=self._max_drift_ppm))

@@ -138,6 +138,20 @@ def _check_header(path: Path) -> None:
         raise StoreError(f"{path} is not a timekit database (not an SQLite file)")
 
 
+def _create_private(path: Path) -> None:
+    """Create the (empty) store file 0640 whatever the umask: its owner and its group read it (a
+    monitoring agent's user in the group), not every user; SQLite gives its -wal and -shm files the
+    same mode. The clock state next to it is 0644 (`published_state`): every user's IntervalClock."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    except FileExistsError:  # another writer created it first
+        return
+    try:
+        os.fchmod(fd, 0o640)
+    finally:
+        os.close(fd)
+
+
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection for a user who may not write the store or its directory.
 
@@ -185,8 +199,9 @@ class Store:
         else:
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(p)
             except OSError as exc:
-                raise StoreError(f"cannot create directory {p.parent}: {exc.strerror}") from None
+                raise StoreError(f"cannot create {p}: {exc.strerror}") from None
         try:
             conn = _connect_readonly(p) if readonly else sqlite3.connect(
                 p, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
