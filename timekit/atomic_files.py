@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,24 +84,84 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def check_out_path(target: Path) -> None:
-    """UsageError unless `target` can be a file: its directory exists and it is not a directory."""
-    if target.is_dir():
-        raise UsageError(f"--out {target} is a directory; give a file name")
-    if not target.parent.is_dir():
+STDOUT = "-"  # `--out -`: write to standard output, no file, no rename
+
+
+def _kind(mode: int) -> str:
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                        (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def out_file(target: Path) -> Path:
+    """The regular file `--out target` will replace; UsageError in one line for anything else.
+
+    - A regular file, or a name that does not exist yet in an existing directory: that file.
+    - A device node, FIFO, socket or directory: refused, never replaced (`--out -` is stdout).
+    - A symlink is followed only when it belongs to the user running timekit or to root (the
+      kernel's protected_symlinks rule): the regular file it points to is replaced, the link
+      stays. A link someone else planted (in /tmp, say) is refused, so root cannot be aimed at
+      another file through it.
+    """
+    target = Path(target)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UsageError(f"--out {target}: {exc.strerror}") from None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        if st.st_uid not in (os.geteuid(), 0):
+            raise UsageError(f"--out {target} is a symlink owned by uid {st.st_uid}, not by you or root: "
+                             "refusing to follow it")
+        try:
+            final = os.stat(target)
+        except FileNotFoundError:  # dangling: the file it names will be created
+            final = None
+        except OSError as exc:
+            raise UsageError(f"--out {target}: {exc.strerror}") from None
+        if final is not None and not stat.S_ISREG(final.st_mode):
+            raise UsageError(f"--out {target} points to {_kind(final.st_mode)}, not a regular file: "
+                             "refusing to replace it (--out - writes to stdout)")
+        resolved = Path(os.path.realpath(target))
+        if final is None and not resolved.parent.is_dir():
+            raise UsageError(f"--out {target}: directory {resolved.parent} does not exist")
+        return resolved
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"--out {target} is a directory; give a file name")
+        raise UsageError(f"--out {target} is {_kind(st.st_mode)}, not a regular file: refusing to "
+                         "replace it (--out - writes to stdout)")
+    if st is None and not target.parent.is_dir():
         raise UsageError(f"--out {target}: directory {target.parent} does not exist")
+    return target
+
+
+def check_out_path(target: Path) -> None:
+    """UsageError unless `target` is `-` or can be replaced as a regular file (`out_file`)."""
+    if str(target) != STDOUT:
+        out_file(target)
 
 
 @contextmanager
 def atomic_output(target: Path, *, binary: bool = False, chmod: int | None = None) -> Iterator[IO]:
-    """A file that replaces `target` only when the block succeeds (temp + fsync + os.replace).
+    """A file that replaces `target` only when the block succeeds (temp + fsync + os.replace);
+    `-` is standard output (written through, nothing renamed). See `out_file` for what a target
+    may be (never a device, FIFO, socket or someone else's symlink).
 
     Text (UTF-8, no newline translation) or `binary`; `chmod` sets the mode whatever the umask
     (node_exporter must be able to read a textfile). On any exception the previous `target`
     stays as it was and the temp file is removed (after a kill: by the next writer).
     """
-    target = Path(target)
-    check_out_path(target)
+    if str(target) == STDOUT:
+        stream = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    target = out_file(Path(target))
     clean_stale_temps(target)
     tmp = temp_name(target)
     try:

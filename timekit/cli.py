@@ -461,7 +461,8 @@ def daemon_cmd(
 # ----------------------------------------------------------------------------- export csv, report
 @export_app.command("csv")
 def export_csv_cmd(
-    out: Annotated[Path, typer.Option("--out", help="CSV file to write (atomically replaced).")],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write (atomically replaced; - for "
+                                      "stdout; a device, FIFO or another user's symlink is refused).")],
     since: SinceOpt = None,
     server: ServerOpt = None,
     kind: Annotated[str, typer.Option("--kind", help="ntp (default), clocks, pauses or events.")] = "ntp",
@@ -471,9 +472,12 @@ def export_csv_cmd(
     db: DbOpt = None,
 ) -> None:
     """Every stored sample of one kind as CSV (one row per sample; pandas reads it with no options)."""
+    from timekit.atomic_files import check_out_path
     from timekit.outputs.export_csv import export_csv
     from timekit.store.database import Store
 
+    _stdout_once(out, as_json)
+    check_out_path(out)  # before any work: a device, FIFO or planted symlink is refused at once
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
     with Store.open(db, create=False, readonly=True) as store:
@@ -481,7 +485,16 @@ def export_csv_cmd(
     if as_json:
         emit_json({"out": str(res.path), "kind": res.kind, "rows": res.rows, "columns": list(res.columns)})
     else:
-        print(f"wrote {res.rows} {res.kind} rows to {res.path}")
+        print(f"wrote {res.rows} {res.kind} rows to {'stdout' if str(out) == '-' else res.path}",
+              file=sys.stderr if str(out) == "-" else sys.stdout)
+
+
+def _stdout_once(out: Path, as_json: bool) -> None:
+    """`--out -` and `--json` would both write stdout: one of them."""
+    if str(out) == "-" and as_json:
+        from timekit.errors import UsageError
+
+        raise UsageError("--out - and --json both write to stdout; choose one")
 
 
 @app.command("report")
@@ -518,15 +531,20 @@ def export_prometheus_cmd(
     db: DbOpt = None,
 ) -> None:
     """Prometheus metrics (timekit_*) of the store now, written atomically for the textfile collector."""
+    from timekit.atomic_files import check_out_path
     from timekit.outputs.metrics import export_textfile
 
+    _stdout_once(out, as_json)
+    check_out_path(out)
     n = export_textfile(out, db, policy=_policy(config))
-    if out.suffix != ".prom":
+    to_stdout = str(out) == "-"
+    if out.suffix != ".prom" and not to_stdout:
         warn(f"warning: node_exporter's textfile collector only reads *.prom files, not {out.name}")
     if as_json:
         emit_json({"out": str(out), "samples": n})
     else:
-        print(f"wrote {n} metric samples to {out}")
+        print(f"wrote {n} metric samples to {'stdout' if to_stdout else out}",
+              file=sys.stderr if to_stdout else sys.stdout)
 
 
 @app.command("exporter")

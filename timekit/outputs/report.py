@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -479,7 +480,11 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
 
 # ----------------------------------------------------------------------------- orchestration
 def _prepare_dir(out: Path) -> bool:
-    """Create `out` if needed; True when this call created it."""
+    """Create `out` if needed; True when this call created it. A symlink to a directory is followed
+    only when it is the user's or root's (as `--out FILE`, `atomic_files.out_file`)."""
+    if out.is_symlink() and out.lstat().st_uid not in (os.geteuid(), 0):
+        raise UsageError(f"--out {out} is a symlink owned by uid {out.lstat().st_uid}, not by you or root: "
+                         "refusing to follow it")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     created = not out.exists()
@@ -506,6 +511,14 @@ def _publish(staging: Path, out: Path, names: list[str]) -> None:
         old = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
         pass
+    for name in names:  # every entry checked before any is replaced: all files or none
+        try:
+            mode = os.lstat(out / name).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"--out {out}: {name} there is not a regular file (a device, FIFO, socket, "
+                             "directory or symlink): refusing to replace it")
     for name in sorted(names, key=lambda n: n == SUMMARY_NAME):
         with open(staging / name, "rb") as fh:
             os.fsync(fh.fileno())

@@ -1,0 +1,113 @@
+"""Hardening (issue 11): nothing timekit writes can be turned against its host. Each test injects
+the reproduced attack or bad value and asserts the behaviour: one line, a non-zero exit, and the
+target left exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from timekit.lab.manager import Lab
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes and other users' links need root")
+
+
+@pytest.fixture(scope="module")
+def store(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("harden") / "h.db"
+    proc = run_cli("sample", "ntp", lab.server("chrony-near").address, "--count", "3", "--interval", "0",
+                   db=db)
+    assert proc.returncode == 0, proc.stderr
+    return db
+
+
+def one_line_refusal(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+
+
+def _exports(target: Path) -> Iterator[list[str]]:
+    yield ["export", "csv", "--out", str(target)]
+    yield ["export", "prometheus", "--out", str(target)]
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("major, minor, name", [(1, 3, "null"), (1, 7, "full")])
+def test_a_device_node_is_never_replaced(store: Path, tmp_path: Path, major: int, minor: int,
+                                        name: str) -> None:
+    """As root `--out /dev/full` once became a 1 MB CSV: a copy of /dev/null and /dev/full (the
+    same device numbers, made here) stays a character device, untouched."""
+    dev = tmp_path / name
+    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    for argv in _exports(dev):
+        one_line_refusal(run_cli(*argv, db=store), f"--out {dev} is a character device, not a regular file")
+        st = os.lstat(dev)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(major, minor)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp file left either
+
+
+def test_a_fifo_or_socket_is_refused_without_blocking(store: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(sock_path))
+        for target, kind in ((fifo, "a FIFO"), (sock_path, "a socket")):
+            for argv in _exports(target):
+                one_line_refusal(run_cli(*argv, db=store, timeout=30), f"is {kind}, not a regular file")
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+
+
+def test_a_symlink_to_stdout_is_refused(store: Path, tmp_path: Path) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to("/proc/self/fd/1")
+    one_line_refusal(run_cli("export", "csv", "--out", str(link), db=store), "points to a FIFO")
+    assert os.readlink(link) == "/proc/self/fd/1"
+
+
+@ROOT_ONLY
+def test_symlinks_are_followed_only_when_they_are_yours(store: Path, tmp_path: Path) -> None:
+    """Documented rule: a link that belongs to the user (or root) is followed and the regular file it
+    names is replaced, the link stays; a link another user planted is refused."""
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    mine = tmp_path / "mine.csv"
+    mine.symlink_to(real)
+    assert run_cli("export", "csv", "--out", str(mine), db=store).returncode == 0
+    header = run_cli("export", "csv", "--out", "-", db=store).stdout.splitlines()[0]
+    assert mine.is_symlink() and os.readlink(mine) == str(real)
+    assert real.read_text().splitlines()[0] == header and len(real.read_text().splitlines()) == 1 + 3
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted = tmp_path / "planted.csv"
+    planted.symlink_to(victim)
+    os.lchown(planted, 65534, 65534)
+    for argv in _exports(planted):
+        one_line_refusal(run_cli(*argv, db=store), "is a symlink owned by uid 65534, not by you or root")
+    assert victim.read_text() == "precious\n" and planted.is_symlink()
+
+
+def test_out_dash_is_stdout(store: Path) -> None:
+    proc = run_cli("export", "csv", "--out", "-", db=store)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0].startswith(("t_local_ns", "server", "run_id"))
+    assert len(proc.stdout.splitlines()) == 1 + 3 and proc.stderr == "wrote 3 ntp rows to stdout\n"
+    proc = run_cli("export", "prometheus", "--out", "-", db=store)
+    assert proc.returncode == 0 and "timekit_store_up 1" in proc.stdout
+    one_line_refusal(run_cli("export", "csv", "--out", "-", "--json", db=store), "both write to stdout")
+
+
+def test_report_never_replaces_a_non_regular_entry(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    os.mkfifo(out / "summary.md")
+    one_line_refusal(run_cli("report", "--out", str(out), db=store, timeout=120),
+                     "summary.md there is not a regular file")
+    assert stat.S_ISFIFO(os.lstat(out / "summary.md").st_mode)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.md"]  # nothing published, staging removed
