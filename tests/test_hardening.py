@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,77 @@ def test_report_never_replaces_a_non_regular_entry(store: Path, tmp_path: Path) 
                      "summary.md there is not a regular file")
     assert stat.S_ISFIFO(os.lstat(out / "summary.md").st_mode)
     assert sorted(p.name for p in out.iterdir()) == ["summary.md"]  # nothing published, staging removed
+
+
+# ----------------------------------------------------------------------------- files beside the store
+def test_a_planted_lock_symlink_is_not_followed(lab: Lab, tmp_path: Path) -> None:
+    """A collect as root once truncated a planted `<db>.lock` symlink's target and wrote its pid there."""
+    db = tmp_path / "t.db"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    Path(str(db) + ".lock").symlink_to(victim)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[ntp]\nservers = ["{lab.server("chrony-near").address}"]\ncount = 1\n'
+                   "[clocks]\nenabled = false\n[pauses]\nenabled = false\n")
+    proc = run_cli("collect", "--config", str(cfg), db=db)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"lock file {db}.lock is a symlink: refusing to follow it" in proc.stderr
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_planted_clock_file_neither_hangs_nor_is_followed(lab: Lab, tmp_path: Path) -> None:
+    """A FIFO as `<db>.clock` once hung `IntervalClock()` forever; a symlink there must not be
+    written through. Both are left alone; the samples are still stored; one warning line."""
+    near = lab.server("chrony-near").address
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    for name, plant in (("fifo", os.mkfifo), ("link", lambda p: Path(p).symlink_to(victim))):
+        db = tmp_path / f"{name}.db"
+        clock = Path(str(db) + ".clock")
+        plant(clock)
+        proc = run_cli("sample", "ntp", near, "--count", "2", "--interval", "0", "--json", db=db, timeout=30)
+        assert proc.returncode == 0
+        assert proc.stderr.startswith("timekit: warning: clock state not published: clock state file ")
+        assert proc.stderr.count("\n") == 1 and ("is a FIFO" in proc.stderr or "is a symlink" in proc.stderr)
+        code = ("from timekit.clock.intervalclock import IntervalClock\n"
+                f"c = IntervalClock(db={str(db)!r}); print(c.source, c.now().status)")
+        reader = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert reader.returncode == 0 and reader.stdout.split()[0] == "store", reader.stdout + reader.stderr
+        assert (stat.S_ISFIFO(os.lstat(clock).st_mode) if name == "fifo" else clock.is_symlink())
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("how", ["other-owner", "group-writable", "symlink"])
+def test_the_lab_refuses_a_directory_it_does_not_own_privately(tmp_path: Path, how: str) -> None:
+    """`/tmp/timekit-lab-UID` made first by someone else once got root's chronyd config written
+    through a planted symlink: a directory not owned by the user, writable by others, or a symlink
+    is refused (ssh's rule), and nothing is written into it."""
+    target = tmp_path / "lab"
+    if how == "symlink":
+        real = tmp_path / "real"
+        real.mkdir(mode=0o700)
+        target.symlink_to(real)
+    else:
+        target.mkdir(mode=0o700)
+        if how == "group-writable":
+            target.chmod(0o770)
+        elif os.geteuid() == 0:
+            os.chown(target, 65534, 65534)
+        else:
+            pytest.skip("needs root to make a directory another user owns")
+    proc = run_cli("lab", "start", "--dir", str(target), timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "refusing it" in proc.stderr
+    assert list((real if how == "symlink" else target).iterdir()) == []
+
+
+def test_the_lab_creates_its_directory_privately(tmp_path: Path) -> None:
+    from timekit.lab.manager import private_dir
+
+    target = tmp_path / "new" / "lab"
+    old = os.umask(0)
+    try:
+        private_dir(target)
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o700

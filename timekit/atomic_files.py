@@ -9,6 +9,7 @@ no longer runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from timekit.errors import TimekitError, UsageError
 
@@ -87,6 +88,32 @@ def fsync_dir(directory: Path) -> None:
 STDOUT = "-"  # `--out -`: write to standard output, no file, no rename
 
 
+def open_regular(path: Path, flags: int, mode: int = 0o644, *, what: str) -> int:
+    """Open a file timekit keeps for itself (the store's lock and clock state, lab files): never
+    through a symlink (O_NOFOLLOW: a planted link to /etc/passwd is not truncated), never a FIFO
+    or device (O_NONBLOCK so a planted FIFO cannot hang the open, then a type check). `what`
+    names the file in the one-line error (OSError subclass `UnsafeFileError`)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFileError(f"{what} {path} is a symlink: refusing to follow it (remove it)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file: refusing to use "
+                              "it (remove it)")
+    return fd
+
+
+class UnsafeFileError(OSError):
+    """A file timekit keeps is a symlink, FIFO, device or directory: it is left alone."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unsafe file"
+
+
 def _kind(mode: int) -> str:
     for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
                         (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
@@ -147,7 +174,7 @@ def check_out_path(target: Path) -> None:
 
 
 @contextmanager
-def atomic_output(target: Path, *, binary: bool = False, chmod: int | None = None) -> Iterator[IO]:
+def atomic_output(target: Path, *, binary: bool = False, chmod: int | None = None) -> Iterator[IO[Any]]:
     """A file that replaces `target` only when the block succeeds (temp + fsync + os.replace);
     `-` is standard output (written through, nothing renamed). See `out_file` for what a target
     may be (never a device, FIFO, socket or someone else's symlink).

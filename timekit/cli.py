@@ -390,8 +390,14 @@ def now_cmd(
         est = found.interval
         assert est is not None
         # what every reference says now, under the configured (not a one-off flag's) assumptions:
-        # the freshest state for every IntervalClock on this host
-        if names is None and max_drift_ppm is None:
+        # the freshest state for every IntervalClock on this host, when this user may write it (a
+        # reader that is not the writer just reads)
+        from timekit.store.published_state import state_path_for
+
+        clock_file = state_path_for(store.path)
+        writable = os.access(clock_file, os.W_OK) if clock_file.exists() else os.access(
+            clock_file.parent, os.W_OK)
+        if names is None and max_drift_ppm is None and writable:
             from timekit.pipeline.assess import publish_quietly
 
             publish_quietly(store, state=found.state)

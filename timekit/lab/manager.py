@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -183,6 +184,30 @@ def is_lab_process(pid: int, directory: Path) -> bool:
     return ("chronyd" in text or "timekit.lab.faultserver" in text) and str(directory) in text
 
 
+def private_dir(directory: Path) -> None:
+    """Create `directory` 0700, or accept it only when it is a real directory (not a symlink) owned
+    by this user and writable by no one else (ssh's rule for ~/.ssh): the lab writes chronyd's
+    config and pid files there, as root too, so a directory someone else made first (in /tmp,
+    say) could aim those writes through planted symlinks. UsageError in one line otherwise."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot create lab directory {directory}: {exc.strerror}") from None
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"lab directory {directory} is not a directory (a symlink or a file): refusing it")
+    if st.st_uid != os.geteuid():
+        raise UsageError(f"lab directory {directory} belongs to uid {st.st_uid}, not to you: refusing it "
+                         "(remove it, or choose another with --dir / $TIMEKIT_LAB_DIR)")
+    if st.st_mode & 0o022:
+        raise UsageError(f"lab directory {directory} is writable by others (mode {st.st_mode & 0o7777:04o}): "
+                         "refusing it (chmod go-w, or choose another with --dir)")
+
+
 def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = True,
                        name: str = "faults") -> tuple[int, dict[str, Any]]:
     """Start the fault-injection server process; return (pid, its ready info with real ports)."""
@@ -220,10 +245,7 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
     On any failure, whatever was started is stopped again (no stray processes).
     """
     directory = (directory or default_lab_dir()).absolute()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create lab directory {directory}: {exc.strerror}") from None
+    private_dir(directory)
     if (directory / STATE_FILE).exists():
         old = Lab.load(directory)
         if any(pid_alive(p) for p in old.pids()):  # a stale lab.json (after a reboot) is ignored

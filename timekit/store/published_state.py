@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from timekit.analysis.clock_state import ClockState, supersedes
+from timekit.atomic_files import UnsafeFileError, open_regular
 from timekit.errors import StoreError
 
 MAGIC = b"TKCLOCK1"
@@ -72,7 +73,9 @@ def publish(path: Path, state: ClockState, boot_id: str | None, *, keep_newer: b
     """
     record = _pack(state, boot_id)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644, what="clock state file")
+    except UnsafeFileError as exc:
+        raise StoreError(str(exc)) from None
     except OSError as exc:
         raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
     try:
@@ -119,7 +122,7 @@ class StateReader:
     """A read-only mapping of a published state file; `generation()` costs one memory read."""
 
     def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path, os.O_RDONLY, what="clock state file")  # a planted FIFO must not hang
         try:
             if os.fstat(fd).st_size < FILE_SIZE:
                 raise ValueError(f"{path} is not a clock state file (too short)")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from timekit.atomic_files import UnsafeFileError, open_regular
 from timekit.errors import LockedError, StoreError
 
 
@@ -22,7 +23,9 @@ def run_lock(db_path: Path, wait_s: float = 0.0) -> Iterator[None]:
     lock_path = Path(str(db_path) + ".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT, 0o644, what="lock file")
+    except UnsafeFileError as exc:
+        raise StoreError(str(exc)) from None
     except OSError as exc:
         raise StoreError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
     try:
