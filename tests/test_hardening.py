@@ -186,3 +186,45 @@ def test_the_lab_creates_its_directory_privately(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o700
+
+
+# ----------------------------------------------------------------------------- numbers and names
+@pytest.mark.parametrize("argv, words", [
+    (["sample", "ntp", "127.0.0.1:9", "--interval", "inf"], "'inf' is not a valid float"),
+    (["sample", "ntp", "127.0.0.1:9", "--timeout", "nan"], "'nan' is not a valid float"),
+    (["sample", "pauses", "--interval", "nan"], "'nan' is not a valid float"),
+    (["daemon", "127.0.0.1:9", "--interval", "1e308"], "1e+308 is not in the range"),
+    (["now", "--max-drift-ppm", "-inf"], "'-inf' is not a valid float"),
+    (["collect", "--config", "/dev/null", "--wait", "1e400"], "is not a valid float"),
+    (["sample", "ntp", "127.0.0.1:²"], "'²' is not a number"),
+    (["sample", "ntp", "127.0.0.1:١٢٣"], "is not a number"),
+    (["sample", "ntp", "127.0.0.1:１２３"], "is not a number"),
+    (["sample", "ntp", "[fe80::1%eth0 x]:123"], "bad IPv6 zone id"),
+    (["sample", "ntp", "fe80::1%a\nb"], "bad IPv6 zone id"),
+    (["sample", "ntp", "fe80::1%a\x00b"], "bad IPv6 zone id"),
+    (["sample", "ntp", "0.0.0.0"], "is the unspecified address, not a server"),
+    (["sample", "ntp", "255.255.255.255"], "is the broadcast address, not a server"),
+    (["sample", "ntp", "[::]"], "is the unspecified address, not a server"),
+    (["sample", "ntp", "224.0.1.1"], "is a multicast address, not a server"),
+])
+def test_bad_numbers_and_names_are_one_line_and_store_nothing(tmp_path: Path, argv: list[str],
+                                                              words: str) -> None:
+    db = tmp_path / "n.db"
+    if "\x00" in "".join(argv):  # argv cannot carry NUL: the parser itself must refuse it
+        from timekit.address import parse_server
+        from timekit.errors import UsageError
+
+        with pytest.raises(UsageError, match="bad IPv6 zone id"):
+            parse_server(argv[-1])
+        return
+    proc = run_cli(*argv, db=db, timeout=30)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+    assert not db.exists() or db.stat().st_size == 0 or _no_samples(db)
+
+
+def _no_samples(db: Path) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 0

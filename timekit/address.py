@@ -46,8 +46,11 @@ class ServerAddress:
         return self.name
 
 
+_ZONE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # an interface name (IFNAMSIZ - 1) or index
+
+
 def _port(text: str, original: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:  # '²', '١٢٣', '１２３' are digits too
         raise UsageError(f"bad port in server address {original!r}: {text!r} is not a number")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -79,26 +82,42 @@ def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddre
         if not m:
             raise UsageError(f"malformed server address {original!r} (use [v6addr]:port)")
         host, port_text = m.group(1), m.group(2)
-        try:
-            host = str(ipaddress.IPv6Address(host.split("%")[0])) + (
-                "%" + host.split("%")[1] if "%" in host else "")
-        except ValueError:
-            raise UsageError(f"malformed IPv6 address in {original!r}") from None
+        host = _ipv6(host, original)
         port = default_port if port_text is None else _port(port_text, original)
         return ServerAddress(host, port)
     if text.count(":") > 1:  # bare IPv6 literal, no port
-        try:
-            return ServerAddress(str(ipaddress.IPv6Address(text)), default_port)
-        except ValueError:
-            raise UsageError(f"malformed server address {original!r}") from None
+        return ServerAddress(_ipv6(text, original), default_port)
     host, sep, port_text = text.partition(":")
     port = _port(port_text, original) if sep else default_port
     if not host:
         raise UsageError(f"malformed server address {original!r}: no host")
     try:
-        host = str(ipaddress.IPv4Address(host))
+        host = str(_unicast(ipaddress.IPv4Address(host), original))
     except ValueError:
         if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
             raise UsageError(f"malformed host name in server address {original!r}") from None
         host = host.lower().rstrip(".")
     return ServerAddress(host, port)
+
+
+def _unicast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, original: str) -> str:
+    """`addr` as text when it can be one server; UsageError for 0.0.0.0, ::, broadcast, multicast."""
+    why = ("the unspecified address" if addr.is_unspecified else "a multicast address" if addr.is_multicast
+           else "the broadcast address" if addr == ipaddress.IPv4Address("255.255.255.255") else None)
+    if why:
+        raise UsageError(f"server address {original!r} is {why}, not a server")
+    return str(addr)
+
+
+def _ipv6(text: str, original: str) -> str:
+    """A normalised IPv6 literal, with a zone id only when it is an interface name or index (no
+    spaces, newlines or NUL: the zone reaches hook environments, CSV and Prometheus labels)."""
+    literal, sep, zone = text.partition("%")
+    if sep and not _ZONE.match(zone):
+        raise UsageError(f"bad IPv6 zone id in server address {original!r}: use an interface name "
+                         "or index (letters, digits, '_', '.', '-'; at most 15)")
+    try:
+        addr = ipaddress.IPv6Address(literal)
+    except ValueError:
+        raise UsageError(f"malformed IPv6 address in {original!r}") from None
+    return _unicast(addr, original) + (f"%{zone}" if sep else "")

@@ -8,6 +8,7 @@ Heavy libraries (pandas, scipy, matplotlib) are imported only inside commands th
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, is_dataclass
@@ -19,6 +20,20 @@ import typer
 
 from timekit.errors import TimekitError
 from timekit.samples import NtpSample
+
+
+def _finite_float(value: Any) -> float:
+    """click's float conversion, without NaN and infinity: no flag of timekit means either
+    (`--interval inf` once hung forever, `--timeout nan` stored a fake timeout)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+# every float option, ranged or not, converts through this (click's message: "'nan' is not a
+# valid float.")
+click.types.FloatParamType._number_class = staticmethod(_finite_float)  # type: ignore[assignment]
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -137,7 +152,7 @@ def sample_ntp_cmd(
     servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT.")],
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Attempts per server.")] = 4,
     interval: Annotated[float | None, typer.Option(
-        min=0.0, help="Seconds between attempts to one server (default: a 4-query burst, "
+        min=0.0, max=86_400.0, help="Seconds between attempts to one server (default: a 4-query burst, "
         "2 s apart, then 64 s; 0.1 s / 1 s for loopback).")] = None,
     timeout: Annotated[float, typer.Option(
         min=0.001, max=60.0, help="Cap of the per-server adaptive timeout, seconds.")] = 2.0,
@@ -228,7 +243,7 @@ def sample_pauses_cmd(
 @app.command("collect")
 def collect_cmd(
     config: Annotated[Path, typer.Option("--config", help="TOML config (see README).")],
-    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for an overlapping run "
+    wait: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds to wait for an overlapping run "
                                         "before exiting 75.")] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when the run went well "
                                         "(cron mails only what a job prints); problems still go to "
@@ -417,8 +432,8 @@ def now_cmd(
 def daemon_cmd(
     servers: Annotated[list[str] | None, typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT (default: "
                                                        "the --config file's [ntp] servers).")] = None,
-    interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds between rounds (default 64; "
-                        "1 for loopback servers).")] = None,
+    interval: Annotated[float | None, typer.Option(min=0.01, max=86_400.0, help="Seconds between rounds "
+                        "(default 64; 1 for loopback servers).")] = None,
     timeout: Annotated[float, typer.Option(min=0.001, max=60.0, help="Per-query timeout cap, s.")] = 1.0,
     rounds: Annotated[int | None, typer.Option(min=1, help="Stop after this many rounds "
                       "(default: run until Ctrl-C).")] = None,

@@ -190,14 +190,18 @@ def private_dir(directory: Path) -> None:
     config and pid files there, as root too, so a directory someone else made first (in /tmp,
     say) could aim those writes through planted symlinks. UsageError in one line otherwise."""
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
+        if not directory.parent.is_dir():
+            directory.parent.mkdir(parents=True)
         directory.mkdir(mode=0o700)
         return
     except FileExistsError:
         pass
     except OSError as exc:
         raise UsageError(f"cannot create lab directory {directory}: {exc.strerror}") from None
-    st = os.lstat(directory)
+    try:
+        st = os.lstat(directory)
+    except OSError as exc:
+        raise UsageError(f"cannot create lab directory {directory}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"lab directory {directory} is not a directory (a symlink or a file): refusing it")
     if st.st_uid != os.geteuid():
