@@ -228,3 +228,62 @@ def _no_samples(db: Path) -> bool:
 
     with sqlite3.connect(db) as c:
         return c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 0
+
+
+# ----------------------------------------------------------------------------- external commands and inputs
+@pytest.fixture(scope="module")
+def skew_store(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three chronyd servers within 0.5 s of each other and the falseticker 2.5 s off."""
+    db = tmp_path_factory.mktemp("hooks") / "s.db"
+    names = ("chrony-ahead", "chrony-behind", "chrony-near", "falseticker")
+    proc = run_cli("sample", "ntp", *(lab.server(n).address for n in names), "--count", "3", "--interval",
+                   "0.05", db=db)
+    assert proc.returncode == 0, proc.stderr
+    return db
+
+
+def test_a_hook_that_does_not_parse_is_one_line(skew_store: Path) -> None:
+    proc = run_cli("analyze", "skew", "--commit", "--hook", '"', db=skew_store)
+    one_line_refusal(proc, "the hook command '\"' does not parse")
+
+
+def test_a_hook_runs_in_its_own_session_and_is_not_waited_for_in_the_background(lab: Lab, skew_store: Path,
+                                                                                tmp_path: Path) -> None:
+    """The hook gets the transition in its environment; a background process it starts is not waited
+    for (it once held the check 25 s): the check has returned while that process still runs. A hook
+    that fails is one warning line with its first stderr line."""
+    db = tmp_path / "s.db"
+    db.write_bytes(skew_store.read_bytes())
+    seen, pidfile = tmp_path / "seen", tmp_path / "bg.pid"
+    hook = (f"sh -c 'echo \"$TIMEKIT_NODE $TIMEKIT_FROM_STATUS $TIMEKIT_TO_STATUS\" >> {seen}; "
+            f"sleep 30 & echo $! > {pidfile}'")
+    proc = run_cli("analyze", "skew", "--commit", "--enter-after", "1", "--hook", hook, "--json", db=db,
+                   timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    bg = int(pidfile.read_text())
+    try:
+        os.kill(bg, 0)  # still running: the check did not wait for it
+    finally:
+        os.kill(bg, 9)
+    liar = lab.server("falseticker").address
+    assert f"{liar} ok quarantined" in seen.read_text().splitlines()
+    failing = "sh -c 'echo \"no pager configured\" >&2; exit 3'"
+    db.write_bytes(skew_store.read_bytes())
+    proc = run_cli("analyze", "skew", "--commit", "--enter-after", "1", "--hook", failing, db=db, timeout=60)
+    assert proc.returncode == 0
+    assert f"timekit: hook for {liar} exited 3: no pager configured\n" in proc.stderr
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: os.mkfifo(p), "is not a regular file (a device, FIFO or socket)"),
+    (lambda p: p.symlink_to("/dev/zero"), "is not a regular file (a device, FIFO or socket)"),
+    (lambda p: p.write_bytes(b"#" * (2 << 20)), "is larger than 1024 KiB"),
+])
+def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path: Path, make: object,
+                                                              words: str) -> None:
+    """`collect --config /dev/zero` once read until memory ran out, a FIFO config blocked forever."""
+    cfg = tmp_path / "timekit.toml"
+    make(cfg)  # type: ignore[operator]
+    for argv in (["collect", "--config", str(cfg)], ["now", "--config", str(cfg)]):
+        proc = run_cli(*argv, db=tmp_path / "c.db", timeout=30)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr

@@ -40,7 +40,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,14 +97,37 @@ def _positive(path: str, name: str, value: float, lo: float = 0.0, hi: float = 1
     return float(value)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; /dev/zero must not fill memory
+
+
+def _read_config_text(p: Path) -> str:
+    """The config's text: a regular file (a symlink to one is fine: /etc/timekit.toml often is) of at
+    most MAX_CONFIG_BYTES; a FIFO cannot block the open (O_NONBLOCK), /dev/zero cannot fill memory.
+    UsageError in one line otherwise."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+            raise UsageError(f"config file {p} is {kind}")
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {p} is larger than {MAX_CONFIG_BYTES >> 10} KiB: not a timekit config")
+    return data.decode("utf-8")
+
+
 def load_config(path: Path | str) -> CollectConfig:
     """Read and validate a TOML config; raise UsageError naming the file and the problem."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_config_text(p))
     except FileNotFoundError:
         raise UsageError(f"config file {p} does not exist") from None
-    except (PermissionError, IsADirectoryError) as exc:
+    except OSError as exc:
         raise UsageError(f"cannot read config file {p}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"config file {p} is not UTF-8 text") from None
@@ -187,6 +212,12 @@ def _jitter(source: str, value: float) -> float:
 
 
 def check_hook(hook: str | None) -> None:
-    """A hook command must name a program (UsageError otherwise)."""
-    if hook is not None and not shlex.split(hook):
+    """A hook command must name a program, in shell words that parse (UsageError otherwise)."""
+    if hook is None:
+        return
+    try:
+        words = shlex.split(hook)
+    except ValueError as exc:  # an unclosed quote: `--hook '"'`
+        raise UsageError(f"the hook command {hook!r} does not parse: {exc}") from None
+    if not words:
         raise UsageError("the hook command is empty")
