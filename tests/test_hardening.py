@@ -4,6 +4,7 @@ target left exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -287,3 +288,145 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path: Path, ma
     for argv in (["collect", "--config", str(cfg)], ["now", "--config", str(cfg)]):
         proc = run_cli(*argv, db=tmp_path / "c.db", timeout=30)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+
+
+# ----------------------------------------------------------------------------- the store stays bounded
+def test_the_wal_returns_to_its_limit_once_a_long_reader_ends(lab: Lab, tmp_path: Path) -> None:
+    """FAULTS S13: with a reader holding a transaction, runs of `sample ntp A B --count 1500
+    --interval 0` once grew the WAL to 203 MB. The WAL cannot be reset under that reader (each run
+    says so in one line when it is over the limit); once the reader ends, the next run's checkpoint
+    truncates it."""
+    import sqlite3
+
+    from timekit.store.database import JOURNAL_LIMIT_BYTES
+
+    db = tmp_path / "w.db"
+    a, b = lab.server("chrony-near").address, lab.server("chrony-ahead").address
+    argv = ["sample", "ntp", a, b, "--count", "1500", "--interval", "0", "--timeout", "0.5"]
+    assert run_cli(*argv, db=db, timeout=120).returncode == 0
+    wal = Path(str(db) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # the run's end checkpointed and truncated it
+    reader = sqlite3.connect(db)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM ntp_samples").fetchone()  # a snapshot held open
+        warned = []
+        for _ in range(3):
+            proc = run_cli(*argv, db=db, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            warned.append("could not be checkpointed" in proc.stderr)
+        grown = wal.stat().st_size
+        assert grown > 0
+        from tests.conftest import record_figure
+
+        record_figure("store", f"WAL under a held reader after 3 runs of 2x1500: {grown / 2**20:.1f} MB "
+                      f"(warned: {warned}); after the reader ended: truncated")
+        assert warned[-1] == (grown > JOURNAL_LIMIT_BYTES)  # a warning exactly when it is over the limit
+    finally:
+        reader.close()
+    proc = run_cli("sample", "ntp", a, "--count", "1", db=db, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert not wal.exists() or wal.stat().st_size == 0  # truncated (or removed with the last connection)
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 4 * 3000 + 1
+
+
+def test_a_run_killed_with_9_is_marked_interrupted_by_the_next(lab: Lab, tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+
+    from tests.conftest import wait_for_count
+
+    db = tmp_path / "k.db"
+    silent = lab.server("silent").address
+    proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "sample", "ntp", silent, "--count", "50",
+                             "--interval", "0.1", "--timeout", "0.2", "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_count(db, "SELECT count(*) FROM runs WHERE status = 'running'", 1, proc=proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT status FROM runs").fetchall() == [("running",)]
+    assert run_cli("sample", "ntp", lab.server("chrony-near").address, "--count", "1", db=db).returncode == 0
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT status FROM runs ORDER BY id").fetchall() == [("interrupted",), ("ok",)]
+
+
+def test_retention_deletes_old_rows_in_bounded_batches(lab: Lab, tmp_path: Path) -> None:
+    """`[store] keep_days`: collect deletes what is older, in batches (a writer never holds the store
+    long); every newer row stays, and a server's newest-sample row goes with its last sample."""
+    import sqlite3
+
+    from timekit.store.database import Store
+
+    near, ahead = lab.server("chrony-near").address, lab.server("chrony-ahead").address
+    db = tmp_path / "r.db"
+    assert run_cli("sample", "ntp", near, ahead, "--count", "20", "--interval", "0", db=db).returncode == 0
+    day_ns = 86_400 * 10**9
+    with sqlite3.connect(db) as c:  # age near's oldest 10 samples and all of ahead's by 100 days
+        ids = [r[0] for r in c.execute("SELECT id FROM ntp_samples WHERE server = ? ORDER BY id", (near,))]
+        c.executemany("UPDATE ntp_samples SET t_local_ns = t_local_ns - ? WHERE id = ?",
+                      [(100 * day_ns, i) for i in ids[:10]])
+        c.execute("UPDATE ntp_samples SET t_local_ns = t_local_ns - ? WHERE server = ?",
+                  (100 * day_ns, ahead))
+        c.execute("UPDATE runs SET started_ns = started_ns - ?", (100 * day_ns,))
+        kept = [(i,) for i in ids[10:]]
+    with Store.open(db) as st:
+        deleted = st.delete_older_than(st_now() - 30 * day_ns, batch_rows=7)
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT id FROM ntp_samples ORDER BY id").fetchall() == kept
+        assert c.execute("SELECT server FROM newest_ok").fetchall() == [(near,)]
+        assert c.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    assert deleted == 20 + 10 + 1  # ahead's 20, near's 10 aged samples, the aged run
+    cfg = tmp_path / "keep.toml"
+    behind = lab.server("chrony-behind").address  # not queried yet: due
+    cfg.write_text(f'[ntp]\nservers = ["{behind}"]\ncount = 1\nmin_poll_s = 15\n[clocks]\nenabled = false\n'
+                   "[pauses]\nenabled = false\n[store]\nkeep_days = 30\n")
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE ntp_samples SET t_local_ns = t_local_ns - ?", (40 * day_ns,))
+    proc = run_cli("collect", "--config", str(cfg), "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["deleted"] == 10
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 1  # this run's one
+
+
+def st_now() -> int:
+    import time
+
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+def test_checkpoint_warns_while_a_reader_holds_the_wal_above_its_limit(
+        lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning path, with the limit lowered to 64 KiB so a few commits exceed it: one line while
+    a reader's snapshot pins the WAL; none, and an empty WAL, once the reader has ended."""
+    import sqlite3
+
+    from timekit.store import database
+    from timekit.store.database import Store
+
+    monkeypatch.setattr(database, "JOURNAL_LIMIT_BYTES", 64 << 10)
+    db = tmp_path / "c.db"
+    assert run_cli("sample", "ntp", lab.server("chrony-near").address, "--count", "2", "--interval", "0",
+                   db=db).returncode == 0
+    wal = Path(str(db) + "-wal")
+    with Store.open(db) as st:
+        reader = sqlite3.connect(db)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM ntp_samples").fetchone()
+        try:
+            for i in range(200):  # 200 commits of a page or more each
+                with st.write() as c:
+                    c.execute("INSERT INTO runs(command, started_ns, status) VALUES (?, ?, 'ok')",
+                              ("x" * 3000, i))
+            warning = st.checkpoint()
+            assert wal.stat().st_size > 64 << 10
+            assert warning is not None and "another process holds a read transaction" in warning
+        finally:
+            reader.close()
+        assert st.checkpoint() is None
+        assert wal.stat().st_size == 0

@@ -36,6 +36,9 @@
     max_age_s = 900
     pause_guard_s = 0.5
     hook = "/usr/local/bin/on-quarantine"   # run per transition, env TIMEKIT_NODE, TIMEKIT_TO_STATUS, ...
+
+    [store]
+    keep_days = 90       # collect deletes samples older than this (in batches); default: keep all
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class CollectConfig:
     pauses_duration_s: float = 2.0
     pauses_resolution_s: float = 0.001
     pauses_interval_s: float = 1.0
+    keep_days: float | None = None  # [store] retention: older samples are deleted by collect
     interval: dict[str, Any] = field(default_factory=dict)  # IntervalPolicy keyword arguments
     skew: dict[str, Any] = field(default_factory=dict)  # SkewConfig keyword arguments
     source: str = field(default="", compare=False)
@@ -88,6 +92,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "max_root_distance_s": (int, float)},
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
              "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
+    "store": {"keep_days": (int, float)},
 }
 
 
@@ -109,7 +114,7 @@ def _read_config_text(p: Path) -> str:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
-            raise UsageError(f"config file {p} is {kind}")
+            raise UsageError(f"cannot read config file {p}: it is {kind}")
         data = b""
         while len(data) <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))):
             data += chunk
@@ -180,6 +185,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         pauses_resolution_s=_positive(source, "pauses.resolution_s", pauses.get("resolution_s", 0.001),
                                       hi=1.0),
         pauses_interval_s=_positive(source, "pauses.interval_s", pauses.get("interval_s", 1.0), hi=3600),
+        keep_days=(None if "keep_days" not in raw.get("store", {}) else
+                   _positive(source, "store.keep_days", raw["store"]["keep_days"], lo=0.5, hi=36_500)),
         interval=_checked(source, "interval", raw.get("interval", {})),
         skew=_checked(source, "skew", raw.get("skew", {})),
         source=source,

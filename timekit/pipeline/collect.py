@@ -31,6 +31,7 @@ class CollectResult:
     start_delay_s: float = 0.0  # the random start jitter slept before anything else
     pauses: list[Any] = field(default_factory=list)  # the pause meter's intervals (PauseInterval)
     skew: Any = None  # the committed skew check (SkewReport) when NTP samples were taken
+    deleted: int = 0  # rows the [store] keep_days retention removed
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
@@ -40,6 +41,7 @@ class CollectResult:
             doc["kernel"] = self.clocks.kernel
         doc["pauses"] = self.pauses
         doc["skew"] = self.skew.to_json() if self.skew is not None else None
+        doc["deleted"] = self.deleted
         return doc
 
 
@@ -83,4 +85,7 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
             skew = run_skew_check(store, pol, hook=config_section(config_path, "skew").get("hook"),
                                   commit=True)
             publish_quietly(store, pol)
-        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew)
+        deleted = 0
+        if config.keep_days is not None:  # retention, in bounded batches (Store.delete_older_than)
+            deleted = store.delete_older_than(realtime_ns() - int(config.keep_days * 86_400 * 1e9))
+        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew, deleted)

@@ -133,7 +133,7 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
         raise first from None
     finally:
         try:
-            store.end_run(run_id, realtime_ns(), status)
+            finish_run(store, run_id, status)
         except TimekitError:
             pass  # the store failed mid-run: the error that got us here is the one to report
     return run
@@ -206,7 +206,7 @@ def sample_clocks_run(store: Store, duration_s: float, rate_hz: float,
     if snaps:
         events += between_runs(store.newest_clock_sample(), snaps[0])
     store.add_clock_rows(rows, events, run_id)
-    store.end_run(run_id, realtime_ns(), status)
+    finish_run(store, run_id, status)
     if status == "interrupted":
         raise KeyboardInterrupt
     return ClockRun(report, kernel, clock_resolution(), read_cost_ns(batches=11, calls_per_batch=100))
@@ -238,10 +238,19 @@ def sample_pauses_run(store: Store, duration_s: float, *, resolution_s: float = 
         raise
     finally:
         try:
-            store.end_run(run_id, realtime_ns(), status)
+            finish_run(store, run_id, status)
         except TimekitError:
             pass
     return kept
+
+
+def finish_run(store: Store, run_id: int, status: str) -> None:
+    """Record the run's end and checkpoint the WAL; a WAL a reader keeps large is one warning line."""
+    import sys
+
+    warning = store.end_run(run_id, realtime_ns(), status)
+    if warning:
+        print(f"timekit: warning: {warning}", file=sys.stderr)
 
 
 def between_runs(previous: tuple[int, int, int] | None, first: object) -> list[dict[str, object]]:

@@ -28,6 +28,9 @@ from timekit.vocabulary import NodeStatus
 
 APPLICATION_ID = 0x544B4954  # "TKIT"
 BUSY_TIMEOUT_MS = 15_000
+CHECKPOINT_WAIT_MS = 200  # the end-of-run checkpoint waits this long for readers, then warns
+JOURNAL_LIMIT_BYTES = 16 << 20  # the WAL is truncated back to this after a checkpoint
+RETENTION_BATCH_ROWS = 10_000
 SQLITE_MAGIC = b"SQLite format 3\x00"
 QUICK_CHECK_MAX_BYTES = 64 << 20  # quick_check on open up to 64 MiB (measured: 111 ms for 54 MiB)
 
@@ -89,6 +92,10 @@ MIGRATIONS: list[str] = [
     "CREATE TRIGGER newest_ok_on_insert AFTER INSERT ON ntp_samples WHEN NEW.ok = 1 BEGIN"
     " INSERT OR REPLACE INTO newest_ok VALUES (NEW.server, NEW.id, NEW.t_local_ns, NEW.boottime_ns,"
     " NEW.boot_id, NEW.delay_s / 2 + NEW.root_delay_s / 2 + NEW.root_dispersion_s); END;\n",
+    # v7: which process ran a run (pid, boot), so a run killed with -9 is marked interrupted later
+    "ALTER TABLE runs ADD COLUMN pid INTEGER;\n"
+    "ALTER TABLE runs ADD COLUMN boot_id TEXT;\n"
+    "CREATE INDEX runs_status ON runs(status);\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -252,6 +259,7 @@ class Store:
                 raise StoreError(f"cannot put {self.path} in WAL mode (got {mode}); "
                                  "is it on a network file system?")
         c.execute("PRAGMA synchronous = NORMAL")
+        c.execute(f"PRAGMA journal_size_limit = {JOURNAL_LIMIT_BYTES}")
         if has_tables and self.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
             verdict = c.execute("PRAGMA quick_check(1)").fetchone()[0]
             if verdict != "ok":
@@ -343,15 +351,71 @@ class Store:
 
     # --- runs -------------------------------------------------------------------------
     def begin_run(self, command: str, started_ns: int) -> int:
+        """Record a run as `running` (with this pid and boot), and mark `interrupted` every earlier
+        run still `running` whose process is gone (killed with -9, or an earlier boot)."""
+        from timekit.atomic_files import pid_alive
+        from timekit.collectors.clocks import boot_id
+
+        boot = boot_id()
         with self.write() as c:
-            cur = c.execute("INSERT INTO runs(command, started_ns, status) VALUES (?, ?, 'running')",
-                            (command, started_ns))
+            gone = [rid for rid, pid, run_boot in
+                    c.execute("SELECT id, pid, boot_id FROM runs WHERE status = 'running'")
+                    if pid is None or run_boot != boot or not pid_alive(int(pid))]
+            c.executemany("UPDATE runs SET status = 'interrupted' WHERE id = ?", [(r,) for r in gone])
+            cur = c.execute("INSERT INTO runs(command, started_ns, status, pid, boot_id) "
+                            "VALUES (?, ?, 'running', ?, ?)", (command, started_ns, os.getpid(), boot))
             return int(cur.lastrowid or 0)
 
-    def end_run(self, run_id: int, finished_ns: int, status: str) -> None:
+    def end_run(self, run_id: int, finished_ns: int, status: str) -> str | None:
+        """Record how a run ended, then checkpoint the WAL (`checkpoint`); its warning, if any."""
         with self.write() as c:
             c.execute("UPDATE runs SET finished_ns = ?, status = ? WHERE id = ?",
                       (finished_ns, status, run_id))
+        return self.checkpoint()
+
+    def checkpoint(self) -> str | None:
+        """Copy the WAL into the store and truncate it (`wal_checkpoint(TRUNCATE)`), waiting at most
+        CHECKPOINT_WAIT_MS for readers and writers; None, or one line when a reader holding an old
+        snapshot keeps the WAL above JOURNAL_LIMIT_BYTES (it shrinks to the limit at the next
+        checkpoint after that reader ends: SQLite's journal_size_limit)."""
+        c = self.conn
+        try:
+            c.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            busy = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            return f"the store's WAL was not checkpointed: {exc}"
+        finally:
+            c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            size = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            size = 0
+        if busy and size > JOURNAL_LIMIT_BYTES:
+            return (f"the store's WAL is {size / 2**20:.0f} MB: another process holds a read transaction, so "
+                    f"it could not be checkpointed; it returns to <= {JOURNAL_LIMIT_BYTES >> 20} MB once "
+                    "that reader ends")
+        return None
+
+    def delete_older_than(self, cutoff_ns: int, batch_rows: int = RETENTION_BATCH_ROWS) -> int:
+        """Retention (`[store] keep_days`): delete samples, events, pause intervals and finished runs
+        older than `cutoff_ns` (CLOCK_REALTIME), `batch_rows` rows per transaction so a writer never
+        holds the store for long; rows deleted. A server's newest-sample row goes with its sample."""
+        tables = (("ntp_samples", "t_local_ns"), ("clock_samples", "t_local_ns"),
+                  ("clock_events", "t_local_ns"), ("pause_intervals", "t_local_ns"),
+                  ("health_events", "t_ns"), ("runs", "started_ns"))
+        total = 0
+        for table, column in tables:
+            extra = " AND status != 'running'" if table == "runs" else ""
+            while True:
+                with self.write() as c:
+                    n = c.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                                  f"WHERE {column} < ?{extra} LIMIT ?)", (cutoff_ns, batch_rows)).rowcount
+                    if table == "ntp_samples" and n:
+                        c.execute("DELETE FROM newest_ok WHERE id NOT IN (SELECT id FROM ntp_samples)")
+                total += n
+                if n < batch_rows:
+                    break
+        return total
 
     # --- NTP samples --------------------------------------------------------------------
     def add_ntp_samples(self, samples: Iterable[NtpSample], run_id: int | None = None) -> int:
