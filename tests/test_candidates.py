@@ -57,7 +57,9 @@ def test_the_store_keeps_each_servers_newest_usable_sample(tmp_path: Path) -> No
         got = {r.server: (r.t_local_ns, r.root_distance_s) for r in st.newest_ok_rows()}
     assert got == {"a": (rt - 2, 1e-4), "b": (rt, 0.002)}  # a's failed attempt is not its newest usable
     with closing(sqlite3.connect(db)) as c:  # as a store written before the table existed
-        c.executescript("DROP TRIGGER newest_ok_on_insert; DROP TABLE newest_ok; PRAGMA user_version = 5;")
+        c.executescript("DROP TRIGGER newest_ok_on_insert; DROP TABLE newest_ok; DROP INDEX runs_status; "
+                        "ALTER TABLE runs DROP COLUMN pid; ALTER TABLE runs DROP COLUMN boot_id; "
+                        "PRAGMA user_version = 5;")
     with Store.open(db) as st:
         assert {r.server: (r.t_local_ns, r.root_distance_s) for r in st.newest_ok_rows()} == got
         assert st.newest_ok_ns() == rt
