@@ -430,3 +430,78 @@ def test_checkpoint_warns_while_a_reader_holds_the_wal_above_its_limit(
             reader.close()
         assert st.checkpoint() is None
         assert wal.stat().st_size == 0
+
+
+# ----------------------------------------------------------------------------- the exporter
+def _start_exporter(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "exporter", "--port", "0", "--json",
+                             "--db", str(db), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["url"]
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line.split()[1] for line in fh if line.startswith("Threads:")))
+
+
+def test_idle_connections_cannot_exhaust_the_exporter(store: Path) -> None:
+    """300 idle connections once held 302 threads with no timeout: the threads stay bounded (32
+    connections served at once, the rest closed at accept), the idle
+    connections are closed by the exporter, and a scrape is served again once they are."""
+    import urllib.parse
+    import urllib.request
+
+    from timekit.outputs.exporter_http import MAX_CONNECTIONS
+
+    proc, url = _start_exporter(store)
+    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection((host, port), timeout=30))
+        threads = _threads(proc.pid)
+        assert threads <= MAX_CONNECTIONS + 8, threads
+        for s in idle:  # every one is closed by the server: refused at once, or dropped when idle
+            assert s.recv(1) == b""
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.status == 200 and b"timekit_store_up 1" in resp.read()
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_concurrent_scrapes_share_one_reading_of_the_store(store: Path) -> None:
+    """16 scrapers x 5 scrapes at once: every one answered, with the store read at most once per
+    refresh interval (here one reading: all 80 fall within one 60 s interval)."""
+    import concurrent.futures
+    import urllib.request
+
+    from timekit.outputs.exporter_http import SharedSnapshot
+
+    proc, url = _start_exporter(store, "--refresh", "60")
+    try:
+        def scrape(_: int) -> bytes:
+            with urllib.request.urlopen(url, timeout=60) as resp:
+                return resp.read()
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(scrape, range(80)))
+        assert len(set(bodies)) == 1 and b"timekit_store_up 1" in bodies[0]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    # the sharing itself, counted: 40 callers on 8 threads, one render
+    calls: list[int] = []
+
+    def render() -> bytes:
+        calls.append(1)
+        return b"x"
+
+    snap = SharedSnapshot(render, refresh_s=60)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: snap.get(), range(40))) == {b"x"}
+    assert snap.renders == len(calls) == 1

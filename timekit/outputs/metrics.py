@@ -38,6 +38,7 @@ from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.atomic_files import atomic_output
 from timekit.errors import TimekitError, UsageError
+from timekit.outputs.exporter_http import DEFAULT_REFRESH_S
 from timekit.units import NS_PER_S
 
 SYNC_STATUSES = ("synchronized", "free_running", "unknown")  # timekit_sync_status{status=...}
@@ -284,16 +285,22 @@ def _is_loopback(bind: str) -> bool:
 
 
 def start_exporter(db: Path | None = None, *, port: int = DEFAULT_EXPORTER_PORT, bind: str = DEFAULT_BIND,
-                   policy: Policy | None = None,
-                   on_error: Callable[[str], None] | None = None) -> Exporter:
-    """Serve /metrics on `bind`:`port` (0: any free port) in a daemon thread."""
-    from prometheus_client import start_http_server
+                   policy: Policy | None = None, on_error: Callable[[str], None] | None = None,
+                   refresh_s: float = DEFAULT_REFRESH_S) -> Exporter:
+    """Serve /metrics on `bind`:`port` (0: any free port) in a daemon thread: bounded connections and
+    idle time, one rendering of the store per `refresh_s` shared by every scraper
+    (`timekit.outputs.exporter_http`)."""
+    from timekit.outputs.exporter_http import SharedSnapshot, serve
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not in 0-65535")
     registry = registry_for(TimekitCollector(db, policy=policy, on_error=on_error))
     try:
-        server, thread = start_http_server(port, addr=bind.strip("[]"), registry=registry)
+        snapshot = SharedSnapshot(lambda: generate_latest(registry), refresh_s)
+    except ValueError as exc:
+        raise UsageError(f"--refresh: {exc}") from None
+    try:
+        server, thread = serve(snapshot, bind.strip("[]"), port)
     except socket.gaierror as exc:
         raise UsageError(f"--bind {bind}: cannot resolve ({exc.strerror})") from None
     except OSError as exc:
