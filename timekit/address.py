@@ -11,8 +11,10 @@ from timekit.errors import UsageError
 from timekit.lab_names import LAB_PREFIX
 
 DEFAULT_NTP_PORT = 123
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
-                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+# \Z, not $: `$` also matches before a trailing newline, and "6\n" was once accepted as a host name
+# (found by the address fuzzer, fuzz/targets.py)
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?\Z")
 
 
 def format_hostport(host: str, port: int) -> str:
