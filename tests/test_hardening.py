@@ -505,3 +505,175 @@ def test_concurrent_scrapes_share_one_reading_of_the_store(store: Path) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert set(pool.map(lambda _: snap.get(), range(40))) == {b"x"}
     assert snap.renders == len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- FAULTS rows (item 8)
+class _Responder:
+    """A UDP "server" on 127.0.0.1 for the tests below: records each request's source port, and
+    answers with a valid reply (echoing the nonce) from another address (127.0.0.2)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.other.bind(("127.0.0.2", 0))
+        self.ports: list[int] = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        from timekit.collectors.ntp_packet import encode_reply, unix_ns_to_ts64
+
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            self.ports.append(peer[1])
+            now = unix_ns_to_ts64(time_ns())
+            nonce = int.from_bytes(data[40:48], "big")
+            self.other.sendto(encode_reply(origin_ts=nonce, receive_ts=now, transmit_ts=now), peer)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+        self.other.close()
+
+
+def time_ns() -> int:
+    import time
+
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+def test_a_reply_from_another_address_is_dropped_and_each_request_has_its_own_port(tmp_path: Path) -> None:
+    """N12: a reply from 127.0.0.2 to a request sent to 127.0.0.1 is never accepted (the socket is
+    connected to the server: the kernel drops it), and the attempt ends at its own deadline. T6:
+    every request leaves from an ephemeral port of its own socket, never 123 (RFC 9109)."""
+    responder = _Responder()
+    try:
+        proc = run_cli("sample", "ntp", responder.address, "--count", "4", "--interval", "0", "--timeout",
+                       "0.3", "--json", db=tmp_path / "r.db", timeout=60)
+    finally:
+        responder.close()
+    samples = json.loads(proc.stdout)["samples"]
+    assert proc.returncode == 0 and [s["error"] for s in samples] == ["timeout"] * 4
+    assert all(s["timeout_s"] <= 0.3 + 1e-9 for s in samples)  # the deadline was not extended
+    assert len(responder.ports) == 4 and len(set(responder.ports)) == 4 and 123 not in responder.ports
+    assert all(p >= 1024 for p in responder.ports)
+
+
+def test_a_missing_services_database_does_not_matter(lab: Lab, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """T4: with no `ntp` in /etc/services (no netbase), the numeric port 123 (or the one given) is
+    used: the service name is never looked up (ntplib 0.4.0 regression guard)."""
+    from timekit.address import parse_servers
+    from timekit.collectors.ntp_client import QueryPlan
+    from timekit.pipeline.sampling import sample_ntp
+    from timekit.store.database import Store
+
+    def no_services(*args: object) -> int:
+        raise OSError("service/proto not found")
+
+    monkeypatch.setattr(socket, "getservbyname", no_services)
+    with Store.open(tmp_path / "t.db") as st:
+        run = sample_ntp(st, parse_servers([lab.server("chrony-near").address]),
+                         QueryPlan(count=2, interval_s=0.0, timeout_s=1.0))
+    assert [s.ok for s in run.samples] == [True, True]
+
+
+def test_a_run_past_its_budget_keeps_what_was_complete(lab: Lab, tmp_path: Path) -> None:
+    """S14: a collect whose servers take longer than its budget stops at the budget, keeps every
+    complete attempt, and exits 1 with one line (cron mails it)."""
+    import sqlite3
+
+    near, silent = lab.server("chrony-near").address, lab.server("silent").address
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(f'[ntp]\nservers = ["{near}", "{silent}"]\ncount = 20\ninterval_s = 0.2\n'
+                   "timeout_s = 1.0\nmin_poll_s = 15\n[clocks]\nenabled = false\n[pauses]\nenabled = false\n"
+                   "[run]\nbudget_s = 1.5\n")
+    db = tmp_path / "b.db"
+    proc = run_cli("collect", "--config", str(cfg), "--quiet", db=db, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("timekit: run budget exceeded: kept ") and proc.stderr.count("\n") == 1
+    with sqlite3.connect(db) as c:
+        ok = c.execute("SELECT count(*) FROM ntp_samples WHERE server = ? AND ok = 1", (near,)).fetchone()[0]
+        status = c.execute("SELECT status FROM runs").fetchall()
+    assert 1 <= ok < 20 and ("budget_exceeded",) in status
+
+
+def test_a_store_on_a_network_file_system_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S8: SQLite's WAL needs a local file system. The file system type comes from /proc/self/mounts
+    (checked here on real mounts); a store on NFS is refused with one line, before anything is
+    created (NFS itself cannot be mounted in the suite, so its type is injected)."""
+    from timekit.errors import StoreError
+    from timekit.store import database
+
+    assert database.filesystem_type(Path("/proc/self")) == "proc"
+    assert database.filesystem_type(tmp_path / "not" / "yet.db") not in database.NETWORK_FILE_SYSTEMS
+    monkeypatch.setattr(database, "filesystem_type", lambda p: "nfs4")
+    with pytest.raises(StoreError, match="is on a nfs4 file system: SQLite's WAL needs a local one"):
+        database.Store.open(tmp_path / "n.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of our own (root only), unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def test_a_full_or_read_only_file_system_under_the_store(lab: Lab, small_tmpfs: Path) -> None:
+    """S7 for the store itself: when its disk fills mid-run, or its file system turns read-only,
+    the command says so in one line and exits non-zero; the store is not corrupted and keeps every
+    sample committed before."""
+    import sqlite3
+
+    near = lab.server("chrony-near").address
+    db = small_tmpfs / "s.db"
+    assert run_cli("sample", "ntp", near, "--count", "5", "--interval", "0", db=db).returncode == 0
+    filler = small_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # take every block that is left
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    proc = run_cli("sample", "ntp", near, "--count", "3000", "--interval", "0", db=db, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "No space left on device" in proc.stderr or "full" in proc.stderr, proc.stderr
+    filler.unlink()
+    c = sqlite3.connect(db)
+    try:
+        assert c.execute("PRAGMA quick_check").fetchone() == ("ok",)
+        assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] >= 5
+    finally:
+        c.close()  # nothing may hold a file open for writing when the file system turns read-only
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], capture_output=True, text=True,
+                             timeout=30)
+    assert remount.returncode == 0, remount.stderr
+    proc = run_cli("sample", "ntp", near, "--count", "1", db=db, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "read-only" in proc.stderr or "readonly" in proc.stderr, proc.stderr
+    proc = run_cli("check", "--json", db=db)  # a reader still reads it
+    assert json.loads(proc.stdout).get("metrics", {}).get("servers_usable") == 1, proc.stdout

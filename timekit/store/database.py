@@ -145,6 +145,56 @@ def _check_header(path: Path) -> None:
         raise StoreError(f"{path} is not a timekit database (not an SQLite file)")
 
 
+# file systems whose locking and shared memory SQLite's WAL cannot rely on (FAULTS S8)
+NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ceph", "glusterfs",
+                                  "fuse.glusterfs", "fuse.sshfs", "9p", "lustre", "ncpfs"})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system `path` (or its nearest existing parent) lives on, from
+    /proc/self/mounts (the longest mount point that contains it); None when unknown."""
+    p = Path(os.path.realpath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            mounts = [line.split()[1:3] for line in fh if len(line.split()) >= 3]
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    text = str(p)
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        inside = text == point or text.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > best[0]):
+            best = (len(point), fstype)
+    return best[1] if best else None
+
+
+def _refuse_network_fs(path: Path) -> None:
+    """StoreError when the store would live on a network file system (FAULTS S8)."""
+    fstype = filesystem_type(path.parent)
+    if fstype in NETWORK_FILE_SYSTEMS:
+        raise StoreError(f"{path} is on a {fstype} file system: SQLite's WAL needs a local one (its locks "
+                         "and shared memory do not work over the network); put the store on a local disk "
+                         "(--db or $TIMEKIT_DB)")
+
+
+def _refuse_read_only_fs(path: Path) -> None:
+    """StoreError when a writer's store sits on a read-only file system (FAULTS S7): said as such,
+    not as SQLite's "unable to open database file"."""
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return
+    if read_only:
+        raise StoreError(f"cannot write {path}: its file system is read-only (readers such as `check` "
+                         "and `now` can still read it)")
+
+
 def _create_private(path: Path) -> None:
     """Create the (empty) store file 0640 whatever the umask: its owner and its group read it (a
     monitoring agent's user in the group), not every user; SQLite gives its -wal and -shm files the
@@ -179,7 +229,10 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as exc:
         conn.close()
         wal = path.with_name(path.name + "-wal")
-        if "readonly" not in str(exc) or wal.exists() or os.access(path.parent, os.W_OK):
+        # "attempt to write a readonly database" (a directory not ours), "unable to open database
+        # file" (a read-only file system): SQLite could not create the -shm it wants
+        if wal.exists() or os.access(path.parent, os.W_OK) or not (
+                "readonly" in str(exc) or "unable to open" in str(exc)):
             raise
     return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
 
@@ -199,6 +252,9 @@ class Store:
         needs read access only, never creates, migrates or changes the file (see `_connect_readonly`).
         """
         p = db_path(path)
+        _refuse_network_fs(p)
+        if not readonly:
+            _refuse_read_only_fs(p)
         if p.exists():
             _check_header(p)
         elif not create or readonly:
@@ -218,6 +274,9 @@ class Store:
         store.readonly = readonly
         try:
             store._setup()
+        except sqlite3.OperationalError as exc:  # cannot open or lock: not a damaged file
+            conn.close()
+            raise StoreError(f"cannot open database {p}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"database {p} is corrupt or unreadable: {exc}") from None
