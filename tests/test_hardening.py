@@ -512,9 +512,11 @@ class _Responder:
     """A UDP "server" on 127.0.0.1 for the tests below: records each request's source port, and
     answers with a valid reply (echoing the nonce) from another address (127.0.0.2)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, replay: bool = False) -> None:
         import threading
 
+        self.replay = replay  # answer each request with the previous request's reply, from 127.0.0.1
+        self.previous: bytes | None = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
@@ -540,7 +542,13 @@ class _Responder:
             self.ports.append(peer[1])
             now = unix_ns_to_ts64(time_ns())
             nonce = int.from_bytes(data[40:48], "big")
-            self.other.sendto(encode_reply(origin_ts=nonce, receive_ts=now, transmit_ts=now), peer)
+            reply = encode_reply(origin_ts=nonce, receive_ts=now, transmit_ts=now)
+            if not self.replay:
+                self.other.sendto(reply, peer)
+                continue
+            if self.previous is not None:  # an old, once-valid reply: its origin is the old nonce
+                self.sock.sendto(self.previous, peer)
+            self.previous = reply
 
     def close(self) -> None:
         self.stop = True
@@ -677,3 +685,20 @@ def test_a_full_or_read_only_file_system_under_the_store(lab: Lab, small_tmpfs: 
     assert "read-only" in proc.stderr or "readonly" in proc.stderr, proc.stderr
     proc = run_cli("check", "--json", db=db)  # a reader still reads it
     assert json.loads(proc.stdout).get("metrics", {}).get("servers_usable") == 1, proc.stdout
+
+
+def test_a_replayed_old_reply_is_never_accepted(tmp_path: Path) -> None:
+    """N10: each request is answered with the reply to the previous request (a replay: genuine
+    server, right address, old nonce). It is dropped as bogus (not our nonce), the attempt waits
+    for a genuine reply until its deadline, and none is accepted."""
+    responder = _Responder(replay=True)
+    try:
+        proc = run_cli("sample", "ntp", responder.address, "--count", "4", "--interval", "0", "--timeout",
+                       "0.3", "--json", db=tmp_path / "r.db", timeout=60)
+    finally:
+        responder.close()
+    samples = json.loads(proc.stdout)["samples"]
+    assert proc.returncode == 0 and [s["ok"] for s in samples] == [False] * 4
+    # the first request got no answer; each later one only the replay, named for what it was
+    assert [s["error"] for s in samples] == ["timeout"] + ["bogus_origin"] * 3
+    assert all(s["offset_s"] is None for s in samples) and len(responder.ports) == 4
