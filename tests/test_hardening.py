@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -564,9 +565,9 @@ def time_ns() -> int:
 
 
 def test_a_reply_from_another_address_is_dropped_and_each_request_has_its_own_port(tmp_path: Path) -> None:
-    """N12: a reply from 127.0.0.2 to a request sent to 127.0.0.1 is never accepted (the socket is
-    connected to the server: the kernel drops it), and the attempt ends at its own deadline. T6:
-    every request leaves from an ephemeral port of its own socket, never 123 (RFC 9109)."""
+    """FAULTS N12, T6. N12: a reply from 127.0.0.2 to a request sent to 127.0.0.1 is never accepted
+    (the socket is connected to the server: the kernel drops it), and the attempt ends at its own
+    deadline. T6: every request leaves from an ephemeral port of its own socket, never 123 (RFC 9109)."""
     responder = _Responder()
     try:
         proc = run_cli("sample", "ntp", responder.address, "--count", "4", "--interval", "0", "--timeout",
@@ -650,7 +651,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_or_read_only_file_system_under_the_store(lab: Lab, small_tmpfs: Path) -> None:
-    """S7 for the store itself: when its disk fills mid-run, or its file system turns read-only,
+    """S7: for the store itself, when its disk fills mid-run, or its file system turns read-only,
     the command says so in one line and exits non-zero; the store is not corrupted and keeps every
     sample committed before."""
     import sqlite3
@@ -702,3 +703,33 @@ def test_a_replayed_old_reply_is_never_accepted(tmp_path: Path) -> None:
     # the first request got no answer; each later one only the replay, named for what it was
     assert [s["error"] for s in samples] == ["timeout"] + ["bogus_origin"] * 3
     assert all(s["offset_s"] is None for s in samples) and len(responder.ports) == 4
+
+
+def test_every_write_transaction_starts_immediate() -> None:
+    """S5: a deferred transaction that reads, then writes, fails at once with `database is locked`
+    under contention. So every transaction that writes starts with BEGIN IMMEDIATE (Store.write), and
+    a plain BEGIN appears only where the transaction only reads (the schema look in `_setup`, the
+    read snapshot) - checked on the store's source, function by function."""
+    import ast
+    import inspect
+
+    from timekit.store import database
+
+    tree = ast.parse(inspect.getsource(database))
+    plain_begin, immediate = set(), set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.strip().upper() == "BEGIN":
+                    plain_begin.add(fn.name)
+                elif node.value.strip().upper() == "BEGIN IMMEDIATE":
+                    immediate.add(fn.name)
+    assert immediate == {"write"}
+    assert plain_begin == {"_setup", "snapshot"}
+    for name in plain_begin:  # and those read only: no statement that changes a table
+        source = ast.get_source_segment(inspect.getsource(database), next(
+            f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == name)) or ""
+        head = source.split("COMMIT")[0] if name == "_setup" else source
+        assert not re.search(r"\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b", head), name

@@ -132,3 +132,14 @@ def test_a_layer_violation_is_caught(tmp_path: Path) -> None:
     assert violations("timekit.store.evidence", {"timekit.pipeline.assess.assess_store"})
     assert violations("timekit.outputs.check", {"timekit.clock.intervalclock"})
     assert not violations("timekit.outputs.check", {"timekit.pipeline.assess.assess_store", "json"})
+
+
+def test_the_readme_faults_table_is_the_tests_own() -> None:
+    """README's FAULTS coverage table is what `scripts/faults-coverage` reads from the tests now."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "faults-coverage"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "README's FAULTS table is stale: run scripts/faults-coverage and paste it"

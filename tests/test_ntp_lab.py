@@ -108,7 +108,7 @@ EXPECTED = {
 }
 
 
-def test_every_fault_kind_is_rejected_with_its_code(lab: Lab) -> None:
+def test_every_fault_kind_is_rejected_with_its_code(lab: Lab) -> None:  # N9, N11, N15, N16, N27
     faults = [s for s in lab.servers if s.kind in EXPECTED]
     assert {s.kind for s in faults} == set(EXPECTED)  # the lab serves every kind
     states: dict[str, ServerState] = {}
@@ -148,7 +148,7 @@ def _addr(p: dict) -> str:
     return f"[{p['host']}]:{p['port']}" if ":" in p["host"] else f"{p['host']}:{p['port']}"
 
 
-def test_many_servers_are_sampled_concurrently(delayed_ports: dict) -> None:
+def test_many_servers_are_sampled_concurrently(delayed_ports: dict) -> None:  # T8 (60 servers)
     slow = [p for p in delayed_ports["ports"] if p["name"].startswith("slow")]
     got = sample([_addr(p) for p in slow], count=1, timeout_s=2.0)
     assert all(s.ok for s in got) and len(got) == 60
@@ -164,7 +164,7 @@ def test_many_servers_are_sampled_concurrently(delayed_ports: dict) -> None:
         assert abs(s.offset_s - p["offset_s"]) <= (s.delay_s - 0.2) / 2 + PRECISION_S, (s.offset_s, s.delay_s)
 
 
-def test_a_silent_server_does_not_hold_up_others(lab: Lab) -> None:
+def test_a_silent_server_does_not_hold_up_others(lab: Lab) -> None:  # T1
     silent = next(s for s in lab.servers if s.kind == "silent")
     good = lab.server("chrony-ahead")
     got = sample([silent.address, good.address], count=3, interval_s=0.1, timeout_s=1.5)

@@ -31,7 +31,7 @@ def reply_for(t1_ns: int, offset_ns: int, delay_ns: int, **fields: object) -> tu
     return encode_reply(**base), t4  # type: ignore[arg-type]
 
 
-def test_request_is_mode3_v4_and_leaks_nothing_but_the_nonce() -> None:
+def test_request_is_mode3_v4_and_leaks_nothing_but_the_nonce() -> None:  # T7
     req = build_request(NONCE)
     assert len(req) == 48
     assert req[0] == 0x23  # LI 0, VN 4, mode 3
@@ -69,7 +69,7 @@ def test_sub_nanosecond_fractions_survive() -> None:  # FAULTS N32
     assert v.delay_s == expected_delay_fixed / FRAC_PER_S
 
 
-def test_era_pivot_2036() -> None:  # FAULTS N29: local clock and server both past 2036-02-07
+def test_era_pivot_2036() -> None:  # FAULTS N29, N30: local clock and server both past 2036-02-07
     t1 = (2**32 - NTP_UNIX_DELTA_S + 1000) * NS_PER_S  # 1000 s into NTP era 1
     data, t4 = reply_for(t1, offset_ns=5_000_000, delay_ns=20_000)
     v = validate_reply(data, nonce=NONCE, t1_ns=t1, t4_ns=t4)
