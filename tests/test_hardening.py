@@ -733,3 +733,70 @@ def test_every_write_transaction_starts_immediate() -> None:
             f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == name)) or ""
         head = source.split("COMMIT")[0] if name == "_setup" else source
         assert not re.search(r"\b(INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b", head), name
+
+
+def test_the_next_address_is_tried_when_the_first_is_unreachable(lab: Lab, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """N34: a name with AAAA and A records whose first address (::1, nothing listening there) is
+    unreachable: the attempt goes on to the next address (127.0.0.1, a lab chronyd) within its own
+    deadline, and the sample names the address that answered."""
+    from timekit.address import parse_servers
+    from timekit.collectors.ntp_client import QueryPlan
+    from timekit.pipeline.sampling import sample_ntp
+    from timekit.store.database import Store
+
+    port = int(lab.server("chrony-near").address.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+
+    def dual_stack(host: str, *args: object, **kw: object) -> list:
+        if host == "dual.example.test":
+            return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", port, 0, 0)),
+                    (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", port))]
+        return real(host, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual_stack)
+    with Store.open(tmp_path / "d.db") as st:
+        run = sample_ntp(st, parse_servers([f"dual.example.test:{port}"]),
+                         QueryPlan(count=2, interval_s=0.0, timeout_s=1.0))
+    assert [s.ok for s in run.samples] == [True, True], [s.detail for s in run.samples]
+    assert {s.address for s in run.samples} == {f"127.0.0.1:{port}"}
+    assert all(s.timeout_s <= 1.0 for s in run.samples)
+
+
+def test_a_server_1000_s_or_12_years_off_is_outvoted_and_never_trusted_alone(tmp_path: Path) -> None:
+    """N28 (the USNO 2000 case): servers 1000 s and 12 years ahead are stored as measured (their
+    replies are valid), are falsetickers against three agreeing servers, and the interval contains
+    the honest truth; alone, such a server gives a single-source interval that `check` does not
+    call OK."""
+    from timekit.lab.faultserver import PortSpec
+    from timekit.lab.manager import Lab as LabDir
+    from timekit.lab.manager import start_fault_server
+
+    years_12 = 12 * 365.25 * 86_400
+    specs = [PortSpec(name=f"honest-{i}", kind="good", offset_s=0.010) for i in range(3)]
+    specs += [PortSpec(name="ahead-1000s", kind="good", offset_s=1000.0),
+              PortSpec(name="ahead-12y", kind="good", offset_s=years_12)]
+    directory = tmp_path / "lab"
+    directory.mkdir(mode=0o700)
+    pid, ready = start_fault_server(directory, specs, detach=False)
+    try:
+        ports = {p["name"]: f'{p["host"]}:{p["port"]}' for p in ready["ports"]}
+        db = tmp_path / "n.db"
+        proc = run_cli("sample", "ntp", *ports.values(), "--count", "4", "--interval", "0.05", "--json",
+                       db=db)
+        assert proc.returncode == 0, proc.stderr
+        by = {}
+        for s in json.loads(proc.stdout)["samples"]:
+            by.setdefault(s["server"], []).append(s)
+        for name, want in (("ahead-1000s", 1000.0), ("ahead-12y", years_12)):
+            assert all(s["ok"] for s in by[ports[name]]), by[ports[name]]
+            assert abs(by[ports[name]][-1]["offset_s"] - want) < 0.01 * max(1.0, want / 1e4)
+        now = json.loads(run_cli("now", "--json", db=db).stdout)
+        assert set(now["falsetickers"]) == {ports["ahead-1000s"], ports["ahead-12y"]}, now
+        assert now["earliest_ns"] - now["as_of_ns"] <= 0.010 * 1e9 + 0.005 * 1e9
+        assert now["latest_ns"] - now["as_of_ns"] >= 0.010 * 1e9 - 0.005 * 1e9
+        alone = json.loads(run_cli("check", "--json", "-H", ports["ahead-1000s"],
+                                   db=tmp_path / "a.db").stdout)
+        assert alone["status"] == "critical" and alone["metrics"]["offset_s"] > 999, alone["summary"]
+    finally:
+        LabDir(directory, extra_pids=[pid]).stop()
