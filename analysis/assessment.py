@@ -34,7 +34,7 @@ from timekit.analysis.interval import (
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
-from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds, ci_half_ppm
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
 from timekit.units import NS_PER_S
 from timekit.vocabulary import NodeStatus
@@ -121,16 +121,13 @@ class ServerAssessment:
     @property
     def drift_ci_half_ppm(self) -> float | None:
         """Half-width of the drift's 95 % interval, ppm (None without a drift)."""
-        if self.drift_ppm is None or self.drift_ci95_ppm is None:
-            return None
-        lo, hi = self.drift_ci95_ppm
-        return max(hi - self.drift_ppm, self.drift_ppm - lo)
+        return ci_half_ppm(self.drift_ppm, self.drift_ci95_ppm)
 
     def drift_judgeable(self, warn_drift_ppm: float) -> bool:
-        """Whether the drift is known well enough to alert on: its 95 % half-width is at most half
-        the warning threshold (a 4-query burst's ±340 ppm must not raise a drift alarm)."""
+        """Whether the drift is known well enough to alert on: its 95 % half-width is at most the
+        warning × DRIFT_GATE_FRACTION (a 4-query burst's ±340 ppm must not raise a drift alarm)."""
         half = self.drift_ci_half_ppm
-        return half is not None and half <= warn_drift_ppm / 2
+        return half is not None and half <= warn_drift_ppm * DRIFT_GATE_FRACTION
 
     def silent_for_s(self) -> float | None:
         """How long the server has failed to answer: age of the newest usable sample when the

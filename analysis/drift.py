@@ -64,6 +64,7 @@ from timekit.analysis.regression import (
     variance_inflation,
 )
 from timekit.analysis.steps import DEFAULT_CONFIRM, DEFAULT_MAX_RATE_PPM, Step, detect_steps
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, ci_half_ppm
 from timekit.units import NS_PER_S, PPM
 from timekit.vocabulary import FitStatus
 
@@ -291,18 +292,16 @@ def fit_drift(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray,
         n_effective=n_eff, delay_bias_ppm=delay_bias / PPM, **counts)  # type: ignore[arg-type]
 
 
-# The widest 95 % half-width at which a fitted drift is reported as known: half the default drift
-# warning (100 ppm), the gate `timekit check` and the Prometheus rules apply (drift_judgeable).
-CANNOT_TELL_HALF_PPM = 50.0
+# The widest 95 % half-width at which a fitted drift is reported as known: the gate `timekit check`
+# and the Prometheus rules apply (ServerAssessment.drift_judgeable) at the default drift warning.
+CANNOT_TELL_HALF_PPM = DEFAULT_THRESHOLDS.warn_drift_ppm * DRIFT_GATE_FRACTION
 
 
 def reported_status(fit: DriftFit, limit_ppm: float = CANNOT_TELL_HALF_PPM) -> tuple[FitStatus, str]:
     """(status, reason) as reported to people: a fit whose 95 % interval is wider than ±`limit_ppm`
     is 'cannot_tell' (a 4-query burst's ±14,000 ppm says nothing about the clock), not 'ok'."""
-    if fit.status != "ok" or fit.drift_ppm is None or fit.drift_ci95_ppm is None:
-        return fit.status, fit.reason
-    half = max(fit.drift_ci95_ppm[1] - fit.drift_ppm, fit.drift_ppm - fit.drift_ci95_ppm[0])
-    if half <= limit_ppm:
+    half = ci_half_ppm(fit.drift_ppm, fit.drift_ci95_ppm)
+    if fit.status != "ok" or half is None or half <= limit_ppm:
         return fit.status, fit.reason
     return "cannot_tell", (f"95 % interval ±{half:.4g} ppm is wider than ±{limit_ppm:g} ppm: too few samples "
                            f"or too short a span to tell ({fit.reason})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -50,7 +50,6 @@ class Thresholds:
         if not 0 < self.max_age_s < float("inf"):
             raise ValueError(f"thresholds: max_age_s = {self.max_age_s} s must be positive and finite")
 
-
     def range_of(self, name: str) -> PluginRange:
         """The range a threshold field (`warn_offset_s`, ...) alerts outside of (or inside, with @)."""
         given = self.ranges.get(name)
@@ -60,7 +59,7 @@ class Thresholds:
         """ValueError unless every range is a plain upper limit (what Prometheus rules can express)."""
         for name, r in self.ranges.items():
             if not r.is_upper_limit:
-                raise ValueError(f"{what}: --{name.rsplit('_', 1)[0].replace('_', '-')} {r.text}: only a "
+                raise ValueError(f"{what}: {flag_of(name)} {r.text}: only a "
                                  "plain limit (N or 0:N) can be written as a rule")
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +70,22 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+# a drift is known well enough to alert on when its 95 % half-width is at most the warning × this
+# (`ServerAssessment.drift_judgeable`, `drift.reported_status`, the Prometheus rules)
+DRIFT_GATE_FRACTION = 0.5
+
+
+def ci_half_ppm(drift_ppm: float | None, ci95_ppm: Sequence[float] | None) -> float | None:
+    """Half-width of a drift's 95 % interval, ppm: the larger side (None without a drift)."""
+    if drift_ppm is None or not ci95_ppm:
+        return None
+    return max(ci95_ppm[1] - drift_ppm, drift_ppm - ci95_ppm[0])
+
+
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a threshold field: warn_offset_s -> --warn-offset, warn_stratum ->
+    --warn-stratum (the unit suffix is not part of the flag)."""
+    return "--" + re.sub(r"_(s|ppm)$", "", field_name).replace("_", "-")
 _PLAIN = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 
 
@@ -82,12 +97,12 @@ def _flag_value(name: str, value: Any) -> float | PluginRange:
         try:
             r = PluginRange.parse(value)
         except ValueError as exc:
-            raise ValueError(f"--{name.rsplit('_', 1)[0].replace('_', '-')}: {exc}") from None
+            raise ValueError(f"{flag_of(name)}: {exc}") from None
         return r
     number = float(value)
     if name.endswith("stratum"):
         if not (math.isfinite(number) and number == int(number)):
-            raise ValueError(f"--{name.replace('_', '-')} {value}: not a valid integer")
+            raise ValueError(f"{flag_of(name)} {value}: not a valid integer")
         return int(number)
     return number
 
@@ -123,5 +138,5 @@ def thresholds_from_flags(**flags: Any) -> Thresholds:
             given[w] = given[c]
     for name, value in given.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{name.rsplit('_', 1)[0].replace('_', '-')} {value}: must be a finite number")
+            raise ValueError(f"{flag_of(name)} {value}: must be a finite number")
     return replace(base, **given, ranges=ranges)

@@ -328,7 +328,8 @@ def test_store_failures_are_one_unknown_line(tmp_path: Path) -> None:
     (["--count", "0", "127.0.0.1:123"], "--count 0"),
     (["--timeout", "0", "127.0.0.1:123"], "--timeout 0.0 s"),
     (["127.0.0.1:99999"], "99999"),
-    (["--warn-stratum", "1.5"], "not a valid integer"),
+    (["--warn-stratum", "1.5"], "--warn-stratum 1.5: not a valid integer"),
+    (["--warn-stratum", "inf"], "--warn-stratum: 'inf' is not a threshold range"),
 ])
 def test_bad_input_is_one_unknown_line(tmp_path: Path, args: list[str], words: str) -> None:
     status, summary, perf = plugin_output(check(*args, db=tmp_path / "b.db"))
@@ -569,7 +570,9 @@ def test_range_syntax_gives_check_ntp_times_verdicts(lab: Lab, tmp_path: Path, s
         # perfdata carry the ranges as given (the guidelines' warn/crit fields)
         assert (perf["offset"]["warn"], perf["offset"]["crit"]) == (warn.removeprefix("0:"), crit), perf
         compared += 1
-    assert compared >= len(RANGE_PAIRS) - 1
+    # the truth is within 0.5 ms of at most one range end at a time (the ends are >= 1 ms apart), and
+    # no end appears in more than two pairs: at most two pairs skipped, whenever this runs
+    assert compared >= len(RANGE_PAIRS) - 2
 
 
 def test_version_and_short_help() -> None:

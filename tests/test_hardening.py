@@ -203,6 +203,7 @@ def test_the_lab_creates_its_directory_privately(tmp_path: Path) -> None:
     (["sample", "ntp", "127.0.0.1:１２３"], "is not a number"),
     (["sample", "ntp", "[fe80::1%eth0 x]:123"], "bad IPv6 zone id"),
     (["sample", "ntp", "fe80::1%a\nb"], "bad IPv6 zone id"),
+    (["sample", "ntp", "[fe80::1%eth0\n]:123"], "bad IPv6 zone id"),  # `$` once let this newline in
     (["sample", "ntp", "fe80::1%a\x00b"], "bad IPv6 zone id"),
     (["sample", "ntp", "0.0.0.0"], "is the unspecified address, not a server"),
     (["sample", "ntp", "255.255.255.255"], "is the broadcast address, not a server"),
@@ -557,6 +558,16 @@ class _Responder:
         self.sock.close()
         self.other.close()
 
+    def sampled(self, tmp_path: Path) -> tuple[int, list[dict]]:
+        """`sample ntp` of this server, 4 queries of 0.3 s back to back: (exit code, the samples);
+        the responder is closed afterwards."""
+        try:
+            proc = run_cli("sample", "ntp", self.address, "--count", "4", "--interval", "0", "--timeout",
+                           "0.3", "--json", db=tmp_path / "r.db", timeout=60)
+        finally:
+            self.close()
+        return proc.returncode, json.loads(proc.stdout)["samples"]
+
 
 def time_ns() -> int:
     import time
@@ -569,13 +580,8 @@ def test_a_reply_from_another_address_is_dropped_and_each_request_has_its_own_po
     (the socket is connected to the server: the kernel drops it), and the attempt ends at its own
     deadline. T6: every request leaves from an ephemeral port of its own socket, never 123 (RFC 9109)."""
     responder = _Responder()
-    try:
-        proc = run_cli("sample", "ntp", responder.address, "--count", "4", "--interval", "0", "--timeout",
-                       "0.3", "--json", db=tmp_path / "r.db", timeout=60)
-    finally:
-        responder.close()
-    samples = json.loads(proc.stdout)["samples"]
-    assert proc.returncode == 0 and [s["error"] for s in samples] == ["timeout"] * 4
+    code, samples = responder.sampled(tmp_path)
+    assert code == 0 and [s["error"] for s in samples] == ["timeout"] * 4
     assert all(s["timeout_s"] <= 0.3 + 1e-9 for s in samples)  # the deadline was not extended
     assert len(responder.ports) == 4 and len(set(responder.ports)) == 4 and 123 not in responder.ports
     assert all(p >= 1024 for p in responder.ports)
@@ -693,13 +699,8 @@ def test_a_replayed_old_reply_is_never_accepted(tmp_path: Path) -> None:
     server, right address, old nonce). It is dropped as bogus (not our nonce), the attempt waits
     for a genuine reply until its deadline, and none is accepted."""
     responder = _Responder(replay=True)
-    try:
-        proc = run_cli("sample", "ntp", responder.address, "--count", "4", "--interval", "0", "--timeout",
-                       "0.3", "--json", db=tmp_path / "r.db", timeout=60)
-    finally:
-        responder.close()
-    samples = json.loads(proc.stdout)["samples"]
-    assert proc.returncode == 0 and [s["ok"] for s in samples] == [False] * 4
+    code, samples = responder.sampled(tmp_path)
+    assert code == 0 and [s["ok"] for s in samples] == [False] * 4
     # the first request got no answer; each later one only the replay, named for what it was
     assert [s["error"] for s in samples] == ["timeout"] + ["bogus_origin"] * 3
     assert all(s["offset_s"] is None for s in samples) and len(responder.ports) == 4

@@ -48,7 +48,7 @@ class ServerAddress:
         return self.name
 
 
-_ZONE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # an interface name (IFNAMSIZ - 1) or index
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an interface name (IFNAMSIZ - 1) or index; fullmatch only
 
 
 def _port(text: str, original: str) -> int:
@@ -115,7 +115,7 @@ def _ipv6(text: str, original: str) -> str:
     """A normalised IPv6 literal, with a zone id only when it is an interface name or index (no
     spaces, newlines or NUL: the zone reaches hook environments, CSV and Prometheus labels)."""
     literal, sep, zone = text.partition("%")
-    if sep and not _ZONE.match(zone):
+    if sep and not _ZONE.fullmatch(zone):  # fullmatch: `$` would let a trailing newline through
         raise UsageError(f"bad IPv6 zone id in server address {original!r}: use an interface name "
                          "or index (letters, digits, '_', '.', '-'; at most 15)")
     try:

@@ -495,13 +495,12 @@ def export_csv_cmd(
     """Every stored sample of one kind as CSV (one row per sample; pandas reads it with no options)."""
     from timekit.atomic_files import check_out_path
     from timekit.outputs.export_csv import export_csv
-    from timekit.store.database import Store
 
     _stdout_once(out, as_json)
     check_out_path(out)  # before any work: a device, FIFO or planted symlink is refused at once
     names = [s.name for s in _parse_servers(server)] if server else None
     since_ns = _since_ns(since)
-    with Store.open(db, create=False, readonly=True) as store:
+    with _read_store(db) as store:
         res = export_csv(store, out, kind=kind, since_ns=since_ns, servers=names, ok_only=ok_only)
     if as_json:
         emit_json({"out": str(res.path), "kind": res.kind, "rows": res.rows, "columns": list(res.columns)})
@@ -527,10 +526,9 @@ def report_cmd(
 ) -> None:
     """Plots a person can read (offset, RTT, drift, pauses), the CSV and a summary, into a directory."""
     from timekit.outputs.report import write_report
-    from timekit.store.database import Store
 
     since_ns = _since_ns(since)
-    with Store.open(db, create=False, readonly=True) as store:
+    with _read_store(db) as store:
         res = write_report(store, out, since_ns=since_ns)
     if as_json:
         emit_json({"directory": str(res.directory), "files": list(res.files), "servers": list(res.servers),
@@ -722,27 +720,14 @@ def check_cmd(
     Thresholds take the plugin range syntax: 0.01 (above), -0.01:0.01, ~:0.5, 10: (below), @0:0.5
     (inside); offsets, jitter and drift are judged by their absolute value, as check_ntp_time does.
     """
-    from timekit.outputs.check import run_check
+    from timekit.outputs.check import print_verdict, run_check
 
-    named = [*(servers or []), *(hosts or [])]
-    if port is not None:
-        named = [_with_port(name, port) for name in named]
-    verdict = run_check(named, db, count=count, timeout_s=timeout, max_age=max_age, config=config,
+    verdict = run_check([*(servers or []), *(hosts or [])], db, count=count, timeout_s=timeout,
+                        max_age=max_age, config=config, default_port=port,
                         unreachable="unknown" if unknown_unreachable else "critical",
                         **_threshold_kwargs(locals()))
-    from timekit.outputs.check import print_verdict
-
     print_verdict(verdict, as_json)
     raise typer.Exit(verdict.exit_code)
-
-
-def _with_port(name: str, port: int) -> str:
-    """`name` with `port` unless it names one: HOST -> HOST:PORT, 2001:db8::1 -> [2001:db8::1]:PORT."""
-    if name.startswith("[") and "]:" in name:
-        return name
-    if name.count(":") == 1:
-        return name
-    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
 # ----------------------------------------------------------------------------- servers

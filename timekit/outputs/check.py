@@ -28,6 +28,7 @@ from timekit.errors import error_line
 if TYPE_CHECKING:
     from timekit.address import ServerAddress
     from timekit.analysis.assessment import Policy
+    from timekit.collectors.ntp_client import QueryPlan
     from timekit.store.database import Store
     from timekit.vocabulary import CheckMode, CheckStatus
 
@@ -42,13 +43,14 @@ class PluginTimeout(Exception):
     """The check ran past its -t deadline."""
 
 
-def burst_plan(deadline_s: float, count: int, servers: Sequence[ServerAddress]) -> Any:
-    """The burst that fits the check's deadline: each query waits at most 1 s and 1/(count+1) of the
-    deadline; the bursts keep chrony's spacing unless `count` lost queries would then overrun 80 %
-    of the deadline, where they go back to back (the whole burst in count/(count+1) of it)."""
+def burst_plan(deadline_s: float, count: int, servers: Sequence[ServerAddress]) -> QueryPlan:
+    """The burst that fits the check's deadline: each query waits at most 1 s and 1/(2·count) of the
+    deadline (so `count` lost queries back to back take half of it, the other half left for start-up
+    and judging on a busy host); the bursts keep chrony's spacing unless `count` lost queries would
+    then overrun 80 % of the deadline, where they go back to back."""
     from timekit.collectors.ntp_client import QueryPlan
 
-    tau = min(QUERY_TIMEOUT_CAP_S, deadline_s / (count + 1))
+    tau = min(QUERY_TIMEOUT_CAP_S, deadline_s / (2 * count))
     plan = QueryPlan(count=count, interval_s=None, timeout_s=tau)
     worst = max((sum(max(plan.spacing_s(i, s), tau) for i in range(count - 1)) + tau for s in servers),
                 default=0.0)
@@ -129,12 +131,13 @@ def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = N
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
               timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None, config: Path | None = None,
               now: tuple[int, int] | None = None, unreachable: CheckStatus = "critical",
-              **threshold_flags: float | str | None) -> CheckVerdict:
+              default_port: int | None = None, **threshold_flags: float | str | None) -> CheckVerdict:
     """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
 
     `timeout_s`: the whole check's deadline (monitoring plugins' -t); past it the verdict is
     `unreachable` when measuring (check_ntp_time's CRITICAL), UNKNOWN when reading the store.
     `config`: a TOML config (collect's); its [interval] section sets the interval policy.
+    `default_port`: the port of servers named without one (-p; default 123).
     `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
     """
     mode: CheckMode = "measure" if servers else "store"
@@ -153,9 +156,9 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
             from timekit.store.database import Store
 
             if servers:
-                from timekit.address import parse_servers
+                from timekit.address import DEFAULT_NTP_PORT, parse_servers
 
-                targets = parse_servers(servers)
+                targets = parse_servers(servers, default_port or DEFAULT_NTP_PORT)
                 with Store.open(db) as store:
                     return check_servers(store, targets, policy, count=count, timeout_s=timeout_s,
                                          unreachable=unreachable)

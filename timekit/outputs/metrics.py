@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 
 from timekit.analysis.assessment import Assessment, Policy
 from timekit.analysis.skew import SELF_NODE
-from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.atomic_files import atomic_output
 from timekit.errors import TimekitError, UsageError
@@ -46,7 +46,6 @@ NODE_STATUSES = ("ok", "suspect", "quarantined")  # timekit_node_status{status=.
 PAUSE_PERCENTILES = (("p50", "p50_s", "50th"), ("p90", "p90_s", "90th"), ("p99", "p99_s", "99th"),
                      ("p999", "p999_s", "99.9th"))  # timekit_pause_{name}_seconds <- pause summary key
 DRIFT_EXPORT_WARN_PPM = DEFAULT_THRESHOLDS.warn_drift_ppm  # a drift is exported when judgeable at this
-DRIFT_GATE_FRACTION = 0.5  # ...i.e. its 95 % half-width <= warn × this (ServerAssessment.drift_judgeable)
 DEFAULT_EXPORTER_PORT = 9123  # "123" for NTP; not a registered Prometheus exporter port
 DEFAULT_BIND = "127.0.0.1"
 TEXTFILE_MODE = 0o644  # node_exporter usually runs as another user: the file must be world-readable

@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from timekit.analysis.thresholds import ci_half_ppm
 from timekit.samples import NtpSample
 from timekit.units import fmt_s
 
@@ -219,8 +220,8 @@ def drift_table(results: list[dict[str, Any]]) -> RenderableType:
                ("server", "ppm", "±95%", "offset", "n", "span", "status"),
                right=("ppm", "±95%", "offset", "n", "span"))
     for r in results:
-        ci, d = r.get("drift_ci95_ppm"), r["drift_ppm"]
-        half = None if not ci or d is None else max(ci[1] - d, d - ci[0])
+        d = r["drift_ppm"]
+        half = ci_half_ppm(d, r.get("drift_ci95_ppm"))
         t.add_row(r["server"], "-" if d is None else f"{d:+.3f}",
                   "-" if half is None else f"±{half:.3g}", fmt_s(r["offset_s"]),
                   f"{r.get('n_used', '-')}/{r['n_samples']}",

@@ -21,6 +21,7 @@ from timekit.pipeline.sampling import (
 from timekit.settings import db_path
 from timekit.store.database import Store
 from timekit.store.runlock import run_lock
+from timekit.units import NS_PER_S
 
 
 @dataclass
@@ -78,14 +79,13 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
         if ntp.samples:
             from timekit.pipeline.assess import publish_quietly
             from timekit.pipeline.skewcheck import run_skew_check
-            from timekit.settings import config_section, policy
+            from timekit.settings import policy
 
             pol = policy(config_path)
             # the scheduled job is where quarantine state advances (`analyze skew` only looks)
-            skew = run_skew_check(store, pol, hook=config_section(config_path, "skew").get("hook"),
-                                  commit=True)
+            skew = run_skew_check(store, pol, hook=config.skew.get("hook"), commit=True)
             publish_quietly(store, pol)
         deleted = 0
         if config.keep_days is not None:  # retention, in bounded batches (Store.delete_older_than)
-            deleted = store.delete_older_than(realtime_ns() - int(config.keep_days * 86_400 * 1e9))
+            deleted = store.delete_older_than(realtime_ns() - round(config.keep_days * 86_400 * NS_PER_S))
         return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew, deleted)

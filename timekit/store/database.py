@@ -150,12 +150,17 @@ NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs",
                                   "fuse.glusterfs", "fuse.sshfs", "9p", "lustre", "ncpfs"})
 
 
+def _existing_dir(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (a store about to be created has none yet)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def filesystem_type(path: Path) -> str | None:
     """The type of the file system `path` (or its nearest existing parent) lives on, from
     /proc/self/mounts (the longest mount point that contains it); None when unknown."""
-    p = Path(os.path.realpath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
+    p = _existing_dir(Path(os.path.realpath(path)))
     try:
         with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
             mounts = [line.split()[1:3] for line in fh if len(line.split()) >= 3]
@@ -183,9 +188,7 @@ def _refuse_network_fs(path: Path) -> None:
 def _refuse_read_only_fs(path: Path) -> None:
     """StoreError when a writer's store sits on a read-only file system (FAULTS S7): said as such,
     not as SQLite's "unable to open database file"."""
-    directory = path.parent
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent
+    directory = _existing_dir(path.parent)
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except OSError:
@@ -469,11 +472,12 @@ class Store:
                 with self.write() as c:
                     n = c.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
                                   f"WHERE {column} < ?{extra} LIMIT ?)", (cutoff_ns, batch_rows)).rowcount
-                    if table == "ntp_samples" and n:
-                        c.execute("DELETE FROM newest_ok WHERE id NOT IN (SELECT id FROM ntp_samples)")
                 total += n
                 if n < batch_rows:
                     break
+        if total:  # a server whose newest usable sample went loses its row (one pass, at the end)
+            with self.write() as c:
+                c.execute("DELETE FROM newest_ok WHERE id NOT IN (SELECT id FROM ntp_samples)")
         return total
 
     # --- NTP samples --------------------------------------------------------------------
