@@ -32,7 +32,7 @@ from timekit.analysis.interval import (
     server_bound,
 )
 from timekit.analysis.quarantine import NodeHealth
-from timekit.analysis.series import Series, fit_series
+from timekit.analysis.series import Series, fit_series, on_the_wall_clock_of_now
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds, ci_half_ppm
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
@@ -271,13 +271,12 @@ def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, ju
     return None
 
 
-def _server(name: str, ev: Evidence, fit: DriftFit | None, bound: ServerBound | None,
+def _server(name: str, ev: Evidence, s: Series | None, fit: DriftFit | None, bound: ServerBound | None,
             judged: Mapping[str, bool] | None) -> ServerAssessment:
     tries = ev.attempts.get(name, Attempts())
     health = ev.health.get(name)
     base = ServerAssessment(name, n_attempts=tries.n_attempts, n_ok=tries.n_ok, last_error=tries.last_error,
                             health=health.status if health else None, fit=fit, bound=bound)
-    s = ev.series.get(name)
     if s is None or not len(s):
         return base
     newest = len(s) - 1  # series are in time order
@@ -307,7 +306,11 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     policy = policy or Policy()
     ip = policy.interval
     names = ev.servers
-    fits = {n: fit_series(s, ip.max_root_distance_s) for n, s in ev.series.items() if len(s)}
+    # jitter, drift and offsets about the references, not about a step of our wall clock; the interval
+    # takes the samples as measured and corrects steps itself (and says so)
+    walled = {n: on_the_wall_clock_of_now(s, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                                          boot_id=ev.boot_id) for n, s in ev.series.items()}
+    fits = {n: fit_series(s, ip.max_root_distance_s) for n, s in walled.items() if len(s)}
     evidence = {n: server_evidence(ev.series[n], fits[n], ip, ev.boot_id) for n in names if n in fits}
     used = [evidence[n] for n in (names if ev.candidates is None else sorted(ev.candidates)) if n in evidence]
     est = compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns, policy=ip)
@@ -321,7 +324,7 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
             bounds[n] = server_bound(e, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
                                      policy=ip)
     judged = None if chimers is None else {e.server: e.server in chimers for e in used}
-    servers = tuple(_server(n, ev, fits.get(n), bounds.get(n), judged) for n in names)
+    servers = tuple(_server(n, ev, walled.get(n), fits.get(n), bounds.get(n), judged) for n in names)
     me = ev.health.get(SELF_NODE)
     newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
     skew, hold = _skew(ev, servers, policy.skew)

@@ -85,6 +85,29 @@ def interval_at(state: ClockState, realtime_ns: int, boottime_ns: int) -> tuple[
     return earliest, latest, status
 
 
+def disruption_ns(old: ClockState, new: ClockState) -> int | None:
+    """How far the references' time at `new`'s anchor lies outside where the published `old` state
+    put it, ns (positive: later than its latest), or None when `new` overlaps what `old` allowed.
+
+    `old` carried forward by boottime (with its drift, growth and any wall-clock step since) bounds
+    the truth at every later instant; fresh evidence outside that bound means the clocks themselves
+    lost track between the two (FAULTS C5: a VM paused or migrated with realtime and monotonic
+    frozen), and every interval served from `old` since then may have been a lie. None too when
+    either state has no interval, `old` was already unknown, or `new` is not later (nothing to say).
+    """
+    if not (old.has_interval and new.has_interval) or old.anchor_unknown or new.anchor_unknown:
+        return None
+    if new.anchor_boottime_ns < old.anchor_boottime_ns:
+        return None
+    earliest, latest, _ = interval_at(old, new.anchor_realtime_ns, new.anchor_boottime_ns)
+    new_lo, new_hi = new.anchor_realtime_ns + new.lo_ns, new.anchor_realtime_ns + new.hi_ns
+    if new_lo > latest:
+        return new_lo - latest
+    if new_hi < earliest:
+        return new_hi - earliest
+    return None
+
+
 def supersedes(new: ClockState, old: ClockState | None) -> bool:
     """Whether `new` may replace the published `old` of the same boot: never with a state anchored
     earlier (a publisher that read the clocks before another one finished would otherwise roll every

@@ -12,6 +12,7 @@ import numpy as np
 
 from timekit.analysis.drift import DriftFit, fit_drift
 from timekit.analysis.interval import IntervalPolicy
+from timekit.units import NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,32 @@ class Series:
         return Series(self.server, self.t_local_ns[mask], self.boottime_ns[mask], self.boot_id[mask],
                       self.offset_s[mask], self.delay_s[mask], self.root_distance_s[mask], self.leap[mask],
                       None if self.stratum is None else self.stratum[mask])
+
+
+WALL_STEP_TOLERANCE_NS = 1_000_000  # realtime - boottime moving less is read noise, not a step
+
+
+def on_the_wall_clock_of_now(series: Series, *, now_realtime_ns: int, now_boottime_ns: int,
+                             boot_id: str | None) -> Series:
+    """`series` with the local wall clock's steps taken out, in time order.
+
+    Each sample of this boot is re-expressed on the wall clock as it reads now: where realtime −
+    boottime has moved more than 1 ms since the sample (settimeofday, an NTP step: FAULTS C1, C2),
+    its instant moves by that much and its offset (reference − local) the other way, as the interval
+    does (`interval.server_bound`). Jitter, the drift fit and "the newest offset" are then about the
+    references, not about a step of ours. Samples of other boots, or without boottime, stay as taken.
+    """
+    moved = (now_realtime_ns - now_boottime_ns) - (series.t_local_ns - series.boottime_ns)  # ns
+    here = ((series.boottime_ns >= 0) & np.array([b == boot_id for b in series.boot_id], dtype=bool)
+            & (np.abs(moved) > WALL_STEP_TOLERANCE_NS))
+    if not here.any():
+        return series
+    shift = np.where(here, moved, 0)
+    out = Series(series.server, series.t_local_ns + shift, series.boottime_ns, series.boot_id,
+                 series.offset_s - shift / NS_PER_S, series.delay_s, series.root_distance_s, series.leap,
+                 series.stratum)
+    order = np.argsort(out.t_local_ns, kind="stable")
+    return out.select(order) if np.any(np.diff(out.t_local_ns) < 0) else out
 
 
 def fit_series(series: Series, max_root_distance_s: float = IntervalPolicy.max_root_distance_s) -> DriftFit:

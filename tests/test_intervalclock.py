@@ -416,3 +416,31 @@ def test_now_never_opens_the_database(tmp_path: Path, monkeypatch: pytest.Monkey
         clock.now()  # retries mapping the file every call here (REMAP_EVERY_NS = 1 ns), never the store
     publish(state_path_for(db), state_now(), boot_id())
     assert clock.now().status == "synchronized" and clock.source == "published"
+
+
+def _state(rt: int, bt: int, lo_ns: int, hi_ns: int, *, growth: float = 200.0,
+           has: bool = True) -> ClockState:
+    return ClockState(rt, bt, lo_ns, hi_ns, 0.0, growth, 1.0, 300.0, 14_400.0, 1_000_000,
+                      anchor_unknown=False, has_interval=has)
+
+
+def test_disruption_is_fresh_evidence_outside_the_carried_forward_interval() -> None:  # FAULTS C5
+    from timekit.analysis.clock_state import disruption_ns
+
+    rt, bt = 1_800_000_000 * NS_PER_S, 5_000 * NS_PER_S
+    old = _state(rt, bt, -1_000_000, 1_000_000)  # ±1 ms, growing 200 ppm: ±3 ms 10 s later
+    later = 10 * NS_PER_S
+    # within what the old state allows 10 s on: nothing to say
+    assert disruption_ns(old, _state(rt + later, bt + later, 1_500_000, 2_500_000)) is None
+    # 300 s further than the clocks say (a paused VM): the gap beyond the old latest (3 ms + pair slack)
+    off = disruption_ns(old, _state(rt + later, bt + later, 300 * NS_PER_S - 100, 300 * NS_PER_S + 100))
+    assert off is not None and abs(off - (300 * NS_PER_S - 100 - 3_000_000 - PAIR_SLACK_NS)) <= 1, off
+    off = disruption_ns(old, _state(rt + later, bt + later, -8_000_000, -7_000_000))
+    assert off is not None and abs(off - (-7_000_000 + 3_000_000 + PAIR_SLACK_NS)) <= 1, off  # < earliest
+    # a wall-clock step since is the clocks keeping track (the boottime rule), not a disruption
+    step = 100 * NS_PER_S
+    assert disruption_ns(old, _state(rt + later + step, bt + later, -step - 100, -step + 100)) is None
+    # no interval on either side, or a state anchored earlier: nothing to compare
+    assert disruption_ns(old, _state(rt + later, bt + later, 0, 0, has=False)) is None
+    assert disruption_ns(_state(rt, bt, 0, 0, has=False), old) is None
+    assert disruption_ns(_state(rt + later, bt + later, 5 * NS_PER_S, 6 * NS_PER_S), old) is None

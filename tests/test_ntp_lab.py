@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import signal
+import sqlite3
 import statistics
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from tests.conftest import LAB_SLACK_S, pair_bound_ppm, record_figure, sample
 from timekit.collectors.server_policy import KOD_MAX_BACKOFF_S, ServerState
 from timekit.lab.faultserver import PortSpec
 from timekit.lab.manager import Lab, LabServer, reap, start_fault_server
+from timekit.store import Store
 from timekit.units import NS_PER_S
 
 PRECISION_S = LAB_SLACK_S  # clock reads, libfaketime's double arithmetic, chronyd's sub-precision noise
@@ -96,7 +99,8 @@ def test_offset_growth_matches_configured_drift(lab: Lab) -> None:
 
 EXPECTED = {
     "silent": {"timeout"}, "empty": {"malformed"}, "short": {"malformed"}, "len50": {"malformed"},
-    "oversize": {"malformed"}, "tail68": {None}, "bad_mode": {"bad_mode"}, "mode5": {"bad_mode"},
+    "oversize": {"malformed"}, "tail68": {None}, "tail96": {None},
+    "tail120": {None}, "tail1024": {None}, "bad_mode": {"bad_mode"}, "mode5": {"bad_mode"},
     "bad_version": {"bad_version"}, "bogus_origin": {"bogus_origin"}, "origin_zero": {"bogus_origin"},
     "zero_transmit": {"zero_transmit"}, "zero_receive": {"invalid"}, "unsync_li3": {"unsynchronized"},
     "stratum16": {"unsynchronized"}, "kod_rate": {"kod_rate", "rate_limited"},
@@ -130,6 +134,20 @@ def test_every_fault_kind_is_rejected_with_its_code(lab: Lab) -> None:  # N9, N1
     assert states[bad_origin_kod].hold_reason is None  # N15: a forged KoD changes nothing
     weird = next(s for s in got if kind_of[s.server] == "refid_weird")
     assert weird.refid == "=cm\\xff"
+
+
+def test_a_mac_or_extension_tail_is_ignored_and_the_header_read(lab: Lab) -> None:  # N3
+    """68 (key id + MD5), 96, 120 and 1024-byte replies: the 48-byte header is read as it is, the
+    tail skipped (we asked for no extension field), each offset within NTP's bound of the truth."""
+    tails = [s for s in lab.servers if s.kind.startswith("tail")]
+    assert sorted(int(s.kind[4:]) for s in tails) == [68, 96, 120, 1024]
+    got = sample([s.address for s in tails], count=3, interval_s=0.05, timeout_s=0.5)
+    assert len(got) == 12 and all(s.ok for s in got), [(s.server, s.error, s.detail) for s in got]
+    by_addr = {s.address: s for s in tails}
+    for s in got:
+        assert s.offset_s is not None and s.delay_s is not None
+        truth = by_addr[s.server].true_offset_at(s.t_local_ns)
+        assert abs(s.offset_s - truth) <= s.delay_s / 2 + PRECISION_S, (s.server, s.offset_s, truth)
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +304,54 @@ def test_junk_never_extends_the_deadline(lab: Lab) -> None:
     # runs late; a deadline restarted by each junk datagram would wait for all 20 of the flood's second
     assert 1 <= int(m[1]) < 20, got[0].detail
     assert elapsed_s >= 0.29
+
+
+def test_a_collect_of_a_hundred_servers_runs_them_at_once_within_its_budget(
+        tmp_path: Path) -> None:  # T8
+    """One cron run configured with 100 servers: 90 answer after 0.5 s, 10 never do. Sampled one
+    after another that is 400 exchanges and over 3 minutes; the run sends to all of them at once
+    (every first query left before the first reply came back), keeps each server's own spacing
+    (no server is queried faster than `interval_s`), stores every attempt, and ends within its
+    budget, well inside the one-minute cron period."""
+    from tests.conftest import run_cli
+
+    specs = [PortSpec(name=f"slow{i}", offset_s=0.001 * i, delay_s=0.5) for i in range(90)]
+    specs += [PortSpec(kind="silent", name=f"silent{i}") for i in range(10)]
+    pid, ready = start_fault_server(tmp_path, specs, detach=False)
+    try:
+        addrs = [_addr(p) for p in ready["ports"]]
+        cfg = tmp_path / "timekit.toml"
+        cfg.write_text(f"[ntp]\nservers = {addrs!r}\ncount = 4\ninterval_s = 0.25\ntimeout_s = 1.5\n"
+                       "[clocks]\nduration_s = 0.2\n[pauses]\nenabled = false\n"
+                       "[run]\nbudget_s = 50\nstart_jitter_s = 0\n".replace("'", '"'))
+        db = tmp_path / "t.db"
+        proc = run_cli("collect", "--config", str(cfg), "--json", db=db, timeout=120)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        reap(pid)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert not doc["budget_exceeded"]
+    samples = doc["samples"]
+    by_server: dict[str, list[dict]] = {}
+    for s in samples:
+        by_server.setdefault(s["server"], []).append(s)
+    assert sorted(by_server) == sorted(addrs) and all(len(v) == 4 for v in by_server.values())
+    silent = {a for a, p in zip(addrs, ready["ports"], strict=True) if p["kind"] == "silent"}
+    for server, got in by_server.items():
+        if server in silent:
+            assert all(s["error"] == "timeout" for s in got)
+        else:
+            assert all(s["ok"] for s in got)
+    answered = [s for s in samples if s["ok"]]
+    firsts = [min(v, key=lambda s: s["t1_ns"])["t1_ns"] for k, v in by_server.items() if k not in silent]
+    assert max(firsts) < min(s["t4_ns"] for s in answered)  # all 90 in flight at once
+    for got in by_server.values():  # each server's own spacing is kept
+        sent = sorted(s["t1_ns"] for s in got if s["t1_ns"] is not None)
+        assert all(b - a >= 0.25 * NS_PER_S - 2_000_000 for a, b in zip(sent, sent[1:], strict=False)), sent
+    with Store.open(db, readonly=True) as st:
+        assert len(st.ntp_samples()) == 400
+    with sqlite3.connect(db) as c:
+        started, ended = c.execute(
+            "SELECT min(started_ns), max(finished_ns) FROM runs WHERE command = 'collect'").fetchone()
+    assert (ended - started) / NS_PER_S <= 50  # the budget: the next minute's run finds the lock free

@@ -32,7 +32,8 @@ from timekit.units import NS_PER_S
 
 # Behaviours that are not plain good replies; the README's fault table lists each.
 FAULT_KINDS = (
-    "good", "silent", "empty", "short", "len50", "tail68", "oversize", "bad_mode", "mode5",
+    "good", "silent", "empty", "short", "len50", "tail68", "tail96", "tail120", "tail1024", "oversize",
+    "bad_mode", "mode5",
     "bad_version", "bogus_origin", "origin_zero", "zero_transmit", "zero_receive", "unsync_li3",
     "stratum16", "kod_rate", "kod_deny", "kod_rstr", "kod_other", "kod_rate_bad_origin",
     "kod_rate_poll127", "bad_root_distance", "t3_before_t2", "reftime_future", "duplicate",
@@ -205,8 +206,8 @@ class FaultServer:
             return pkt[:47]
         if k == "len50":
             return pkt + b"\0\0"
-        if k == "tail68":
-            return pkt + b"\0" * 20
+        if k.startswith("tail"):  # FAULTS N3: a MAC or extension fields after the header, ignored
+            return pkt + bytes((0xA5 ^ i) & 0xFF for i in range(int(k[4:]) - len(pkt)))
         if k == "oversize":
             return pkt + b"\0" * (2000 - 48)
         if k == "duplicate":

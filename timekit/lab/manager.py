@@ -98,7 +98,7 @@ class LabServer:
     @property
     def answers_truthfully(self) -> bool:
         """True for servers whose good replies carry their configured truth."""
-        return self.kind in ("chrony", "good", "tail68", "duplicate", "junk_then_good")
+        return self.kind in ("chrony", "good", "duplicate", "junk_then_good") or self.kind.startswith("tail")
 
 
 @dataclass

@@ -38,18 +38,33 @@ def assess_store(store: Store, policy: Policy | None = None, *, servers: Sequenc
 def publish_quietly(store: Store, policy: Policy | None = None,
                     state: ClockState | None = None) -> str | None:
     """Publish `state` (or the one assessed now under `policy`) next to the store for IntervalClock
-    readers. A failure is one warning line on stderr, never fatal: the samples are what matter."""
+    readers. A failure is one warning line on stderr, never fatal: the samples are what matter.
+
+    When the fresh evidence lies outside what the state it replaces allowed (`disruption_ns`: the
+    clocks lost track, as in a VM pause), the store gets a `disruption` clock event and stderr one
+    warning line: intervals served before this one may not have held the truth.
+    """
     import sys
 
+    from timekit.analysis.clock_state import disruption_ns
     from timekit.collectors.clocks import boot_id
     from timekit.errors import TimekitError
-    from timekit.store.published_state import publish, state_path_for
+    from timekit.store.published_state import publish_over, state_path_for
+    from timekit.units import NS_PER_S
 
     try:
         if state is None:
             state = assess_store(store, policy, interval_only=True).state
         if state is not None:
-            publish(state_path_for(store.path), state, boot_id(), keep_newer=True)
+            _, previous = publish_over(state_path_for(store.path), state, boot_id(), keep_newer=True)
+            off_ns = None if previous is None else disruption_ns(previous, state)
+            if off_ns is not None:
+                print(f"timekit: warning: the references' time is {off_ns / NS_PER_S:+.6f} s outside the "
+                      "interval published before (the clocks lost track: a VM pause or migration?); "
+                      "intervals served until now may have been wrong", file=sys.stderr)
+                if not store.readonly:
+                    store.add_clock_rows([], [dict(kind="disruption", t_local_ns=state.anchor_realtime_ns,
+                                                   magnitude_s=off_ns / NS_PER_S)])
     except (TimekitError, OSError) as exc:
         print(f"timekit: warning: clock state not published: {exc}", file=sys.stderr)
         return str(exc)

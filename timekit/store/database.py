@@ -128,7 +128,7 @@ class NewestRow(NamedTuple):
 class ClockEventRow(NamedTuple):
     """A recorded wall-clock step or suspend: its kind, when (local realtime ns) and how big (s)."""
 
-    kind: str  # 'step' | 'suspend'
+    kind: str  # 'step' | 'suspend' | 'disruption' (fresh evidence outside the published interval)
     t_local_ns: int
     magnitude_s: float
 

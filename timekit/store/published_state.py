@@ -71,6 +71,13 @@ def publish(path: Path, state: ClockState, boot_id: str | None, *, keep_newer: b
     (`clock_state.supersedes`; the file is left alone and its generation returned), so that a slow
     publisher never rolls readers back past a faster one's newer evidence.
     """
+    return publish_over(path, state, boot_id, keep_newer=keep_newer)[0]
+
+
+def publish_over(path: Path, state: ClockState, boot_id: str | None, *,
+                 keep_newer: bool = False) -> tuple[int, ClockState | None]:
+    """`publish`, also returning the state of this boot that `state` replaced (None: none, another
+    boot's, or kept because it was newer), read under the writer's lock."""
     record = _pack(state, boot_id)
     try:
         fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644, what="clock state file")
@@ -89,16 +96,16 @@ def publish(path: Path, state: ClockState, boot_id: str | None, *, keep_newer: b
             if mm[:8] != MAGIC:
                 mm[:8] = MAGIC
             gen: int = struct.unpack_from("<Q", mm, GEN_OFFSET)[0]
-            current = _current(mm, gen) if keep_newer else None
-            if keep_newer and current is not None and current[1] == (boot_id or "") \
-                    and not supersedes(state, current[0]):
-                return gen
+            current = _current(mm, gen)
+            same_boot = current is not None and current[1] == (boot_id or "")
+            if keep_newer and current is not None and same_boot and not supersedes(state, current[0]):
+                return gen, None
             writing = (gen + 1) | 1  # odd: readers keep what they had
             struct.pack_into("<Q", mm, GEN_OFFSET, writing)
             mm[RECORD_OFFSET:RECORD_OFFSET + len(record)] = record
             CHECK.pack_into(mm, RECORD_OFFSET + RECORD.size, zlib.crc32(record))
             struct.pack_into("<Q", mm, GEN_OFFSET, writing + 1)  # even: whole again
-        return writing + 1
+        return writing + 1, current[0] if current is not None and same_boot else None
     except OSError as exc:
         raise StoreError(f"cannot publish the clock state to {path}: {exc.strerror}") from None
     finally:
