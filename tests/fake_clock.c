@@ -6,6 +6,8 @@
  *                         a wall clock that was stepped by that much (ns, signed)
  *   TK_FAKE_SLEW_PPM      the wall clock runs this much fast from the process start (a slew), on
  *                         the elapsed CLOCK_MONOTONIC_RAW
+ *   TK_FAKE_SLEW_SINCE_RAW_NS  ... or from this CLOCK_MONOTONIC_RAW instant (one slew shared by
+ *                         several processes started one after another)
  *   TK_FAKE_SLEW_MONOTONIC=1  CLOCK_MONOTONIC and CLOCK_BOOTTIME are slewed too, as the kernel
  *                         slews them; CLOCK_MONOTONIC_RAW never is
  *
@@ -64,7 +66,8 @@ static void setup(void)
     gettime_fn g = (gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
     struct timespec raw;
     g(CLOCK_MONOTONIC_RAW, &raw);
-    raw0_ns = ts_ns(&raw);
+    const char *since = getenv("TK_FAKE_SLEW_SINCE_RAW_NS");
+    raw0_ns = since ? strtoll(since, NULL, 10) : ts_ns(&raw);
     real_gettime = g;
 }
 
