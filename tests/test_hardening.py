@@ -801,3 +801,73 @@ def test_a_server_1000_s_or_12_years_off_is_outvoted_and_never_trusted_alone(tmp
         assert alone["status"] == "critical" and alone["metrics"]["offset_s"] > 999, alone["summary"]
     finally:
         LabDir(directory, extra_pids=[pid]).stop()
+
+
+@pytest.mark.parametrize("signum", [15, 1])  # SIGTERM (systemd's stop, kill), SIGHUP (the terminal closed)
+def test_a_stop_signal_keeps_what_was_collected_and_ends_by_the_signal(
+        lab: Lab, tmp_path: Path, signum: int) -> None:
+    """`systemctl stop` or a closed terminal mid-run: stopped as Ctrl-C stops it (every finished
+    attempt committed, the run marked interrupted, one line on stderr), then the process dies of the
+    signal, which systemd counts as a clean stop (exit status 143/129 to a shell)."""
+    import signal
+    import sqlite3
+
+    from tests.conftest import wait_for_count
+
+    db = tmp_path / "t.db"
+    proc = subprocess.Popen([sys.executable, "-m", "timekit.cli", "sample", "ntp",
+                             lab.server("chrony-near").address, "--count", "1000", "--interval", "0.05",
+                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = wait_for_count(db, "SELECT count(*) FROM ntp_samples WHERE ok = 1", 5, proc=proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == -signum, (proc.returncode, err)
+    name = signal.Signals(signum).name
+    assert err.splitlines()[-1] == f"timekit: stopped by {name}; samples taken so far are stored", err
+    assert "Traceback" not in err
+    with sqlite3.connect(db) as c:
+        n = c.execute("SELECT count(*) FROM ntp_samples WHERE ok = 1").fetchone()[0]
+        status = c.execute("SELECT status FROM runs").fetchone()[0]
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert seen <= n < 1000 and status == "interrupted"
+    script = (f'"$0" -m timekit.cli sample ntp {lab.server("chrony-near").address} --count 1000 '
+              f'--interval 0.05 --db "$1" & sleep 1.5; kill -{signum} $!; wait $!')
+    shell = subprocess.run(["sh", "-c", script, sys.executable, str(tmp_path / "u.db")],
+                           capture_output=True, text=True, timeout=30)
+    assert shell.returncode == 128 + signum, shell.stderr  # what a shell (and cron's mail) sees
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo", "dangling symlink", "directory"])
+@pytest.mark.parametrize("command", [["sample", "clocks", "--duration", "0.1"], ["now"], ["check"]])
+def test_a_store_path_that_is_not_a_regular_file_is_refused_creating_nothing(
+        tmp_path: Path, kind: str, command: list[str]) -> None:
+    """`--db /dev/null` had SQLite write /dev/null-journal into /dev (as root) and fail with "disk
+    I/O error"; a FIFO hung every command forever; a dangling symlink had SQLite create the file it
+    names. Now: one line naming what the path is, exit 1 (check: UNKNOWN, 3), nothing created."""
+    target = tmp_path / "victim"
+    if kind == "/dev/null":
+        db = Path("/dev/null")
+    elif kind == "fifo":
+        db = tmp_path / "t.db"
+        os.mkfifo(db)
+    elif kind == "dangling symlink":
+        db = tmp_path / "t.db"
+        db.symlink_to(target)
+    else:
+        db = tmp_path / "t.db"
+        db.mkdir()
+    before = set(os.listdir("/dev"))
+    try:
+        proc = run_cli(*command, db=db, timeout=20)
+    finally:
+        for leftover in set(os.listdir("/dev")) - before:
+            if leftover.startswith("null"):
+                os.unlink(f"/dev/{leftover}")
+    words = {"/dev/null": "is a character device", "fifo": "is a FIFO",
+             "dangling symlink": "is a symlink to a missing file", "directory": "is a directory"}[kind]
+    lines = [ln for ln in (proc.stdout if command == ["check"] else proc.stderr).splitlines() if ln.strip()]
+    assert proc.returncode == (3 if command == ["check"] else 1), (proc.returncode, proc.stdout, proc.stderr)
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, (lines, proc.stderr)
+    assert not target.exists()
+    assert not [n for n in os.listdir("/dev") if n.startswith("null") and n != "null"]
+    assert sorted(os.listdir(tmp_path)) == (["t.db"] if kind != "/dev/null" else [])

@@ -102,8 +102,8 @@ def open_regular(path: Path, flags: int, mode: int = 0o644, *, what: str) -> int
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise UnsafeFileError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file: refusing to use "
-                              "it (remove it)")
+        raise UnsafeFileError(f"{what} {path} is {file_kind(st.st_mode)}, not a regular file: refusing "
+                              "to use it (remove it)")
     return fd
 
 
@@ -114,7 +114,8 @@ class UnsafeFileError(OSError):
         return str(self.args[0]) if self.args else "unsafe file"
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words ('a FIFO', 'a character device', ...)."""
     for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
                         (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
                         (stat.S_ISSOCK, "a socket")):
@@ -151,7 +152,7 @@ def out_file(target: Path) -> Path:
         except OSError as exc:
             raise UsageError(f"--out {target}: {exc.strerror}") from None
         if final is not None and not stat.S_ISREG(final.st_mode):
-            raise UsageError(f"--out {target} points to {_kind(final.st_mode)}, not a regular file: "
+            raise UsageError(f"--out {target} points to {file_kind(final.st_mode)}, not a regular file: "
                              "refusing to replace it (--out - writes to stdout)")
         resolved = Path(os.path.realpath(target))
         if final is None and not resolved.parent.is_dir():
@@ -160,7 +161,7 @@ def out_file(target: Path) -> Path:
     if st is not None and not stat.S_ISREG(st.st_mode):
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"--out {target} is a directory; give a file name")
-        raise UsageError(f"--out {target} is {_kind(st.st_mode)}, not a regular file: refusing to "
+        raise UsageError(f"--out {target} is {file_kind(st.st_mode)}, not a regular file: refusing to "
                          "replace it (--out - writes to stdout)")
     if st is None and not target.parent.is_dir():
         raise UsageError(f"--out {target}: directory {target.parent} does not exist")

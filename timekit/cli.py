@@ -1,7 +1,8 @@
 """The `timekit` command line: parse, call, render. Errors become one stderr line + exit code.
 
 Exit codes: 0 ok; 1 runtime failure; 2 bad input (address, config, option); 75 another
-run holds the collect lock; 130 interrupted (what was collected is kept).
+run holds the collect lock; 130 interrupted by Ctrl-C (what was collected is kept). SIGTERM and
+SIGHUP stop the same way, then the process dies of the signal (143 or 129 to a shell).
 Heavy libraries (pandas, scipy, matplotlib) are imported only inside commands that need them.
 """
 
@@ -854,8 +855,51 @@ def _lab_status(lab: Any, as_json: bool) -> None:
         _console().print(lab_table(rows, lab.directory))
 
 
+_STOPPED_BY: list[int] = []  # the stop signal received, if any (Ctrl-C paths re-raise plain interrupts)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (systemd's stop, `kill`) or SIGHUP (the terminal went away): stop as Ctrl-C does,
+    keeping what was collected; `main` then dies of the signal so a service manager sees a clean stop."""
+    _STOPPED_BY.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, map errors to one line and an exit code."""
+    import signal
+
+    handled = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s, before in handled.items():
+        if before == signal.SIG_DFL:  # an ignored SIGHUP (nohup) stays ignored
+            signal.signal(s, _terminated)
+    _STOPPED_BY.clear()
+    try:
+        try:
+            rv = _main(argv)
+        except KeyboardInterrupt:  # a stop signal while an error was being reported
+            rv = 130
+        return _die_of(_STOPPED_BY[0]) if _STOPPED_BY else rv
+    finally:
+        for s, before in handled.items():
+            if signal.getsignal(s) is _terminated:
+                signal.signal(s, before)
+
+
+def _die_of(signum: int) -> int:
+    """Report the stop signal, then end by it: 128+n to a shell, "killed by SIGTERM" to systemd,
+    which counts that as a clean stop. Returns 128+n only where the signal turns out not fatal."""
+    import signal
+
+    print(f"timekit: stopped by {signal.Signals(signum).name}; samples taken so far are stored",
+          file=sys.stderr)
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="timekit")
     except TimekitError as exc:
@@ -882,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timekit: internal error: {type(exc).__name__}: {exc} "
               "(set TIMEKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
-    if rv == 130:  # typer maps KeyboardInterrupt to Exit(130)
+    if rv == 130 and not _STOPPED_BY:  # typer maps KeyboardInterrupt to Exit(130)
         print("timekit: interrupted; samples taken so far are stored", file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 

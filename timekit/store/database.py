@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -131,6 +132,25 @@ class ClockEventRow(NamedTuple):
     kind: str  # 'step' | 'suspend' | 'disruption' (fresh evidence outside the published interval)
     t_local_ns: int
     magnitude_s: float
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """The store is a regular file (or a symlink to one): `--db /dev/null` would have SQLite write a
+    journal into /dev, a FIFO would block the open forever, and a dangling symlink would have SQLite
+    create whatever file it names (as root, anywhere). One line instead, nothing created."""
+    from timekit.atomic_files import file_kind
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise StoreError(f"database path {path} is a symlink to a missing file "
+                             f"({os.readlink(path)}): not followed") from None
+        return
+    except OSError:
+        return  # permission and the like: the open says it in its own words
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"database path {path} is {file_kind(st.st_mode)}, not a regular file")
 
 
 def _check_header(path: Path) -> None:
@@ -255,6 +275,7 @@ class Store:
         needs read access only, never creates, migrates or changes the file (see `_connect_readonly`).
         """
         p = db_path(path)
+        _refuse_non_regular(p)
         _refuse_network_fs(p)
         if not readonly:
             _refuse_read_only_fs(p)
