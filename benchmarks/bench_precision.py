@@ -146,16 +146,20 @@ def run(quick: bool, workdir: Path) -> BenchResult:
             cli.stop()
         srv.stop()
 
-    tk = Series()
+    tk, tk_user_t1 = Series(), Series()  # the same exchanges scored with T1 read in user space
     rxlat: list[int] = []
+    txlat: list[int] = []
     for s in tk_samples:
         if s.ok and s.offset_s is not None and s.delay_s is not None:
             tk.add(s.t_local_ns, s.offset_s, s.delay_s, truth)
             if s.rx_latency_ns is not None:
                 rxlat.append(s.rx_latency_ns)
+            lat = s.tx_latency_ns or 0  # kernel T1 - user T1: the user read was that much earlier
+            txlat += [lat] if s.tx_timestamp == "kernel" else []
+            tk_user_t1.add(s.t_local_ns, s.offset_s + lat / 2e9, s.delay_s + lat / 1e9, truth)
         else:
             tk.failed += 1
-    tks, nls = tk.summary(), nl.summary()
+    tks, nls, tku = tk.summary(), nl.summary(), tk_user_t1.summary()
     t_mid = (t_a + t_b) // 2
     true_now = truth.offset_at(t_mid)
     chrony = {
@@ -168,7 +172,9 @@ def run(quick: bool, workdir: Path) -> BenchResult:
     res.details = {"duration_s": duration_s, "period_measured_s": period_s, "rate_hz": RATE_HZ,
                    "server": {"offset_s": OFFSET_S, "drift_ppm": DRIFT_PPM},
                    "timekit": tks, "ntplib": nls, "chronyd_client": chrony,
-                   "timekit_median_rx_latency_ns": median(rxlat)}
+                   "timekit_median_rx_latency_ns": median(rxlat), "timekit_user_t1": tku,
+                   "timekit_median_tx_latency_ns": median(txlat),
+                   "timekit_kernel_tx_share": len(txlat) / max(1, len(tk.t_ns))}
 
     res.row("median delay @4Hz", "us", tks["median_delay_us"], "ntplib", nls["median_delay_us"])
     res.row("median offset error (bias)", "us", tks["median_offset_error_us"], "ntplib",
@@ -189,6 +195,15 @@ def run(quick: bool, workdir: Path) -> BenchResult:
             f"truth {DRIFT_PPM:+g}; chronyd sign flipped")
     res.row("median rx_latency (kernel stamp removes)", "us",
             None if median(rxlat) is None else median(rxlat) / 1e3, "-", None)
+    res.row("median tx_latency (kernel stamp removes)", "us",
+            None if median(txlat) is None else median(txlat) / 1e3, "-", None,
+            f"{len(txlat)} of {len(tk.t_ns)} exchanges with a kernel T1")
+    res.row("median offset error, kernel T1", "us", tks["median_offset_error_us"], "user T1",
+            tku["median_offset_error_us"], "same exchanges, T1 read before send instead")
+    res.row("offset error std, kernel T1", "us", tks["offset_error_std_us"], "user T1",
+            tku["offset_error_std_us"], "same exchanges")
+    res.row("median delay, kernel T1", "us", tks["median_delay_us"], "user T1", tku["median_delay_us"],
+            "same exchanges")
     res.notes.append(
         f"chronyd client: NP={stats['n_samples']} span={stats['span_s']:g}s, tracking system_time "
         f"{tracking['system_time_s']:+.9f}s vs truth {true_now:+.9f}s (error "

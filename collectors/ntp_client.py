@@ -1,11 +1,14 @@
-"""Concurrent NTP client: one asyncio task per server, validated exchanges, kernel RX timestamps.
+"""Concurrent NTP client: one asyncio task per server, validated exchanges, kernel timestamps.
 
 Each attempt uses a fresh connected UDP socket with an ephemeral port (RFC 9109), so
 the kernel drops datagrams from any other address or port and reports ICMP
-port-unreachable as ConnectionRefusedError. The receive instant T4 comes from
-SO_TIMESTAMPNS (the kernel's stamp when the datagram arrived), so Python's own
-scheduling latency does not inflate the measured delay; `rx_latency_ns` records how
-much later user space read it. Timeouts follow each server's measured RTTs (RFC 6298).
+port-unreachable as ConnectionRefusedError. Both instants of ours are the kernel's, as
+chrony takes them: T1 is the software transmit stamp (SO_TIMESTAMPING, read back from the
+socket's error queue) and T4 the receive stamp (SO_TIMESTAMPNS), so neither Python's send
+path (~30 µs here) nor its scheduling latency inflates the measured delay or skews the
+offset; `tx_latency_ns`/`rx_latency_ns` record how far the user-space reads were from them,
+and `tx_timestamp`/`rx_timestamp` say `user` where the kernel gave no stamp. Timeouts follow
+each server's measured RTTs (RFC 6298).
 """
 
 from __future__ import annotations
@@ -36,8 +39,15 @@ from timekit.units import NS_PER_S
 from timekit.vocabulary import ErrorCode
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux asm-generic value
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)  # and SCM_TIMESTAMPING, the same number
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+# software transmit stamps, reported without the packet (linux/net_tstamp.h)
+SOF_TIMESTAMPING_TX_SOFTWARE, SOF_TIMESTAMPING_SOFTWARE, SOF_TIMESTAMPING_OPT_TSONLY = 1 << 1, 1 << 4, 1 << 11
+TX_STAMP_FLAGS = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY
 RECV_BUF = 1280  # > any NTP packet with extension fields we accept; bigger -> MSG_TRUNC
-CMSG_BUF = socket.CMSG_SPACE(64)
+# room for every control message a datagram or a transmit stamp carries: a timespec, the three of
+# scm_timestamping, and an extended error
+CMSG_BUF = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(48) + socket.CMSG_SPACE(64)
 BURST_COUNT = 4  # chrony iburst: a short burst for a new server...
 BURST_SPACING_S = 2.0  # ...2 s apart...
 POLL_SPACING_S = 64.0  # ...then no faster than 64 s for a public server
@@ -48,6 +58,7 @@ MAX_IN_FLIGHT = 256
 STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic disagreement over one exchange
 
 _TIMESPEC = struct.Struct("@qq")
+TX_STAMP_SLACK_NS = 1_000_000  # a kernel transmit stamp this far outside the send's bracket is not ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,38 @@ class _Attempt:
     t1_ns: int = 0
     mono_before_t1_ns: int = 0  # CLOCK_MONOTONIC just before T1 was read ...
     mono_after_send_ns: int = 0  # ... and just after the request left: T1's instant lies between
+    tx_stamps: bool = False  # the kernel was asked for a transmit stamp
+    kernel_t1_ns: int | None = None  # the kernel's software transmit stamp, once read
     rejected: list[tuple[ErrorCode, str]] = field(default_factory=list)
+
+    def t1_for_sample(self) -> tuple[int, str, int | None]:
+        """(T1, where it came from, kernel minus user ns): the kernel's stamp when it lies where the
+        send happened (between the user-space read and the send's return, with 1 ms of slack)."""
+        k = self.kernel_t1_ns
+        if k is not None:
+            span = self.mono_after_send_ns - self.mono_before_t1_ns
+            if -TX_STAMP_SLACK_NS <= k - self.t1_ns <= span + TX_STAMP_SLACK_NS:
+                return k, "kernel", k - self.t1_ns
+        return self.t1_ns, "user", None
+
+
+def _drain_tx_stamps(sock: socket.socket) -> int | None:
+    """Empty the socket's error queue (a pending entry keeps epoll reporting EPOLLERR); the newest
+    software transmit stamp in it, ns, or None."""
+    stamp = None
+    for _ in range(8):  # one request per socket: one stamp, bounded all the same
+        try:
+            _, anc, _, _ = sock.recvmsg(1, CMSG_BUF, MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(data)  # [0] of three: the software stamp
+                if sec or nsec:
+                    stamp = sec * NS_PER_S + nsec
+    return stamp
 
 
 def _kernel_rx_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
@@ -176,6 +218,11 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
         except OSError:
             pass  # no kernel timestamps on this platform: user-space T4
         try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_STAMP_FLAGS)
+            att.tx_stamps = True
+        except OSError:
+            pass  # no transmit stamps: user-space T1
+        try:
             sock.connect(sockaddr)
         except OSError as exc:
             return _fail(server, "network", f"connect: {exc.strerror or exc}", address, timeout_s)
@@ -183,6 +230,8 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
         request = build_request(att.nonce)
 
         def on_readable() -> None:
+            if att.tx_stamps:  # a transmit stamp that came late wakes us with EPOLLERR: take it
+                att.kernel_t1_ns = _drain_tx_stamps(sock) or att.kernel_t1_ns
             while not done.done():
                 try:
                     data, anc, flags, _ = sock.recvmsg(RECV_BUF, CMSG_BUF)
@@ -209,15 +258,16 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                         f"local clock stepped {stepped_ns / NS_PER_S:+.6f} s mid-exchange",
                         address, timeout_s))
                     return
-                v = validate_reply(data, nonce=att.nonce, t1_ns=att.t1_ns, t4_ns=t4_ns,
+                t1_ns, t1_from, tx_latency_ns = att.t1_for_sample()
+                v = validate_reply(data, nonce=att.nonce, t1_ns=t1_ns, t4_ns=t4_ns,
                                    truncated=bool(flags & socket.MSG_TRUNC))
                 if not v.final:
                     att.rejected.append((v.error or "malformed", v.detail))  # not final: always has a code
                     continue
                 done.set_result(_sample_from(
                     server, address, v.header, ok=v.ok, error=v.error, t_local_ns=t4_ns,
-                    offset_s=v.offset_s, delay_s=v.delay_s, t1_ns=att.t1_ns, t2_ns=v.t2_ns,
-                    t3_ns=v.t3_ns, t4_ns=t4_ns,
+                    offset_s=v.offset_s, delay_s=v.delay_s, t1_ns=t1_ns, t2_ns=v.t2_ns,
+                    t3_ns=v.t3_ns, t4_ns=t4_ns, tx_timestamp=t1_from, tx_latency_ns=tx_latency_ns,
                     rx_timestamp="kernel" if kernel_rx_ns is not None else "user",
                     rx_latency_ns=user_rx_ns - t4_ns, timeout_s=timeout_s,
                     detail=v.detail or None,
@@ -233,6 +283,8 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
             except OSError as exc:
                 return _fail(server, "network", f"send: {exc.strerror or exc}", address, timeout_s)
             att.mono_after_send_ns = time.monotonic_ns()
+            if att.tx_stamps:  # on loopback and most drivers the stamp is queued before send returns
+                att.kernel_t1_ns = _drain_tx_stamps(sock)
             timer = loop.call_later(timeout_s, _settle, done)
             try:
                 result = await done

@@ -93,9 +93,12 @@ def test_a_wall_clock_step_is_an_event_and_ntp_agreeing_afterwards_is_ok(
     before = measure(db, refs, env=faked(fake_clock, offset_s=-step_s))
     for s in before:  # the wrong clock, measured as it was: the truth plus the step it lacks
         assert abs(s["offset_s"] - (TRUTH_S + step_s)) <= s["delay_s"] / 2 + 1e-4, s
+        # the kernel's stamps carry the real clock: the instrument refuses them, T1 and T4 are user reads
+        assert (s["tx_timestamp"], s["rx_timestamp"], s["tx_latency_ns"]) == ("user", "user", None), s
     after = measure(db, refs)
     for s in after:
         assert abs(s["offset_s"] - TRUTH_S) <= s["delay_s"] / 2 + 1e-4, s
+        assert (s["tx_timestamp"], s["rx_timestamp"]) == ("kernel", "kernel"), s
     with Store.open(db, readonly=True) as st:
         events = st.clock_events()
     assert [e.kind for e in events] == ["step"], events  # no suspend, and no disruption: the step

@@ -136,7 +136,8 @@ def test_csv_ok_only_gives_exact_int64_instants_with_no_options(lab_db: Path, tm
         stored = st.ntp_samples(ok_only=True)
     df = pd.read_csv(out)  # no options
     assert len(df) == len(stored) and df["ok"].all()
-    for col in ("t_local_ns", "t1_ns", "t2_ns", "t3_ns", "t4_ns", "rx_latency_ns", "boottime_ns"):
+    for col in ("t_local_ns", "t1_ns", "t2_ns", "t3_ns", "t4_ns", "rx_latency_ns", "tx_latency_ns",
+                "boottime_ns"):
         assert df[col].dtype == np.int64, col  # complete, so exact
         assert df[col].tolist() == [getattr(s, col) for s in stored], col
 

@@ -52,6 +52,8 @@ def test_chrony_offsets_match_configured_truth(lab: Lab) -> None:
         assert 0 <= held_ns <= s.t4_ns - s.t1_ns + PRECISION_S * NS_PER_S, (s.server, held_ns)
         assert s.delay_s >= 0
         assert s.rx_timestamp == "kernel" and s.rx_latency_ns is not None and s.rx_latency_ns >= 0
+        # T1 is the kernel's transmit stamp, taken after our user-space read (never before it)
+        assert s.tx_timestamp == "kernel" and s.tx_latency_ns is not None and s.tx_latency_ns >= 0
         errors.setdefault(s.server, []).append(err)
         delays.setdefault(s.server, []).append(s.delay_s)
     for server, errs in errors.items():  # no bias beyond what the per-sample bound allows

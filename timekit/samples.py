@@ -37,6 +37,8 @@ class NtpSample:
     detail: str | None = None  # why it was rejected, in words
     boottime_ns: int | None = None  # CLOCK_BOOTTIME at t_local_ns: ages evidence across steps/suspend
     boot_id: str | None = None  # kernel boot id: boottime is only comparable within one boot
+    tx_timestamp: str | None = None  # T1 from: 'kernel' (SO_TIMESTAMPING software transmit) or 'user'
+    tx_latency_ns: int | None = None  # kernel transmit stamp minus the user-space read before send
 
     @property
     def root_distance_s(self) -> float | None:

@@ -97,6 +97,9 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN pid INTEGER;\n"
     "ALTER TABLE runs ADD COLUMN boot_id TEXT;\n"
     "CREATE INDEX runs_status ON runs(status);\n",
+    # v8: where T1 came from (the kernel's software transmit stamp, or the user-space read before send)
+    "ALTER TABLE ntp_samples ADD COLUMN tx_timestamp TEXT;\n"
+    "ALTER TABLE ntp_samples ADD COLUMN tx_latency_ns INTEGER;\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
