@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from timekit.analysis.clock_state import ClockState
-from timekit.analysis.drift import CI_LEVEL, DriftFit
+from timekit.analysis.drift import CI_LEVEL, DriftFit, reported_status
 from timekit.analysis.interval import (
     DRIFT_SE_MULTIPLIER,
     IntervalEstimate,
@@ -40,6 +40,8 @@ from timekit.units import NS_PER_S
 from timekit.vocabulary import NodeStatus
 
 JITTER_SAMPLES = 8  # RFC 5905 peer jitter: RMS of offset differences over the clock filter's 8 samples
+CLOCK_FILTER_SAMPLES = 8  # RFC 5905's clock filter stages
+CLOCK_FILTER_SPAN_S = 16.0  # one burst (chrony's iburst: 4 queries 2 s apart); older is another poll's
 JITTER_MAX_GAP_S = 1024.0  # successive samples further apart than NTP's longest default poll: no pair
 PAUSE_KEYS = ("p50_s", "p90_s", "p99_s", "p999_s", "max_s", "suspend_s")
 
@@ -98,9 +100,9 @@ class ServerAssessment:
 
     server: str
     age_s: float | None = None  # of the newest usable sample
-    offset_s: float | None = None  # newest usable sample
-    delay_s: float | None = None
-    root_distance_s: float | None = None
+    offset_s: float | None = None  # the clock filter's (`clock_filter`), at the newest sample's instant
+    delay_s: float | None = None  # of the sample the clock filter chose
+    root_distance_s: float | None = None  # of the sample the clock filter chose
     stratum: int | None = None
     leap: int | None = None
     jitter_s: float | None = None
@@ -214,6 +216,25 @@ def jitter_s(t_ns: np.ndarray, offsets: np.ndarray, delays: np.ndarray) -> float
     return float(np.sqrt(np.mean(diffs ** 2)))
 
 
+def clock_filter(t_ns: np.ndarray, offsets: np.ndarray, delays: np.ndarray,
+                 drift_ppm: float | None) -> tuple[int, float]:
+    """(index, offset s): the sample whose offset stands for the server now, and that offset carried
+    to the newest sample's instant.
+
+    Of the newest CLOCK_FILTER_SAMPLES samples at most CLOCK_FILTER_SPAN_S older than the newest,
+    the one with the lowest delay: the least-delayed exchange leaves the least room for an uneven
+    path (RFC 5905's clock filter; chrony keeps the low-delay samples too). Its offset moves to the
+    newest instant by the fitted drift (`drift_ppm`, our clock gains: the offset falls), when known.
+    """
+    last = len(t_ns) - 1
+    span_ns = CLOCK_FILTER_SPAN_S * NS_PER_S
+    stages = [i for i in range(max(0, last + 1 - CLOCK_FILTER_SAMPLES), last + 1)
+              if int(t_ns[last]) - int(t_ns[i]) <= span_ns]
+    best = min(stages, key=lambda i: (float(delays[i]), -i))  # a tie goes to the newer
+    carried_s = (int(t_ns[last]) - int(t_ns[best])) / NS_PER_S
+    return best, float(offsets[best]) - (drift_ppm or 0.0) * 1e-6 * carried_s
+
+
 def _z_of(ci_level: float) -> float:
     """The two-sided normal quantile of `ci_level` (0.95 -> 1.95996...), without scipy."""
     from statistics import NormalDist
@@ -280,13 +301,16 @@ def _server(name: str, ev: Evidence, s: Series | None, fit: DriftFit | None, bou
     if s is None or not len(s):
         return base
     newest = len(s) - 1  # series are in time order
-    rd = float(s.root_distance_s[newest])
     drift = ci = None
     if fit is not None and fit.status in ("ok", "model_misfit"):
         drift, ci = fit.drift_ppm, fit.drift_ci95_ppm
+    # carried by a drift people are told is known (±50 ppm at most), never by a burst's guess
+    known = fit.drift_ppm if fit is not None and reported_status(fit)[0] == "ok" else None
+    chosen, offset = clock_filter(s.t_local_ns, s.offset_s, s.delay_s, known)
+    rd = float(s.root_distance_s[chosen])
     stratum = None if s.stratum is None else int(s.stratum[newest]) or None
     return replace(base, age_s=max(0.0, (ev.realtime_ns - int(s.t_local_ns[newest])) / NS_PER_S),
-                   offset_s=float(s.offset_s[newest]), delay_s=float(s.delay_s[newest]),
+                   offset_s=offset, delay_s=float(s.delay_s[chosen]),
                    root_distance_s=rd if math.isfinite(rd) else None, stratum=stratum,
                    leap=int(s.leap[newest]), jitter_s=jitter_s(s.t_local_ns, s.offset_s, s.delay_s),
                    drift_ppm=drift, drift_ci95_ppm=ci,

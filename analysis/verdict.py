@@ -4,7 +4,7 @@ How a verdict is reached (`judge`): the worst of the per-metric findings, ordere
 CRITICAL > WARNING > UNKNOWN > OK (monitoring-plugins' ``max_state_alt``), except that no
 usable sample at all, or a store whose newest usable sample is older than ``max_age_s``,
 makes the whole verdict UNKNOWN: what the store says is then no longer about *now*.
-The offset judged is `Assessment.point_offset_s` (median of the truechimers' newest offsets), not
+The offset judged is `Assessment.point_offset_s` (median of the truechimers' clock-filter offsets), not
 the interval's midpoint; the interval's half-width is the `uncertainty`. In store mode a reference
 whose newest attempt failed and whose newest usable reply is older than ``max_age_s`` is named
 (WARNING). Drift is judged only where `ServerAssessment.drift_judgeable` (the Prometheus rules' gate).
@@ -271,7 +271,7 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
         reasons.append(Reason(WARNING, "selection", "falseticker(s) outside the majority: "
                               + ", ".join(sel.falsetickers)))
 
-    # offset: the median of the truechimers' newest offsets (the interval's midpoint is no point
+    # offset: the median of the truechimers' clock-filter offsets (the interval's midpoint is no point
     # estimate: it moves as the interval widens unevenly); without a majority, of the usable servers'
     offset = fleet.point_offset_s
     offset_source = "truechimers"

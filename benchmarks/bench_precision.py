@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import ntplib
+import numpy as np
 
 from benchmarks.common import (
     LOOPBACK,
@@ -71,6 +72,19 @@ class Series:
         self.offset_s.append(offset_s)
         self.delay_s.append(delay_s)
         self.error_s.append(offset_s - truth.offset_at(t_ns))
+
+    def clock_filtered(self, stages: int = 8) -> list[float]:
+        """Offset errors of what `check` reports as each new sample arrives: the lowest-delay sample
+        of the newest `stages` (analysis.assessment.clock_filter), from the `stages`-th sample on."""
+        from timekit.analysis.assessment import clock_filter
+
+        t = np.array(self.t_ns, dtype=np.int64)
+        off, dl = np.array(self.offset_s), np.array(self.delay_s)
+        out = []
+        for k in range(stages, len(t) + 1):
+            i, _ = clock_filter(t[k - stages:k], off[k - stages:k], dl[k - stages:k], None)
+            out.append(self.error_s[k - stages + i])
+        return out
 
     def low_delay_half(self) -> list[float]:
         """Offset errors of the samples whose delay is at or below the median delay."""
@@ -204,6 +218,16 @@ def run(quick: bool, workdir: Path) -> BenchResult:
             tku["offset_error_std_us"], "same exchanges")
     res.row("median delay, kernel T1", "us", tks["median_delay_us"], "user T1", tku["median_delay_us"],
             "same exchanges")
+    filt = tk.clock_filtered()
+    newest = tk.error_s[7:]  # the same instants: the newest sample alone
+    res.details["clock_filter"] = {"n": len(filt), "abs_error_median_us": us(median([abs(e) for e in filt])),
+                                   "newest_abs_error_median_us": us(median([abs(e) for e in newest])),
+                                   "std_us": us(stdev(filt)), "newest_std_us": us(stdev(newest))}
+    cf = res.details["clock_filter"]
+    res.row("check's offset |error|, clock filter", "us", cf["abs_error_median_us"], "newest sample",
+            cf["newest_abs_error_median_us"], "median; lowest delay of the newest 8 vs the newest alone")
+    res.row("check's offset error std, clock filter", "us", cf["std_us"], "newest sample",
+            cf["newest_std_us"], "same instants")
     res.notes.append(
         f"chronyd client: NP={stats['n_samples']} span={stats['span_s']:g}s, tracking system_time "
         f"{tracking['system_time_s']:+.9f}s vs truth {true_now:+.9f}s (error "

@@ -81,3 +81,20 @@ def test_a_burst_cannot_tell_drift(lab: Lab, tmp_path: Path) -> None:
     lo, hi = r["drift_ci95_ppm"]
     assert hi - lo > 100
     assert r["status"] == "cannot_tell" and "wider than" in r["reason"], r
+
+
+def test_clock_filter_takes_the_lowest_delay_of_the_newest_burst_and_carries_it() -> None:
+    """RFC 5905's clock filter as check reports a server: of the newest 8 samples within 16 s of the
+    newest, the lowest delay (a tie goes to the newer); its offset carried to the newest instant by
+    a known drift (our clock gains: the offset falls)."""
+    from timekit.analysis.assessment import clock_filter
+
+    t = np.array([0, 30, 31, 32, 33, 34, 35, 36, 37, 38], dtype=np.int64) * NS_PER_S
+    off = np.array([9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]) * 1e-3
+    delay = np.array([1e-6, 5e-4, 3e-4, 9e-4, 2e-4, 8e-4, 2e-4, 6e-4, 7e-4, 4e-4])
+    # the 1 µs sample is 38 s old (another poll); sample 1 is beyond the 8 stages; of 2..9 the
+    # lowest delay is 2e-4 at 4 and 6: the newer (6) wins
+    assert clock_filter(t, off, delay, None) == (6, 6e-3)
+    idx, carried = clock_filter(t, off, delay, 100.0)  # +100 ppm for the 3 s to the newest
+    assert idx == 6 and carried == pytest.approx(6e-3 - 100e-6 * 3, abs=1e-15)
+    assert clock_filter(t[:1], off[:1], delay[:1], 50.0) == (0, off[0])  # one sample: itself

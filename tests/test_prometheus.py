@@ -85,10 +85,27 @@ def sampled(lab: Lab, tmp_path_factory: pytest.TempPathFactory,
     return db, servers
 
 
-def _newest(db: Path) -> dict[str, NtpSample]:
-    """Each server's newest usable sample, straight from the store."""
+def _newest(db: Path) -> dict[str, tuple[NtpSample, float]]:
+    """Each server's clock-filter sample, straight from the store (the lowest delay of its newest 8
+    within 16 s), and the offset exported for it: carried to the newest sample's instant by the
+    fitted drift where that is known (±50 ppm), as measured where not."""
+    from timekit.analysis.drift import reported_status
+
+    by_server: dict[str, list[NtpSample]] = {}
     with Store.open(db, create=False) as store:
-        return {s.server: s for s in store.ntp_samples(ok_only=True)}  # oldest first: the last one wins
+        for s in store.ntp_samples(ok_only=True):  # oldest first
+            by_server.setdefault(s.server, []).append(s)
+        fits = {a.server: a.fit for a in assess_store(store).servers}
+    out = {}
+    for server, samples in by_server.items():
+        stages = [s for s in samples[-8:] if samples[-1].t_local_ns - s.t_local_ns <= 16 * 10**9]
+        best = min(reversed(stages), key=lambda x: x.delay_s)  # type: ignore[arg-type,return-value]
+        fit = fits[server]
+        drift = fit.drift_ppm if fit is not None and reported_status(fit)[0] == "ok" else None
+        carried_s = (samples[-1].t_local_ns - best.t_local_ns) / 10**9
+        carried = (best.offset_s or 0.0) - (drift or 0.0) * 1e-6 * carried_s  # the same float operations
+        out[server] = (best, carried)
+    return out
 
 
 def _free_port() -> int:
@@ -198,10 +215,10 @@ def test_prometheus_scrapes_exporter_and_loads_rules(
             server = series["metric"]["server"]
             assert series["metric"]["job"] == "timekit"
             got = float(series["value"][1])
-            sample = newest[server]
-            assert got == sample.offset_s  # what timekit measured, bit for bit through Prometheus
+            sample, exported = newest[server]
+            assert got == exported  # what timekit measured, bit for bit through Prometheus
             assert sample.delay_s is not None  # and the truth then, within NTP's bound
-            err = got - truth[server].true_offset_at(sample.t_local_ns)
+            err = (sample.offset_s or 0.0) - truth[server].true_offset_at(sample.t_local_ns)
             assert abs(err) <= sample.delay_s / 2 + LAB_SLACK_S, (server, err, sample.delay_s)
         # exactly one sync status is current
         assert [float(r["value"][1]) for r in _query(base, "sum(timekit_sync_status)")] == [1.0]
@@ -285,8 +302,8 @@ def test_textfile_export_passes_promtool(sampled: tuple[Path, list[LabServer]], 
     newest = _newest(db)
     for s in servers:
         label = (("server", s.address),)
-        assert values[("timekit_server_offset_seconds", label)] == newest[s.address].offset_s
-        assert values[("timekit_server_delay_seconds", label)] == newest[s.address].delay_s
+        assert values[("timekit_server_offset_seconds", label)] == newest[s.address][1]
+        assert values[("timekit_server_delay_seconds", label)] == newest[s.address][0].delay_s
         with Store.open(db, create=False) as store:  # the share of this server's attempts unanswered
             tries = [ok for srv, ok in store.attempt_rows(["server", "ok"]) if srv == s.address]
         assert values[("timekit_server_loss_ratio", label)] == pytest.approx(1 - sum(tries) / len(tries))

@@ -60,11 +60,12 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFami
 def fleet_metrics(fleet: Assessment, *, version: str | None = None) -> list[Metric]:
     """The metric families of one `Assessment` (pure: no clock, no store)."""
     by_server = {
-        "offset_seconds": ("Offset of the reference against this clock from its newest usable sample, "
-                           "seconds (reference - local; positive: this clock is behind).", "offset_s"),
-        "delay_seconds": ("Round-trip delay of the newest usable sample, seconds.", "delay_s"),
-        "root_distance_seconds": ("Root distance (root delay/2 + root dispersion) of the newest usable "
-                                  "sample, seconds.", "root_distance_s"),
+        "offset_seconds": ("Offset of the reference against this clock, seconds (reference - local; "
+                           "positive: this clock is behind): the clock filter's, the lowest-delay sample "
+                           "of the newest 8 within 16 s, at the newest sample's instant.", "offset_s"),
+        "delay_seconds": ("Round-trip delay of the clock filter's sample, seconds.", "delay_s"),
+        "root_distance_seconds": ("Root distance (delay/2 + root delay/2 + root dispersion) of the clock "
+                                  "filter's sample, seconds.", "root_distance_s"),
         "jitter_seconds": ("RMS of successive offset differences over the newest 8 usable samples, "
                            "seconds.", "jitter_s"),
         "stratum": ("Stratum of the reference in its newest usable reply.", "stratum"),
