@@ -59,6 +59,8 @@ def test_the_store_keeps_each_servers_newest_usable_sample(tmp_path: Path) -> No
     with closing(sqlite3.connect(db)) as c:  # as a store written before the table existed
         c.executescript("DROP TRIGGER newest_ok_on_insert; DROP TABLE newest_ok; DROP INDEX runs_status; "
                         "ALTER TABLE runs DROP COLUMN pid; ALTER TABLE runs DROP COLUMN boot_id; "
+                        "ALTER TABLE ntp_samples DROP COLUMN tx_timestamp; "
+                        "ALTER TABLE ntp_samples DROP COLUMN tx_latency_ns; "
                         "PRAGMA user_version = 5;")
     with Store.open(db) as st:
         assert {r.server: (r.t_local_ns, r.root_distance_s) for r in st.newest_ok_rows()} == got

@@ -445,7 +445,7 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
                   f"latest {utc_text(iv.latest_ns)}, as of {utc_text(iv.as_of_ns)} on this clock).", "",
                   f"Why: {iv.reason}"]
     lines += ["", "## Servers", "",
-              "| server | ok / attempts | offset (newest) | delay | root distance | jitter "
+              "| server | ok / attempts | offset (filtered) | delay | root distance | jitter "
               "| drift (ppm) | drift 95% CI (ppm) | drift fit | status |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for st in fleet.servers:
