@@ -29,6 +29,7 @@ from timekit.analysis.interval import (
     ServerEvidence,
     clock_state,
     compute_interval,
+    kernel_ppm_of,
     server_bound,
 )
 from timekit.analysis.quarantine import NodeHealth
@@ -88,6 +89,8 @@ class Evidence:
     suspend_since_check_s: float | None = None  # the newest suspend since that check
     candidates: Sequence[str] | None = None  # the references the interval uses (None: every one)
     interval_only: bool = False  # only the candidates' series were read (publishing the state)
+    monotonic_ns: int | None = None  # CLOCK_MONOTONIC and _RAW read with realtime_ns (None: not read):
+    raw_ns: int | None = None  # the interval then follows the kernel's slews since the evidence
 
     @property
     def servers(self) -> list[str]:
@@ -267,8 +270,11 @@ def server_evidence(series: Series, fit: DriftFit, policy: IntervalPolicy,
     this_boot = (series.boottime_ns >= 0) & np.array([b == current_boot for b in series.boot_id], dtype=bool)
     ev = series.select(this_boot)
     ev = ev.select(np.argsort(ev.boottime_ns, kind="stable"))
+    kernel = (None if ev.monotonic_ns is None or ev.raw_ns is None
+              else kernel_ppm_of(ev.monotonic_ns, ev.raw_ns))
     return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
-                          leap=ev.leap, drift_ppm=drift, drift_se_ppm=se)
+                          leap=ev.leap, drift_ppm=drift, drift_se_ppm=se, monotonic_ns=ev.monotonic_ns,
+                          raw_ns=ev.raw_ns, kernel_ppm=kernel)
 
 
 def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, judged_before: bool,
@@ -337,7 +343,8 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     fits = {n: fit_series(s, ip.max_root_distance_s) for n, s in walled.items() if len(s)}
     evidence = {n: server_evidence(ev.series[n], fits[n], ip, ev.boot_id) for n in names if n in fits}
     used = [evidence[n] for n in (names if ev.candidates is None else sorted(ev.candidates)) if n in evidence]
-    est = compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns, policy=ip)
+    est = compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns, policy=ip,
+                           now_monotonic_ns=ev.monotonic_ns, now_raw_ns=ev.raw_ns)
     state = clock_state(est, used, anchor_boottime_ns=ev.boottime_ns, policy=ip)
     if ev.interval_only:
         return Assessment(ev.realtime_ns, (), est, state, boottime_ns=ev.boottime_ns, window_s=ev.window_s)
@@ -346,7 +353,7 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     for n, e in evidence.items():  # the references outside the candidates: bounds for the skew checks
         if n not in bounds:
             bounds[n] = server_bound(e, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
-                                     policy=ip)
+                                     policy=ip, now_monotonic_ns=ev.monotonic_ns, now_raw_ns=ev.raw_ns)
     judged = None if chimers is None else {e.server: e.server in chimers for e in used}
     servers = tuple(_server(n, ev, walled.get(n), fits.get(n), bounds.get(n), judged) for n in names)
     me = ev.health.get(SELF_NODE)

@@ -100,6 +100,47 @@ class ServerEvidence:
     leap: np.ndarray | None = None
     drift_ppm: float | None = None
     drift_se_ppm: float | None = None
+    # CLOCK_MONOTONIC and _RAW at each sample (int64 ns, -1 unknown) and the kernel's mean frequency
+    # correction over these samples (monotonic against raw, ppm; None: not known): what the drift fit
+    # already holds, so that only a slew since the evidence is taken out (`kernel_slew_s`)
+    monotonic_ns: np.ndarray | None = None
+    raw_ns: np.ndarray | None = None
+    kernel_ppm: float | None = None
+
+
+def kernel_ppm_of(monotonic_ns: np.ndarray, raw_ns: np.ndarray,
+                  min_span_ns: int = 100_000_000) -> float | None:
+    """The kernel's mean frequency correction over samples (ppm: how much faster CLOCK_MONOTONIC, and
+    the wall clock with it, ran than CLOCK_MONOTONIC_RAW), from the first and last with both known;
+    None below 0.1 s of raw span (the reads' ~0.1 µs noise would be over 2 ppm)."""
+    known = np.flatnonzero((monotonic_ns >= 0) & (raw_ns >= 0))
+    if known.size < 2:
+        return None
+    a, b = int(known[0]), int(known[-1])
+    span = int(raw_ns[b]) - int(raw_ns[a])
+    if span < min_span_ns:
+        return None
+    moved = (int(monotonic_ns[b]) - int(raw_ns[b])) - (int(monotonic_ns[a]) - int(raw_ns[a]))
+    return moved / span * 1e6
+
+
+def kernel_slew_s(ev: ServerEvidence, idx: np.ndarray, now_monotonic_ns: int | None,
+                  now_raw_ns: int | None) -> np.ndarray:
+    """For the samples `idx`: how far the kernel moved this clock (monotonic, and realtime with it)
+    beyond raw since each, less what its frequency over the evidence (`ev.kernel_ppm`, in the drift
+    fit) accounts for, s (FAULTS C3: a daemon slewing at 500 or 83 333 ppm after the evidence).
+    Zero where anything is unknown: then nothing is corrected, as before."""
+    out = np.zeros(len(idx))
+    if (now_monotonic_ns is None or now_raw_ns is None or ev.monotonic_ns is None or ev.raw_ns is None
+            or ev.kernel_ppm is None):
+        return out
+    mono = np.asarray(ev.monotonic_ns, dtype=np.int64)[idx]
+    raw = np.asarray(ev.raw_ns, dtype=np.int64)[idx]
+    since_raw = now_raw_ns - raw
+    known = (mono >= 0) & (raw >= 0) & (since_raw >= 0)
+    moved = (now_monotonic_ns - now_raw_ns) - (mono - raw)  # exact integer ns
+    extra = moved - ev.kernel_ppm * 1e-6 * since_raw
+    return np.where(known, extra / NS_PER_S, 0.0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +155,7 @@ class ServerBound:
     age_s: float | None = None  # of the newest sample used
     n_used: int = 0
     local_step_s: float | None = None  # wall-clock step since the newest sample used
+    kernel_slew_s: float = 0.0  # the kernel's slew since the newest sample used, beyond its frequency then
     leap: int = 0  # leap indicator of the newest sample used
     leap_from_ns: int | None = None  # realtime of the oldest used sample announcing a leap second
     naive_half_width_s: float | None = None  # |offset| + root distance of the newest sample
@@ -155,8 +197,10 @@ class IntervalEstimate:
 
 
 def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: int,
-                 policy: IntervalPolicy) -> ServerBound:
-    """The interval for one reference's true offset at (`now_realtime_ns`, `now_boottime_ns`)."""
+                 policy: IntervalPolicy, now_monotonic_ns: int | None = None,
+                 now_raw_ns: int | None = None) -> ServerBound:
+    """The interval for one reference's true offset at (`now_realtime_ns`, `now_boottime_ns`); with
+    (`now_monotonic_ns`, `now_raw_ns`) also past any kernel slew since the evidence."""
     n = len(ev.offset_s)
     if n == 0:
         return ServerBound(ev.server, "no_samples", "no ok samples")
@@ -186,7 +230,8 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
     if (ev.drift_ppm is not None and ev.drift_se_ppm is not None and math.isfinite(ev.drift_ppm)
             and math.isfinite(ev.drift_se_ppm)):
         drift, drift_unc = ev.drift_ppm, policy.max_drift_ppm + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
-    centre = offset[idx] - step_s - drift * PPM * age
+    slew_s = kernel_slew_s(ev, idx, now_monotonic_ns, now_raw_ns)
+    centre = offset[idx] - step_s - slew_s - drift * PPM * age
     width = half[idx] + drift_unc * PPM * age + PAIR_SLACK_NS / NS_PER_S
     # intersect from the newest backwards; stop at the first sample that would empty it
     lo_run = np.maximum.accumulate((centre - width)[::-1])
@@ -207,7 +252,8 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
     if dropped:
         reason += f"; {dropped} older ones disagree (a step before them)"
     return ServerBound(ev.server, "ok", reason, lo_s=lo, hi_s=hi, age_s=float(age[-1]), n_used=k,
-                       local_step_s=float(step_s[-1]), leap=leap, leap_from_ns=leap_from,
+                       local_step_s=float(step_s[-1]), kernel_slew_s=float(slew_s[-1]), leap=leap,
+                       leap_from_ns=leap_from,
                        naive_half_width_s=abs(float(offset[newest])) + float(half[newest]))
 
 
@@ -225,11 +271,14 @@ def leap_midnight_ns(chimers: Sequence[ServerBound]) -> int | None:
 
 
 def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int, now_boottime_ns: int,
-                     policy: IntervalPolicy | None = None) -> IntervalEstimate:
-    """The TrueTime interval at local realtime `now_realtime_ns` from every reference's evidence."""
+                     policy: IntervalPolicy | None = None, now_monotonic_ns: int | None = None,
+                     now_raw_ns: int | None = None) -> IntervalEstimate:
+    """The TrueTime interval at local realtime `now_realtime_ns` from every reference's evidence
+    (past the kernel's slews since it, when `now_monotonic_ns` and `now_raw_ns` are given)."""
     policy = policy or IntervalPolicy()
     bounds = tuple(server_bound(ev, now_realtime_ns=now_realtime_ns, now_boottime_ns=now_boottime_ns,
-                                policy=policy) for ev in evidence)
+                                policy=policy, now_monotonic_ns=now_monotonic_ns, now_raw_ns=now_raw_ns)
+                   for ev in evidence)
     usable = [b for b in bounds if b.status == "ok" and b.lo_s is not None and b.hi_s is not None]
     if not usable:
         why = "; ".join(f"{b.server}: {b.reason}" for b in bounds) or "no samples in the store"
@@ -258,6 +307,10 @@ def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int
     age = min(b.age_s for b in chimers if b.age_s is not None)
     step = max((b.local_step_s for b in chimers if b.local_step_s is not None), key=abs, default=0.0)
     naive = min(b.naive_half_width_s for b in chimers if b.naive_half_width_s is not None)
+    slew = max((b.kernel_slew_s for b in chimers), key=abs, default=0.0)
+    if abs(slew) > policy.step_tolerance_s:
+        notes.append(f"the kernel slewed this clock {slew:+.6f} s since the evidence (monotonic against "
+                     "raw): followed")
     status: SyncStatus
     if abs(step) > policy.step_tolerance_s:
         status = "unknown"

@@ -28,6 +28,8 @@ class Series:
     root_distance_s: np.ndarray  # delay/2 + root delay/2 + root dispersion (inf: unknown part)
     leap: np.ndarray  # int8
     stratum: np.ndarray | None = None  # int (0: not recorded)
+    monotonic_ns: np.ndarray | None = None  # int64 at T4, -1 = not recorded
+    raw_ns: np.ndarray | None = None  # int64 CLOCK_MONOTONIC_RAW at T4, -1 = not recorded
 
     def __len__(self) -> int:
         return len(self.t_local_ns)
@@ -36,7 +38,9 @@ class Series:
         """The samples where `mask` (bool or index array) selects."""
         return Series(self.server, self.t_local_ns[mask], self.boottime_ns[mask], self.boot_id[mask],
                       self.offset_s[mask], self.delay_s[mask], self.root_distance_s[mask], self.leap[mask],
-                      None if self.stratum is None else self.stratum[mask])
+                      None if self.stratum is None else self.stratum[mask],
+                      None if self.monotonic_ns is None else self.monotonic_ns[mask],
+                      None if self.raw_ns is None else self.raw_ns[mask])
 
 
 WALL_STEP_TOLERANCE_NS = 1_000_000  # realtime - boottime moving less is read noise, not a step
@@ -60,7 +64,7 @@ def on_the_wall_clock_of_now(series: Series, *, now_realtime_ns: int, now_bootti
     shift = np.where(here, moved, 0)
     out = Series(series.server, series.t_local_ns + shift, series.boottime_ns, series.boot_id,
                  series.offset_s - shift / NS_PER_S, series.delay_s, series.root_distance_s, series.leap,
-                 series.stratum)
+                 series.stratum, series.monotonic_ns, series.raw_ns)
     order = np.argsort(out.t_local_ns, kind="stable")
     return out.select(order) if np.any(np.diff(out.t_local_ns) < 0) else out
 

@@ -244,6 +244,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                 mono_before_rx_ns = time.monotonic_ns()
                 user_rx_ns = _realtime_ns()
                 mono_after_rx_ns = time.monotonic_ns()
+                raw_rx_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
                 boot_rx_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
                 kernel_rx_ns = _kernel_rx_ns(anc)
                 t4_ns = kernel_rx_ns if kernel_rx_ns is not None else user_rx_ns
@@ -271,8 +272,11 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     rx_timestamp="kernel" if kernel_rx_ns is not None else "user",
                     rx_latency_ns=user_rx_ns - t4_ns, timeout_s=timeout_s,
                     detail=v.detail or None,
-                    # boottime at T4: the user-space pair (realtime, boottime) moved back to T4
-                    boottime_ns=boot_rx_ns - (user_rx_ns - t4_ns), boot_id=boot_id()))
+                    # boottime at T4: the user-space pair (realtime, boottime) moved back to T4; the
+                    # same for monotonic and raw (the kernel's slews since: monotonic - raw)
+                    boottime_ns=boot_rx_ns - (user_rx_ns - t4_ns), boot_id=boot_id(),
+                    monotonic_ns=mono_after_rx_ns - (user_rx_ns - t4_ns),
+                    raw_ns=raw_rx_ns - (user_rx_ns - t4_ns)))
 
         loop.add_reader(sock.fileno(), on_readable)
         try:

@@ -61,6 +61,8 @@ def test_the_store_keeps_each_servers_newest_usable_sample(tmp_path: Path) -> No
                         "ALTER TABLE runs DROP COLUMN pid; ALTER TABLE runs DROP COLUMN boot_id; "
                         "ALTER TABLE ntp_samples DROP COLUMN tx_timestamp; "
                         "ALTER TABLE ntp_samples DROP COLUMN tx_latency_ns; "
+                        "ALTER TABLE ntp_samples DROP COLUMN monotonic_ns; "
+                        "ALTER TABLE ntp_samples DROP COLUMN raw_ns; "
                         "PRAGMA user_version = 5;")
     with Store.open(db) as st:
         assert {r.server: (r.t_local_ns, r.root_distance_s) for r in st.newest_ok_rows()} == got

@@ -192,6 +192,33 @@ def test_a_slew_for_a_minute_is_not_a_step_and_its_rate_is_measured(
             assert st.clock_events() == []
 
 
+@pytest.mark.parametrize("slew_ppm", [500.0, 83_333.0, -83_333.0])
+def test_the_interval_follows_a_kernel_slew_since_its_evidence(
+        fake_clock: Path, refs: list[str], tmp_path: Path, slew_ppm: float) -> None:  # FAULTS C3
+    """Evidence, then the kernel slews this clock (realtime and monotonic, never raw) for 4 s, at
+    ntpd's 500 ppm or chronyd's fastest either way. The interval is carried on boottime, which the
+    slew moves too: without following it, its centre was off by the whole slew (2 ms, 333 ms) at a
+    half-width of ±1.4 to ±7 ms, `synchronized` and wrong. It now takes out what monotonic gained on
+    raw beyond the kernel's frequency during the evidence, says so, and holds the truth."""
+    db = tmp_path / "t.db"
+    measure(db, refs)
+    rt0, raw0 = time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+    time.sleep(4.0)
+    slewing = {**faked(fake_clock, slew_ppm=slew_ppm, monotonic=True), "TK_FAKE_SLEW_SINCE_RAW_NS": str(raw0)}
+    now = json.loads(ok(run_cli("now", "--json", db=db, env=slewing)))
+    rate = slew_ppm * 1e-6
+    # the shim's clock is the real one plus rate × raw elapsed since raw0; the real instant of as_of
+    # follows (the host's own rate against raw changes it by under 0.2 ms here)
+    real_ns = (now["as_of_ns"] + rate * rt0) / (1 + rate)
+    truth_ns = real_ns + TRUTH_S * NS_PER_S
+    assert now["status"] == "synchronized", now
+    assert now["earliest_ns"] <= truth_ns <= now["latest_ns"], (now, truth_ns)
+    centre_ns = (now["earliest_ns"] + now["latest_ns"]) / 2
+    assert abs(centre_ns - truth_ns) <= 1e6, (centre_ns - truth_ns) / 1e6  # the slew was 2 ms at least
+    if abs(slew_ppm) > 1000:  # 333 ms: said in the reason
+        assert "the kernel slewed this clock" in now["reason"], now["reason"]
+
+
 def test_a_vm_pause_is_a_disruption_and_the_interval_follows_the_references(
         fake_clock: Path, tmp_path: Path) -> None:  # FAULTS C5
     """A VM paused 300 s: its realtime and monotonic froze, the world did not. Staged from the

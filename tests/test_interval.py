@@ -209,3 +209,28 @@ def test_after_a_backward_wall_clock_step_the_fresh_samples_count(tmp_path) -> N
     assert est.status == "synchronized", est.reason
     assert est.evidence_age_s == pytest.approx(1.0)
     assert est.earliest_ns <= R0 + 35 * NS_PER_S + step <= est.latest_ns  # type: ignore[operator]
+
+
+def test_a_kernel_slew_since_the_evidence_is_followed_and_its_steady_frequency_is_not() -> None:  # C3
+    """Two samples 10 s apart while the kernel ran the clock 12 ppm fast of raw (a daemon's steady
+    frequency, already in any drift fit); then 20 s more at 12 ppm plus a 50 ms slew. The centre
+    moves by the slew alone, and the reason says so; without monotonic/raw readings nothing moves."""
+    from dataclasses import replace
+
+    from timekit.analysis.interval import kernel_ppm_of
+
+    raw = np.array([1_000 * NS_PER_S, 1_010 * NS_PER_S], dtype=np.int64)
+    mono = raw + np.array([0, 120_000], dtype=np.int64)  # +12 ppm over 10 s: 120 µs
+    assert kernel_ppm_of(mono, raw) == pytest.approx(12.0, abs=1e-9)
+    assert kernel_ppm_of(mono[:1], raw[:1]) is None  # one sample, or too short a span: not known
+    assert kernel_ppm_of(mono, raw, min_span_ns=11 * NS_PER_S) is None
+    base = ev("a", [0.010, 0.010], [20.0, 10.0])  # realtime/boottime: the samples are 20 and 10 s old
+    e = replace(base, monotonic_ns=mono, raw_ns=raw, kernel_ppm=kernel_ppm_of(mono, raw))
+    now_raw = 1_020 * NS_PER_S  # 10 s after the newest sample on raw
+    now_mono = now_raw + 120_000 + 120_000 + 50_000_000  # 12 ppm for 10 more s, and a 50 ms slew
+    plain = compute_interval([base], **now())
+    followed = compute_interval([e], **now(), now_monotonic_ns=now_mono, now_raw_ns=now_raw)
+    assert plain.earliest_ns is not None and followed.earliest_ns is not None
+    assert plain.earliest_ns - followed.earliest_ns == pytest.approx(50_000_000, abs=2)
+    assert "the kernel slewed this clock +0.050000 s" in followed.reason
+    assert compute_interval([e], **now()).earliest_ns == plain.earliest_ns  # no readings now: as before

@@ -39,6 +39,8 @@ class NtpSample:
     boot_id: str | None = None  # kernel boot id: boottime is only comparable within one boot
     tx_timestamp: str | None = None  # T1 from: 'kernel' (SO_TIMESTAMPING software transmit) or 'user'
     tx_latency_ns: int | None = None  # kernel transmit stamp minus the user-space read before send
+    monotonic_ns: int | None = None  # CLOCK_MONOTONIC at T4 (slewed by the kernel, as realtime is)
+    raw_ns: int | None = None  # CLOCK_MONOTONIC_RAW at T4 (never slewed): monotonic - raw moves by slews
 
     @property
     def root_distance_s(self) -> float | None:

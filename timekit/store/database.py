@@ -100,6 +100,9 @@ MIGRATIONS: list[str] = [
     # v8: where T1 came from (the kernel's software transmit stamp, or the user-space read before send)
     "ALTER TABLE ntp_samples ADD COLUMN tx_timestamp TEXT;\n"
     "ALTER TABLE ntp_samples ADD COLUMN tx_latency_ns INTEGER;\n",
+    # v9: monotonic and raw at T4: how far the kernel slewed this clock since a sample (FAULTS C3)
+    "ALTER TABLE ntp_samples ADD COLUMN monotonic_ns INTEGER;\n"
+    "ALTER TABLE ntp_samples ADD COLUMN raw_ns INTEGER;\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from timekit.store.database import Store
 
 SERIES_COLUMNS = ("server", "t_local_ns", "boottime_ns", "boot_id", "offset_s", "delay_s",
-                  "root_delay_s", "root_dispersion_s", "leap", "stratum")
+                  "root_delay_s", "root_dispersion_s", "leap", "stratum", "monotonic_ns", "raw_ns")
 FIT_WINDOW = 256  # newest usable samples per server the drift fit sees: 4 h at 1/min, 64 s at 4 Hz
 LOOKBACK_MARGIN_S = 86_400.0  # read evidence this much older than void_after (wall clock may have moved)
 
@@ -77,6 +77,8 @@ def _series(rows: Sequence[tuple[Any, ...]]) -> Series:
         root_distance_s=root_distance,
         leap=np.array([0 if v is None else v for v in cols[8]], dtype=np.int8),
         stratum=np.array([0 if v is None else v for v in cols[9]], dtype=np.int64),
+        monotonic_ns=np.array([-1 if v is None else v for v in cols[10]], dtype=np.int64),
+        raw_ns=np.array([-1 if v is None else v for v in cols[11]], dtype=np.int64),
     )
 
 
@@ -134,6 +136,9 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
             suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
                         if last_check is not None else [])
     rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
+    # monotonic and raw beside them (a given `now` has none: no slew correction), for the kernel's slews
+    mono_ns, raw_ns = ((time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+                        time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)) if now is None else (None, None))
     series = {k: _until(v, current_boot, boot_ns) for k, v in series.items()}
     counts: dict[str, list[int]] = {}
     last_error: dict[str, str | None] = {}
@@ -155,4 +160,4 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
         newest_ok_ns=max((n.t_local_ns for n in newest), default=None), last_check_ns=last_check,
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
         suspend_since_check_s=suspends[-1].magnitude_s if suspends else None,
-        candidates=tuple(candidates), interval_only=interval_only)
+        candidates=tuple(candidates), interval_only=interval_only, monotonic_ns=mono_ns, raw_ns=raw_ns)
