@@ -42,6 +42,9 @@ def test_sample_ntp_json_contract(lab: Lab, tmp_path: Path) -> None:
         assert s["ok"] and s["error"] is None
         truth = lab.by_address()[s["server"]].true_offset_at(s["t_local_ns"])
         assert abs(s["offset_s"] - truth) <= s["delay_s"] / 2 + LAB_SLACK_S  # NTP's own bound
+        # the header in words (ntplib's tables): a lab chronyd is a synchronized secondary or primary
+        assert s["leap_text"] == "no warning" and s["stratum_text"].endswith(f" ({s['stratum']})"), s
+        assert s["tx_timestamp"] == "kernel" and s["rx_timestamp"] == "kernel"
     with sqlite3.connect(tmp_path / "t.db") as c:  # every attempt stored
         assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
 

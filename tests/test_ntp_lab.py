@@ -357,3 +357,27 @@ def test_a_collect_of_a_hundred_servers_runs_them_at_once_within_its_budget(
         started, ended = c.execute(
             "SELECT min(started_ns), max(finished_ns) FROM runs WHERE command = 'collect'").fetchone()
     assert (ended - started) / NS_PER_S <= 50  # the budget: the next minute's run finds the lock free
+
+
+def test_ntplib_an_independent_client_agrees_with_timekit_on_the_same_server(lab: Lab) -> None:
+    """ntplib (its own packet code, float seconds, time.time()) and timekit query chrony-near in
+    turn: each answer lies within its own NTP bound (delay/2) of the lab's truth, and so the two
+    clients' offsets lie within the sum of their half-delays of each other."""
+    import ntplib
+
+    srv = lab.server("chrony-near")
+    host, port = srv.address.rsplit(":", 1)
+    client = ntplib.NTPClient()
+    pairs = []
+    for _ in range(10):
+        tk = sample([srv.address], count=1, timeout_s=1.0)[0]
+        t0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        nl = client.request(host, port=int(port), version=4, timeout=1)
+        t1 = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        assert tk.ok and tk.offset_s is not None and tk.delay_s is not None, (tk.error, tk.detail)
+        nl_truth = srv.true_offset_at((t0 + t1) // 2)
+        assert abs(nl.offset - nl_truth) <= nl.delay / 2 + 1e-5, (nl.offset, nl_truth, nl.delay)  # float s
+        assert abs(tk.offset_s - srv.true_offset_at(tk.t_local_ns)) <= tk.delay_s / 2 + PRECISION_S
+        pairs.append((tk.offset_s, tk.delay_s, nl.offset, nl.delay))
+    for tk_off, tk_delay, nl_off, nl_delay in pairs:  # the truth moves 20 ppm × ms between the two: ns
+        assert abs(tk_off - nl_off) <= (tk_delay + nl_delay) / 2 + 5e-5, (tk_off, nl_off)  # both slacks

@@ -195,3 +195,24 @@ def test_server_cannot_buy_a_big_negative_delay_with_its_precision_field() -> No
                         precision=2)
     v = validate_reply(data, nonce=NONCE, t1_ns=T1, t4_ns=T1 + 10_000)
     assert v.error == "invalid"
+
+
+def test_json_names_the_header_codes_with_ntplibs_tables() -> None:
+    """`sample ntp` and `collect` JSON say what leap, stratum and a primary refid mean, in ntplib's
+    words; what its table does not know, an escaped refid, a kiss code or an address stay as they are."""
+    from timekit.samples import NtpSample
+
+    def words(**kw: object) -> tuple[object, object, object]:
+        d = NtpSample("a", True, None, 1, **kw).described()  # type: ignore[arg-type]
+        return d["leap_text"], d["stratum_text"], d["refid_text"]
+
+    gps = ("no warning", "primary reference (1)", "Global Position System")
+    assert words(leap=0, stratum=1, refid="GPS") == gps
+    assert words(leap=0, stratum=1, refid="PPS")[2] == "Generic pulse-per-second"
+    assert words(leap=1, stratum=1, refid="XYZ") == ("last minute of the day has 61 seconds",
+                                                     "primary reference (1)", "XYZ")
+    assert words(leap=3, stratum=1, refid="=cm\\xff")[2] == "=cm\\xff"  # escaped bytes: as stored
+    assert words(leap=0, stratum=2, refid="10.0.0.1") == ("no warning", "secondary reference (2)", "10.0.0.1")
+    unsync = ("unknown (clock unsynchronized)", "unsynchronized (16)")
+    assert words(leap=3, stratum=16, refid="INIT")[:2] == unsync
+    assert words() == (None, None, None)  # a failed attempt has no header

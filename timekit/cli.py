@@ -82,8 +82,8 @@ DbOpt = Annotated[Path | None, typer.Option("--db", readable=False, help="SQLite
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, NtpSample):  # thousands per sweep: its own flat to_dict, not asdict's deep copy
-        return obj.to_dict()
+    if isinstance(obj, NtpSample):  # thousands per sweep: its own flat dict, not asdict's deep copy
+        return obj.described()
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: _jsonable(v) for k, v in asdict(obj).items()}
     if isinstance(obj, dict):

@@ -53,6 +53,23 @@ class NtpSample:
         """Every field by name (its values are plain scalars: no deep copy needed)."""
         return {name: getattr(self, name) for name in _FIELDS}
 
+    def described(self) -> dict[str, Any]:
+        """`to_dict` plus ntplib's words for the header (the JSON of `sample ntp` and `collect`):
+        `leap_text` ('no warning', 'add second', ...), `stratum_text` ('secondary reference (2)'),
+        `refid_text` (a primary reference's source by name, 'Global Position System'; a code not in
+        ntplib's table, a kiss code or an address as it is). None where the reply had no header."""
+        import ntplib
+
+        doc = self.to_dict()
+        doc["leap_text"] = None if self.leap is None else ntplib.leap_to_text(self.leap)
+        doc["stratum_text"] = None if self.stratum is None else ntplib.stratum_to_text(self.stratum)
+        doc["refid_text"] = self.refid
+        if self.refid is not None and self.stratum == 1 and self.refid.isascii() and "\\" not in self.refid:
+            code = self.refid.encode("ascii")[:4].ljust(4, b"\0")
+            named = str(ntplib.ref_id_to_text(int.from_bytes(code, "big"), 1))
+            doc["refid_text"] = self.refid if named.startswith("Unidentified") else named  # not in its table
+        return doc
+
     @classmethod
     def column_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
