@@ -216,3 +216,8 @@ def test_json_names_the_header_codes_with_ntplibs_tables() -> None:
     unsync = ("unknown (clock unsynchronized)", "unsynchronized (16)")
     assert words(leap=3, stratum=16, refid="INIT")[:2] == unsync
     assert words() == (None, None, None)  # a failed attempt has no header
+    # ntplib's own table breaks on 0 and raises on reserved strata: a stored KoD or a bad reply must
+    # still print (a KoD DENY's attempt is stored with its header: `sample ntp --json` died on it)
+    assert words(leap=3, stratum=0, refid="DENY") == ("unknown (clock unsynchronized)",
+                                                      "unspecified or invalid (0: kiss-o'-death)", "DENY")
+    assert words(stratum=17)[1] == "reserved (17)" and words(stratum=255)[1] == "reserved (255)"

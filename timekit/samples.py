@@ -62,7 +62,7 @@ class NtpSample:
 
         doc = self.to_dict()
         doc["leap_text"] = None if self.leap is None else ntplib.leap_to_text(self.leap)
-        doc["stratum_text"] = None if self.stratum is None else ntplib.stratum_to_text(self.stratum)
+        doc["stratum_text"] = None if self.stratum is None else _stratum_words(self.stratum)
         doc["refid_text"] = self.refid
         if self.refid is not None and self.stratum == 1 and self.refid.isascii() and "\\" not in self.refid:
             code = self.refid.encode("ascii")[:4].ljust(4, b"\0")
@@ -76,3 +76,16 @@ class NtpSample:
 
 
 _FIELDS = NtpSample.column_names()
+
+
+def _stratum_words(stratum: int) -> str:
+    """ntplib's words for a stratum; its table breaks on 0 (a kiss-o'-death: no % in the text) and
+    raises on 17-255 (reserved), which a reply may carry all the same."""
+    import ntplib
+
+    if stratum == 0:
+        return f"{ntplib.NTP.STRATUM_TABLE[0]} (0: kiss-o'-death)"
+    try:
+        return str(ntplib.stratum_to_text(stratum))
+    except (ntplib.NTPException, KeyError, TypeError, ValueError):
+        return f"reserved ({stratum})"
