@@ -871,3 +871,20 @@ def test_a_store_path_that_is_not_a_regular_file_is_refused_creating_nothing(
     assert not target.exists()
     assert not [n for n in os.listdir("/dev") if n.startswith("null") and n != "null"]
     assert sorted(os.listdir(tmp_path)) == (["t.db"] if kind != "/dev/null" else [])
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_planted_link_beside_the_store_is_named_and_nothing_is_created(tmp_path: Path, suffix: str) -> None:
+    """A symlink planted as the store's -wal, -shm or -journal (in a directory others may write):
+    SQLite refuses it for -shm only after creating the store, saying "unable to open database file".
+    Now one line names the planted file; the store is not created and the link's target is untouched."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    db = tmp_path / "t.db"
+    (tmp_path / f"t.db{suffix}").symlink_to(victim)
+    proc = run_cli("sample", "clocks", "--duration", "0.1", db=db)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert f"t.db{suffix} is a symlink (to {victim})" in lines[0] and "Traceback" not in proc.stderr
+    assert not db.exists() and victim.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["victim", f"t.db{suffix}"])

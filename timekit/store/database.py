@@ -143,9 +143,22 @@ class ClockEventRow(NamedTuple):
 def _refuse_non_regular(path: Path) -> None:
     """The store is a regular file (or a symlink to one): `--db /dev/null` would have SQLite write a
     journal into /dev, a FIFO would block the open forever, and a dangling symlink would have SQLite
-    create whatever file it names (as root, anywhere). One line instead, nothing created."""
+    create whatever file it names (as root, anywhere). One line instead, nothing created. Its -wal,
+    -shm and -journal beside it must be regular files too: SQLite refuses a planted link there, but
+    says only "unable to open database file" after creating the store."""
     from timekit.atomic_files import file_kind
 
+    for suffix in ("-wal", "-shm", "-journal"):  # SQLite's own files: it refuses links, in vaguer words
+        side = path.with_name(path.name + suffix)
+        try:
+            side_st = os.lstat(side)
+        except OSError:
+            continue
+        if stat.S_ISLNK(side_st.st_mode) or not stat.S_ISREG(side_st.st_mode):
+            what = (f"a symlink (to {os.readlink(side)})" if stat.S_ISLNK(side_st.st_mode)
+                    else file_kind(side_st.st_mode))
+            raise StoreError(f"{side} is {what}, not the store's own file: refusing to open {path} "
+                             "(remove it)")
     try:
         st = os.stat(path)
     except FileNotFoundError:
