@@ -43,7 +43,8 @@ class Series:
                       None if self.raw_ns is None else self.raw_ns[mask])
 
 
-WALL_STEP_TOLERANCE_NS = 1_000_000  # realtime - boottime moving less is read noise, not a step
+# realtime - boottime moving less is read noise, not a step: the interval's own step tolerance
+WALL_STEP_TOLERANCE_NS = round(IntervalPolicy.step_tolerance_s * NS_PER_S)
 
 
 def on_the_wall_clock_of_now(series: Series, *, now_realtime_ns: int, now_boottime_ns: int,

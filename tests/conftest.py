@@ -22,6 +22,7 @@ from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
 from timekit.lab.manager import Lab, start_lab
 from timekit.samples import NtpSample
+from timekit.units import NS_PER_S
 
 # Property tests judge behaviour, not speed: no per-example deadline, no "too slow" health check (a
 # busy machine's stall is not a failure). Loaded before the test modules, so their @settings inherit it.
@@ -151,10 +152,21 @@ def sample(addresses: list[str], count: int = 1, interval_s: float = 0.05, timeo
     return out
 
 
-def run_cli(*args: str, db: Path | None = None, timeout: float = 60,
+def clock_filter_expected(samples: Sequence[NtpSample],
+                          drift_ppm: float | None = None) -> tuple[NtpSample, float]:
+    """The documented clock filter, written out independently of `assessment.clock_filter`: of a
+    server's usable samples (oldest first), the lowest delay among the newest 8 within 16 s of the
+    newest (a tie: the newer), and its offset carried to the newest instant by `drift_ppm` (s)."""
+    stages = [s for s in samples[-8:] if samples[-1].t_local_ns - s.t_local_ns <= 16 * NS_PER_S]
+    best = min(reversed(stages), key=lambda s: s.delay_s or 0.0)
+    carried_s = (samples[-1].t_local_ns - best.t_local_ns) / NS_PER_S
+    return best, (best.offset_s or 0.0) - (drift_ppm or 0.0) * 1e-6 * carried_s
+
+
+def run_cli(*args: str, db: Path | None = None, timeout: float = 60, prefix: Sequence[str] = (),
             **kw: object) -> subprocess.CompletedProcess:
-    """Run the real `timekit` console entry point in a subprocess."""
-    cmd = [sys.executable, "-m", "timekit.cli", *args]
+    """Run the real `timekit` console entry point in a subprocess (under `prefix`, e.g. `unshare ...`)."""
+    cmd = [*prefix, sys.executable, "-m", "timekit.cli", *args]
     if db is not None:
         cmd += ["--db", str(db)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]

@@ -74,6 +74,13 @@ def measure(db: Path, refs: list[str], **kw: object) -> list[dict]:
     return doc["samples"]
 
 
+def ntp_bound_s(samples: list[dict]) -> float:
+    """How wide an honest interval from these samples may be, s: their largest root distance (NTP's own
+    bound) plus 200 ppm (the default drift bound) over the 30 s a test's few commands may take."""
+    root_distance_s = max(s["delay_s"] / 2 + s["root_delay_s"] / 2 + s["root_dispersion_s"] for s in samples)
+    return root_distance_s + 200e-6 * 30
+
+
 def assert_contains_truth(now: dict, *, max_half_width_s: float) -> None:
     """The truth at `now`'s instant is its as_of + TRUTH_S (the references' offset from the clock
     it ran on, which is the real one or, after a staged suspend, where the real one would be)."""
@@ -106,7 +113,7 @@ def test_a_wall_clock_step_is_an_event_and_ntp_agreeing_afterwards_is_ok(
 
     now = json.loads(ok(run_cli("now", "--json", db=db)))
     assert now["status"] == "synchronized"
-    assert_contains_truth(now, max_half_width_s=0.01)
+    assert_contains_truth(now, max_half_width_s=ntp_bound_s(after))
     check = run_cli("check", "--json", db=db)
     assert check.returncode == 0, (check.stdout, check.stderr)
     assert json.loads(check.stdout)["status"] == "ok"
@@ -132,11 +139,6 @@ def time_namespace(boottime_s: int) -> list[str]:
     return []
 
 
-def in_ns(prefix: list[str], *args: str, db: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, sys.executable, "-m", "timekit.cli", *args, "--db", str(db)],
-                          capture_output=True, text=True, timeout=60, env=env)
-
-
 def test_a_ten_minute_suspend_is_seen_and_the_interval_grows_over_it(
         fake_clock: Path, refs: list[str], tmp_path: Path) -> None:  # FAULTS C4
     """Evidence, then 600 s of sleep: to the process after it, boottime and realtime are 600 s on
@@ -145,18 +147,18 @@ def test_a_ten_minute_suspend_is_seen_and_the_interval_grows_over_it(
     free-running and the interval has grown by the drift bound over those 600 s (a monotonic
     extrapolation would claim 600 s less age and a narrow interval), and it still holds the truth."""
     db = tmp_path / "t.db"
-    measure(db, refs)
+    samples = measure(db, refs)
     awake = json.loads(ok(run_cli("now", "--json", db=db)))
     assert awake["status"] == "synchronized"
-    assert_contains_truth(awake, max_half_width_s=0.01)
+    assert_contains_truth(awake, max_half_width_s=ntp_bound_s(samples))
 
     slept, woken = time_namespace(600), faked(fake_clock, offset_s=600.0)
-    ok(in_ns(slept, "sample", "clocks", "--duration", "0.2", db=db, env=woken))
+    ok(run_cli("sample", "clocks", "--duration", "0.2", db=db, prefix=slept, env=woken))
     with Store.open(db, readonly=True) as st:
         events = st.clock_events()
     assert [e.kind for e in events] == ["suspend"], events
     assert abs(events[0].magnitude_s - 600.0) <= 0.01, events
-    now = json.loads(ok(in_ns(slept, "now", "--json", db=db, env=woken)))
+    now = json.loads(ok(run_cli("now", "--json", db=db, prefix=slept, env=woken)))
     assert now["status"] == "free_running", now
     # the 200 ppm default drift bound over 600 s of age: 0.12 s more on each side than before
     assert now["uncertainty_s"] >= awake["uncertainty_s"] + 600 * 200e-6, (now, awake)
@@ -201,7 +203,7 @@ def test_the_interval_follows_a_kernel_slew_since_its_evidence(
     half-width of ±1.4 to ±7 ms, `synchronized` and wrong. It now takes out what monotonic gained on
     raw beyond the kernel's frequency during the evidence, says so, and holds the truth."""
     db = tmp_path / "t.db"
-    measure(db, refs)
+    samples = measure(db, refs)
     rt0, raw0 = time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
     time.sleep(4.0)
     slewing = {**faked(fake_clock, slew_ppm=slew_ppm, monotonic=True), "TK_FAKE_SLEW_SINCE_RAW_NS": str(raw0)}
@@ -214,7 +216,10 @@ def test_the_interval_follows_a_kernel_slew_since_its_evidence(
     assert now["status"] == "synchronized", now
     assert now["earliest_ns"] <= truth_ns <= now["latest_ns"], (now, truth_ns)
     centre_ns = (now["earliest_ns"] + now["latest_ns"]) / 2
-    assert abs(centre_ns - truth_ns) <= 1e6, (centre_ns - truth_ns) / 1e6  # the slew was 2 ms at least
+    # within NTP's own bound of the samples (and 0.3 ms for the truth's approximation above); the slew
+    # taken out was 2 ms at the least (500 ppm × 4 s)
+    off_ms = (centre_ns - truth_ns) / 1e6
+    assert abs(off_ms) <= (max(s["delay_s"] for s in samples) / 2 + 3e-4) * 1e3, off_ms
     if abs(slew_ppm) > 1000:  # 333 ms: said in the reason
         assert "the kernel slewed this clock" in now["reason"], now["reason"]
 
@@ -232,10 +237,10 @@ def test_a_vm_pause_is_a_disruption_and_the_interval_follows_the_references(
     pid, ready = start_fault_server(tmp_path / "before", specs, detach=False)
     refs = [f"{p['host']}:{p['port']}" for p in ready["ports"]]
     try:
-        measure(db, refs)
+        before_samples = measure(db, refs)
         before = json.loads(ok(run_cli("now", "--json", db=db)))
         assert before["status"] == "synchronized"
-        assert_contains_truth(before, max_half_width_s=0.01)
+        assert_contains_truth(before, max_half_width_s=ntp_bound_s(before_samples))
     finally:
         os.kill(pid, signal.SIGTERM)
         reap(pid)
@@ -248,7 +253,8 @@ def test_a_vm_pause_is_a_disruption_and_the_interval_follows_the_references(
         ok(clocks)
         burst = run_cli("sample", "ntp", *refs, "--count", "4", "--interval", "0.05", "--timeout", "1",
                         "--json", db=db)
-        for s in json.loads(ok(burst))["samples"]:
+        paused_samples = json.loads(ok(burst))["samples"]
+        for s in paused_samples:
             assert abs(s["offset_s"] - (TRUTH_S + paused)) <= s["delay_s"] / 2 + 1e-4, s
         warned = [ln for ln in burst.stderr.splitlines() if "outside the interval published before" in ln]
         assert len(warned) == 1, burst.stderr
@@ -256,24 +262,26 @@ def test_a_vm_pause_is_a_disruption_and_the_interval_follows_the_references(
             events = st.clock_events()
         assert [e.kind for e in events] == ["disruption"], events  # the local clocks saw nothing
         # the new evidence lies beyond the old interval's latest by the pause, less both half-widths
-        assert paused - 0.02 <= events[0].magnitude_s <= paused, events
+        both_s = ntp_bound_s(before_samples) + ntp_bound_s(paused_samples)
+        assert paused - both_s <= events[0].magnitude_s <= paused, (events, both_s)
         paused_now = json.loads(ok(run_cli("now", "--json", db=db)))
         truth_ns = paused_now["as_of_ns"] + round((TRUTH_S + paused) * NS_PER_S)
         assert paused_now["earliest_ns"] <= truth_ns <= paused_now["latest_ns"], paused_now
-        assert paused_now["uncertainty_s"] <= 0.01, paused_now  # the old regime is dropped, not averaged
+        # the old regime is dropped, not averaged
+        assert paused_now["uncertainty_s"] <= ntp_bound_s(paused_samples), paused_now
         skew = json.loads(ok(run_cli("analyze", "skew", "--json", db=db)))
         me = next(n for n in skew["nodes"] if n["node"] == "self")
         assert me["status"] != "ok" and abs(me["offset_s"] - (TRUTH_S + paused)) <= 1e-3, skew
 
         stepped = faked(fake_clock, offset_s=paused)  # NTP stepped the guest's wall clock
-        measure(db, refs, env=stepped)
+        stepped_samples = measure(db, refs, env=stepped)
         with Store.open(db, readonly=True) as st:
             events = st.clock_events()
         assert [e.kind for e in events] == ["disruption", "step"], events
         assert abs(events[1].magnitude_s - paused) <= 1e-3, events
         after = json.loads(ok(run_cli("now", "--json", db=db, env=stepped)))
         assert after["status"] == "synchronized"
-        assert_contains_truth(after, max_half_width_s=0.01)
+        assert_contains_truth(after, max_half_width_s=ntp_bound_s(stepped_samples))
     finally:
         os.kill(pid, signal.SIGTERM)
         reap(pid)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli
+from tests.conftest import clock_filter_expected, run_cli
 from tests.test_cli import assert_one_clean_line
 from timekit.lab.manager import Lab
 from timekit.outputs.export_csv import INJECTION_PREFIXES, csv_cell, float_text
@@ -368,10 +368,7 @@ def test_report_summary_numbers_match_analyze_drift(lab_db: Path, report: tuple[
         # the clock filter's offset: the lowest delay of the newest 8 within 16 s, carried to the newest
         # instant by the drift when that is known
         ok = [s for s in stored if s.server == r["server"] and s.ok]
-        stages = [s for s in ok[-8:] if ok[-1].t_local_ns - s.t_local_ns <= 16 * 10**9]
-        best = min(reversed(stages), key=lambda s: s.delay_s)  # type: ignore[arg-type,return-value]
-        carried = best.offset_s - (r["drift_ppm"] if r["status"] == "ok" else 0.0) * 1e-6 * (
-            (ok[-1].t_local_ns - best.t_local_ns) / 1e9)
+        _, carried = clock_filter_expected(ok, r["drift_ppm"] if r["status"] == "ok" else None)
         unit = cells["offset (filtered)"].split()[-1]
         scale = {"s": 1.0, "ms": 1e3, "µs": 1e6}[unit]
         shown = float(cells["offset (filtered)"].split()[0])

@@ -808,7 +808,7 @@ def test_a_stop_signal_keeps_what_was_collected_and_ends_by_the_signal(
         lab: Lab, tmp_path: Path, signum: int) -> None:
     """`systemctl stop` or a closed terminal mid-run: stopped as Ctrl-C stops it (every finished
     attempt committed, the run marked interrupted, one line on stderr), then the process dies of the
-    signal, which systemd counts as a clean stop (exit status 143/129 to a shell)."""
+    signal (returncode -N: what systemd counts as a clean stop, and 128+N to a shell)."""
     import signal
     import sqlite3
 
@@ -830,11 +830,6 @@ def test_a_stop_signal_keeps_what_was_collected_and_ends_by_the_signal(
         status = c.execute("SELECT status FROM runs").fetchone()[0]
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert seen <= n < 1000 and status == "interrupted"
-    script = (f'"$0" -m timekit.cli sample ntp {lab.server("chrony-near").address} --count 1000 '
-              f'--interval 0.05 --db "$1" & sleep 1.5; kill -{signum} $!; wait $!')
-    shell = subprocess.run(["sh", "-c", script, sys.executable, str(tmp_path / "u.db")],
-                           capture_output=True, text=True, timeout=30)
-    assert shell.returncode == 128 + signum, shell.stderr  # what a shell (and cron's mail) sees
 
 
 @pytest.mark.parametrize("kind", ["/dev/null", "fifo", "dangling symlink", "directory"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import clock_filter_expected, run_cli
 from tests.test_check import host_now, write_samples
 from timekit.analysis.assessment import Policy
 from timekit.analysis.clock_state import ClockState
@@ -152,15 +152,13 @@ def test_every_command_agrees_on_one_lab_store(lab: Lab, tmp_path: Path) -> None
     with Store.open(db) as st:
         stored = {a: st.ntp_samples(server=a, ok_only=True) for a in addrs}
     for name, addr in zip(names, addrs, strict=True):
-        burst = stored[addr][-8:]  # the clock filter: the lowest delay of the newest 8 (all within 16 s)
-        s = min(reversed(burst), key=lambda x: x.delay_s)  # type: ignore[arg-type,return-value]
+        # the clock filter's sample, its offset carried to the newest instant by the fitted drift
+        s, carried = clock_filter_expected(stored[addr], fits[addr]["drift_ppm"]
+                                           if fits[addr]["status"] == "ok" else None)
         assert s.offset_s is not None and s.delay_s is not None
         truth = lab.server(name).true_offset_at(s.t_local_ns)
         assert abs(s.offset_s - truth) <= s.delay_s / 2 + 20e-6  # the evidence itself is honest
-        assert s.delay_s == min(x.delay_s for x in burst) == rows[addr]["delay_s"]  # type: ignore[type-var]
-        # its offset carried to the newest sample's instant by the fitted drift (our clock gains it)
-        fitted = fits[addr]["drift_ppm"] if fits[addr]["status"] == "ok" else 0.0
-        carried = s.offset_s - fitted * 1e-6 * (burst[-1].t_local_ns - s.t_local_ns) / 1e9
+        assert s.delay_s == rows[addr]["delay_s"]
         assert rows[addr]["offset_s"] == pytest.approx(carried, abs=1e-12)
         assert rows[addr]["offset_s"] == metric("timekit_server_offset_seconds", addr)
         assert rows[addr]["drift_ppm"] == fits[addr]["drift_ppm"]  # the one fit, in check and analyze

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LAB_SLACK_S, run_cli
+from tests.conftest import LAB_SLACK_S, clock_filter_expected, run_cli
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS
 from timekit.lab.manager import Lab, LabServer
 from timekit.pipeline.assess import assess_store
@@ -98,13 +98,9 @@ def _newest(db: Path) -> dict[str, tuple[NtpSample, float]]:
         fits = {a.server: a.fit for a in assess_store(store).servers}
     out = {}
     for server, samples in by_server.items():
-        stages = [s for s in samples[-8:] if samples[-1].t_local_ns - s.t_local_ns <= 16 * 10**9]
-        best = min(reversed(stages), key=lambda x: x.delay_s)  # type: ignore[arg-type,return-value]
         fit = fits[server]
-        drift = fit.drift_ppm if fit is not None and reported_status(fit)[0] == "ok" else None
-        carried_s = (samples[-1].t_local_ns - best.t_local_ns) / 10**9
-        carried = (best.offset_s or 0.0) - (drift or 0.0) * 1e-6 * carried_s  # the same float operations
-        out[server] = (best, carried)
+        out[server] = clock_filter_expected(samples, fit.drift_ppm if fit is not None
+                                            and reported_status(fit)[0] == "ok" else None)
     return out
 
 

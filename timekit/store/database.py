@@ -168,16 +168,14 @@ def _refuse_non_regular(path: Path) -> None:
         return
     except OSError:
         return  # permission and the like: the open says it in its own words
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):
         raise StoreError(f"database path {path} is {file_kind(st.st_mode)}, not a regular file")
 
 
 def _check_header(path: Path) -> None:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # a regular file (`_refuse_non_regular` ran first)
             head = fh.read(16)
-    except IsADirectoryError:
-        raise StoreError(f"database path {path} is a directory") from None
     except PermissionError:
         raise StoreError(f"cannot read database {path}: permission denied") from None
     if head and head != SQLITE_MAGIC:
