@@ -36,7 +36,9 @@ from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series, on_the_wall_clock_of_now
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds, ci_half_ppm
+from timekit.analysis.time_daemon import DaemonPolicy, DaemonVerdict, judge_daemon
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
+from timekit.daemon_samples import DaemonSample
 from timekit.units import NS_PER_S
 from timekit.vocabulary import NodeStatus
 
@@ -54,6 +56,7 @@ class Policy:
     interval: IntervalPolicy = field(default_factory=IntervalPolicy)
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     skew: SkewPolicy = field(default_factory=SkewPolicy)
+    daemon: DaemonPolicy = field(default_factory=DaemonPolicy)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Evidence:
     interval_only: bool = False  # only the candidates' series were read (publishing the state)
     monotonic_ns: int | None = None  # CLOCK_MONOTONIC and _RAW read with realtime_ns (None: not read):
     raw_ns: int | None = None  # the interval then follows the kernel's slews since the evidence
+    daemon: DaemonSample | None = None  # the host's time daemon's newest reading (None: none stored)
 
     @property
     def servers(self) -> list[str]:
@@ -159,6 +163,7 @@ class Assessment:
     skew_hold: str | None = None  # why the skew check must not move anyone now (the pause guard)
     node_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # stored, before this check
     verdict: CheckVerdict | None = None  # `timekit check`'s verdict on the whole store
+    daemon: DaemonVerdict | None = None  # the host's time daemon, checked against this assessment
 
     @property
     def point_offset_s(self) -> float | None:
@@ -362,9 +367,63 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
-                     skew=skew, skew_hold=hold, node_health=ev.health)
+                     skew=skew, skew_hold=hold, node_health=ev.health,
+                     daemon=_daemon(ev, policy, est) if ev.daemon is not None else None)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
+
+
+def _host(server: str) -> str:
+    """'127.0.0.1:123' -> '127.0.0.1', '[::1]:123' -> '::1', 'pool.ntp.org' as is."""
+    if server.startswith("["):
+        return server[1:].split("]", 1)[0]
+    return server.rsplit(":", 1)[0] if server.count(":") == 1 else server
+
+
+def measured_at(ev: Evidence, ip: IntervalPolicy, realtime_ns: int, boottime_ns: int,
+                monotonic_ns: int | None = None, raw_ns: int | None = None) -> IntervalEstimate:
+    """The interval the evidence gave at an earlier instant of this boot: from the candidates' samples
+    taken before it (those after it are left out, as a reading then would not have had them)."""
+    series = {}
+    for n, s in ev.series.items():
+        if ev.candidates is not None and n not in ev.candidates:
+            continue
+        later = (s.boottime_ns > boottime_ns) & np.array([b == ev.boot_id for b in s.boot_id], dtype=bool)
+        kept = s.select(~later) if later.any() else s
+        if len(kept):
+            series[n] = kept
+    walled = {n: on_the_wall_clock_of_now(s, now_realtime_ns=realtime_ns, now_boottime_ns=boottime_ns,
+                                          boot_id=ev.boot_id) for n, s in series.items()}
+    used = [server_evidence(series[n], fit_series(w, ip.max_root_distance_s), ip, ev.boot_id)
+            for n, w in sorted(walled.items())]
+    return compute_interval(used, now_realtime_ns=realtime_ns, now_boottime_ns=boottime_ns, policy=ip,
+                            now_monotonic_ns=monotonic_ns, now_raw_ns=raw_ns)
+
+
+def _daemon(ev: Evidence, policy: Policy, est: IntervalEstimate) -> DaemonVerdict:
+    """The daemon's newest reading against timekit's interval at that reading's instant."""
+    d = ev.daemon
+    assert d is not None
+    measured, why = None, None
+    if d.boottime_ns is None or d.boot_id is None or d.boot_id != ev.boot_id:
+        why = "its reading is from another boot"
+    elif d.boottime_ns > ev.boottime_ns:
+        why = "its reading is newer than the assessment"
+    else:
+        at = measured_at(ev, policy.interval, d.t_local_ns, d.boottime_ns, d.monotonic_ns, d.raw_ns)
+        if at.status == "unknown" or at.earliest_ns is None or at.latest_ns is None:
+            why = at.reason.split("; ")[0]
+        else:
+            measured = ((at.earliest_ns - at.as_of_ns) / NS_PER_S, (at.latest_ns - at.as_of_ns) / NS_PER_S)
+    sel = est.selection
+    false_hosts: set[str] = set()
+    if sel is not None and sel.quorum:
+        hosts: dict[str, list[bool]] = {}
+        for name in (*sel.truechimers, *sel.falsetickers):
+            hosts.setdefault(_host(name), []).append(name in sel.falsetickers)
+        false_hosts = {h for h, flags in hosts.items() if all(flags)}
+    return judge_daemon(d, now_realtime_ns=ev.realtime_ns, measured=measured, no_measure_reason=why,
+                        falsetickers=false_hosts, policy=policy.daemon)
 
 
 def _skew(ev: Evidence, servers: Sequence[ServerAssessment],

@@ -42,6 +42,12 @@ EXIT_CODES: dict[CheckStatus, int] = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3
 SEVERITY: dict[CheckStatus, int] = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
 MAX_REASONS_IN_LINE = 4  # the status line names at most this many findings, worst first
 STRATUM_MAX = 16  # NTP: 16 = unsynchronized
+# the host's time daemon as a suspect (analysis.time_daemon): following a falseticker steers this clock
+# wrong (CRITICAL); a bound it does not keep, or a false 'synchronized', misleads whoever trusts it
+# (ClockBound, the kernel's readers) and an unsynchronized daemon is not disciplining (WARNING)
+DAEMON_CHECK_STATUS: dict[str, CheckStatus] = {"following_falseticker": CRITICAL, "overconfident": WARNING,
+                                               "false_sync_claim": WARNING, "unsynchronized": WARNING,
+                                               "holdover": WARNING}
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,9 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
         reasons.append(Reason(WARNING, "quarantine", "reference(s) quarantined: " + ", ".join(quarantined)))
     if mode == "store":
         reasons.extend(_silence_reasons(fleet, t, window_s))
+    daemon = fleet.daemon
+    if daemon is not None and daemon.status in DAEMON_CHECK_STATUS:
+        reasons.append(Reason(DAEMON_CHECK_STATUS[daemon.status], "daemon", daemon.reason))
 
     metrics = {"offset_s": offset, "offset_source": offset_source, "jitter_s": jitter, "drift_ppm": drift,
                "uncertainty_s": unc, "stratum": stratum, "sync_status": sync,
@@ -314,7 +323,9 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
                "servers_total": len(fleet.servers) + len(failures),
                "truechimers": list(sel.truechimers) if quorum and sel is not None else [],
                "falsetickers": list(sel.falsetickers) if quorum and sel is not None else [],
-               "self_health": fleet.self_health, "quarantined": quarantined, "pause_max_s": pause_max}
+               "self_health": fleet.self_health, "quarantined": quarantined, "pause_max_s": pause_max,
+               "daemon": daemon.daemon if daemon else None,
+               "daemon_status": daemon.status if daemon else None}
     perf = _perfdata(metrics, t)
     stale = (mode == "store" and newest_ok_age_s is not None and newest_ok_age_s > t.max_age_s)
     reasons = sorted((Reason(r.status, r.metric, _clean(r.message)) for r in reasons),

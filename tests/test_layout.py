@@ -4,8 +4,8 @@ Layers, lowest first; a module imports only its own layer and lower ones (the th
 of the stack, outputs, the library and the lab, not each other), at module level or inside a
 function alike:
 
-    core        timekit.errors, units, vocabulary, samples, address, atomic_files, lab_names: words and
-                utilities
+    core        timekit.errors, units, vocabulary, samples, daemon_samples, address, atomic_files, lab_names:
+                words and utilities
     analysis    timekit.analysis: the pure rules (no clock, no I/O)
     collectors  timekit.collectors: touch the world (clocks, kernel, sockets), measure only
     settings    timekit.config, timekit.settings: resolved once at the edge
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 CORE = {"timekit.errors", "timekit.units", "timekit.vocabulary", "timekit.samples", "timekit.address",
-        "timekit.atomic_files", "timekit.lab_names"}
+        "timekit.atomic_files", "timekit.lab_names", "timekit.daemon_samples"}
 RANK = {"core": 0, "analysis": 1, "collectors": 2, "settings": 3, "store": 4, "pipeline": 5,
         "outputs": 6, "clock": 6, "lab": 6, "cli": 7}
 ANALYSIS_MAY_NOT_IMPORT = {"time", "os", "sqlite3", "socket", "subprocess", "asyncio", "select", "fcntl",

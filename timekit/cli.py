@@ -212,6 +212,42 @@ def sample_clocks_cmd(
         _console().print(clocks_text(run))
 
 
+@sample_app.command("daemon")
+def sample_daemon_cmd(
+    kind: Annotated[str | None, typer.Option("--daemon", help="chronyd, ntpd or timesyncd (default: the "
+                                             "first that answers).")] = None,
+    chronyc_socket: Annotated[str | None, typer.Option(help="chronyd's command socket (chronyc -h).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config: its [interval] policy, and "
+                                                "its [daemon] section when no option is given.")] = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Read the host's time daemon (chronyd, ntpd/ntpsec, systemd-timesyncd), store the reading and
+    check its claims against timekit's own measurement of the references in the store."""
+    from timekit.errors import UsageError
+    from timekit.pipeline.assess import assess_store
+    from timekit.pipeline.sampling import sample_daemon_run
+    from timekit.settings import policy
+
+    if config is not None and kind is None and chronyc_socket is None:
+        from timekit.config import load_config
+
+        cfg = load_config(config)
+        kind = None if cfg.daemon_kind in ("auto", "none") else cfg.daemon_kind
+        chronyc_socket = cfg.chronyc_socket
+    if kind is not None and kind not in ("chronyd", "ntpd", "timesyncd"):
+        raise UsageError(f"--daemon {kind!r}: choose chronyd, ntpd or timesyncd")
+    with _open_store(db) as store:
+        reading = sample_daemon_run(store, kind, chronyc_socket)
+        verdict = assess_store(store, policy(config)).daemon
+    if as_json:
+        emit_json({"daemon": reading.to_dict(), "verdict": verdict.to_json() if verdict else None})
+    else:
+        from timekit.outputs.render import daemon_text
+
+        _console().print(daemon_text(reading, verdict))
+
+
 @sample_app.command("pauses")
 def sample_pauses_cmd(
     duration: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds to measure.")] = 10.0,
@@ -266,6 +302,8 @@ def collect_cmd(
         from timekit.outputs.render import collect_text
 
         _console().print(collect_text(result))
+    if result.daemon_error:
+        warn(f"time daemon not read: {result.daemon_error}")
     for message in result.ntp.unresolved:  # a typo in the config: said every run, never stored
         warn(f"{message} (fix {config})")
     if result.budget_exceeded:

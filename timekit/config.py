@@ -39,6 +39,10 @@
 
     [store]
     keep_days = 90       # collect deletes samples older than this (in batches); default: keep all
+
+    [daemon]             # the host's own time daemon, read each run and checked against the references
+    kind = "auto"        # chronyd | ntpd | timesyncd | auto (the first that answers) | none
+    chronyc_socket = "/run/chrony/chronyd.sock"   # optional; chronyc's default otherwise
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class CollectConfig:
     pauses_resolution_s: float = 0.001
     pauses_interval_s: float = 1.0
     keep_days: float | None = None  # [store] retention: older samples are deleted by collect
+    daemon_kind: str = "auto"  # [daemon]: chronyd, ntpd, timesyncd, auto or none
+    chronyc_socket: str | None = None
     interval: dict[str, Any] = field(default_factory=dict)  # IntervalPolicy keyword arguments
     skew: dict[str, Any] = field(default_factory=dict)  # SkewConfig keyword arguments
     source: str = field(default="", compare=False)
@@ -93,7 +99,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
              "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
     "store": {"keep_days": (int, float)},
+    "daemon": {"kind": str, "chronyc_socket": str},
 }
+DAEMON_KINDS = ("auto", "none", "chronyd", "ntpd", "timesyncd")
 
 
 def _positive(path: str, name: str, value: float, lo: float = 0.0, hi: float = 1e9) -> float:
@@ -164,6 +172,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
         raise UsageError(f"{source}: ntp.count = {count} is out of range (1-10000)")
     if pauses.get("resolution_s", 0.001) > min(pauses.get("interval_s", 1.0), pauses.get("duration_s", 2.0)):
         raise UsageError(f"{source}: pauses.resolution_s must not exceed pauses.interval_s or duration_s")
+    daemon = raw.get("daemon", {})
+    if daemon.get("kind", "auto") not in DAEMON_KINDS:
+        raise UsageError(f"{source}: daemon.kind = {daemon['kind']!r} is not one of "
+                         f"{', '.join(DAEMON_KINDS)}")
     interval = ntp.get("interval_s")
     min_poll = ntp.get("min_poll_s", 64.0)
     if not MIN_POLL_FLOOR_S <= min_poll <= 86_400:  # (nan fails this too)
@@ -189,6 +201,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
                    _positive(source, "store.keep_days", raw["store"]["keep_days"], lo=0.5, hi=36_500)),
         interval=_checked(source, "interval", raw.get("interval", {})),
         skew=_checked(source, "skew", raw.get("skew", {})),
+        daemon_kind=daemon.get("kind", "auto"),
+        chronyc_socket=daemon.get("chronyc_socket"),
         source=source,
     )
 

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from timekit.analysis.assessment import Assessment, Policy
 from timekit.analysis.skew import SELF_NODE
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds
+from timekit.analysis.time_daemon import SEVERITY as DAEMON_SEVERITY
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.atomic_files import atomic_output
 from timekit.errors import TimekitError, UsageError
@@ -43,6 +44,7 @@ from timekit.units import NS_PER_S
 
 SYNC_STATUSES = ("synchronized", "free_running", "unknown")  # timekit_sync_status{status=...}
 NODE_STATUSES = ("ok", "suspect", "quarantined")  # timekit_node_status{status=...}
+DAEMON_STATUSES = tuple(DAEMON_SEVERITY)  # timekit_daemon_status{status=...}
 PAUSE_PERCENTILES = (("p50", "p50_s", "50th"), ("p90", "p90_s", "90th"), ("p99", "p99_s", "99th"),
                      ("p999", "p999_s", "99.9th"))  # timekit_pause_{name}_seconds <- pause summary key
 DRIFT_EXPORT_WARN_PPM = DEFAULT_THRESHOLDS.warn_drift_ppm  # a drift is exported when judgeable at this
@@ -103,6 +105,7 @@ def fleet_metrics(fleet: Assessment, *, version: str | None = None) -> list[Metr
     out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok]
     out += _node_metrics(fleet)
     out += _host_metrics(fleet)
+    out += _daemon_metrics(fleet)
     info = _gauge("build_info", "Always 1; the timekit version that wrote these metrics.", ("version",))
     info.add_metric([version or "unknown"], 1.0)
     return [m for m in [*out, info] if m.samples]  # a family without data is left out, not zeroed
@@ -122,6 +125,42 @@ def _node_metrics(fleet: Assessment) -> list[Metric]:
         for name in NODE_STATUSES:
             status.add_metric([node, name], float(health == name))
     return [quarantined, status]
+
+
+def _daemon_metrics(fleet: Assessment) -> list[Metric]:
+    """The host's time daemon as it claims, and timekit's check of those claims (analysis.time_daemon)."""
+    v = fleet.daemon
+    status = _gauge("daemon_status", "1 for timekit's verdict on the host's time daemon (ok, "
+                    "following_falseticker, overconfident, false_sync_claim, unsynchronized, holdover, "
+                    "cannot_tell), 0 for the others.", ("daemon", "status"))
+    suspect = _gauge("daemon_suspect", "1 when the host's time daemon follows a falseticker, claims a bound "
+                     "it does not keep, or claims synchronized falsely; else 0.", ("daemon",))
+    synced = _gauge("daemon_synchronized", "1 when the time daemon claims to be synchronized.", ("daemon",))
+    offset = _gauge("daemon_offset_seconds", "The daemon's own offset estimate at its reading, seconds "
+                    "(reference - local; chrony's system time offset).", ("daemon",))
+    bound = _gauge("daemon_claimed_bound_seconds", "The daemon's claimed bound around its offset: root "
+                   "delay/2 + root dispersion, seconds.", ("daemon",))
+    excess = _gauge("daemon_bound_excess_seconds", "How far the daemon's claimed interval misses timekit's "
+                    "measured one at the same instant, seconds (> 0: it claims a bound it does not keep; "
+                    "<= 0: they overlap).", ("daemon",))
+    age = _gauge("daemon_reading_age_seconds", "Age of the daemon's newest stored reading, seconds.",
+                 ("daemon",))
+    if v is None:
+        return []
+    for name in DAEMON_STATUSES:
+        status.add_metric([v.daemon, name], float(v.status == name))
+    suspect.add_metric([v.daemon], float(v.suspect))
+    if v.synchronized is not None:
+        synced.add_metric([v.daemon], float(v.synchronized))
+    if v.offset_s is not None:
+        offset.add_metric([v.daemon], v.offset_s)
+    if v.claimed_bound_s is not None:
+        bound.add_metric([v.daemon], v.claimed_bound_s)
+    if v.excess_s is not None:
+        excess.add_metric([v.daemon], v.excess_s)
+    if v.age_s is not None:
+        age.add_metric([v.daemon], v.age_s)
+    return [status, suspect, synced, offset, bound, excess, age]
 
 
 def _host_metrics(fleet: Assessment) -> list[Metric]:
@@ -438,6 +477,22 @@ def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
                   "critical", f"timekit: {on} is quarantined: its clock disagrees with the majority",
                   "the skew check holds this host in quarantine until it has been healthy long enough.",
                   "quarantine"),
+        AlertRule("TimekitDaemonFollowsFalseticker",
+                  'timekit_daemon_status{status="following_falseticker"} == 1', "critical",
+                  f"timekit: the time daemon ({{{{ $labels.daemon }}}}) on {on} follows a falseticker",
+                  "the source the host's time daemon follows lies outside timekit's majority interval: it "
+                  "steers this clock toward a wrong time.", "daemon"),
+        AlertRule("TimekitDaemonSuspect",
+                  'timekit_daemon_status{status=~"overconfident|false_sync_claim"} == 1', "warning",
+                  f"timekit: the time daemon ({{{{ $labels.daemon }}}}) on {on} claims more than it keeps",
+                  "its claimed error bound excludes timekit's measurement, or it claims synchronized while "
+                  "it is not: whoever trusts its bound (ClockBound, the kernel's readers) is misled.",
+                  "daemon"),
+        AlertRule("TimekitDaemonUnsynchronized",
+                  'timekit_daemon_status{status=~"unsynchronized|holdover"} == 1', "warning",
+                  f"timekit: the time daemon ({{{{ $labels.daemon }}}}) on {on} is not synchronized",
+                  "the host's time daemon says it is not synchronized, or none of its sources answers "
+                  "(holding over: its bound grows).", "daemon"),
         AlertRule("TimekitReferenceQuarantined", f'timekit_node_quarantined{{node!="{SELF_NODE}"}} == 1',
                   "warning", f"timekit: reference {{{{ $labels.node }}}} of {on} is quarantined",
                   "the skew check found the reference far from the majority of references.", "quarantine"),

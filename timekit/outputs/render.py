@@ -77,7 +77,46 @@ def collect_text(result: Any) -> str:
         for t in doc["transitions"]:
             words += f"; {t['node']}: {t['from']} -> {t['to']}"
         lines.append(f"skew check: {words}")
+    if result.daemon is not None:
+        d = result.daemon
+        lines.append(f"time daemon: {d.daemon}, {'synchronized' if d.synchronized else 'not synchronized'}"
+                     + (f", claims {fmt_s(d.offset_s)} ± {fmt_s(d.claimed_bound_s, signed=False)}"
+                        if d.offset_s is not None and d.claimed_bound_s is not None else ""))
     return "\n".join(lines)
+
+
+def daemon_text(d: Any, verdict: Any) -> RenderableType:
+    """The daemon's reading (DaemonSample) in timekit's signs, its sources, and timekit's verdict on it."""
+    sync = "synchronized" if d.synchronized else "NOT synchronized"
+    head = [f"{d.daemon}: {sync}, stratum {d.stratum if d.stratum is not None else '-'}, "
+            f"leap {d.leap or '-'}, reference {d.ref_name or d.ref_id or '-'}"]
+    if d.offset_s is not None or d.claimed_bound_s is not None:
+        off = fmt_s(d.offset_s) if d.offset_s is not None else "-"
+        bound = fmt_s(d.claimed_bound_s, signed=False) if d.claimed_bound_s is not None else "-"
+        head.append(f"claims: offset (reference - local) {off} ± {bound} "
+                    "(root delay/2 + root dispersion)")
+    if d.frequency_ppm is not None:
+        head.append(f"frequency {d.frequency_ppm:+.3f} ppm (local clock; + = gains)"
+                    + (f", skew {d.skew_ppm:.3f} ppm" if d.skew_ppm is not None else ""))
+    if d.kernel_maxerror_s is not None:
+        head.append(f"kernel: maxerror {fmt_s(d.kernel_maxerror_s, signed=False)}, "
+                    f"{'unsynchronized' if d.kernel_unsynchronized else 'synchronized'} (adjtimex)")
+    parts: list[RenderableType] = [Text("\n".join(head))]
+    if d.sources:
+        t = Table(title=f"{d.daemon}'s sources (offset = source - local)")
+        for col in ("address", "state", "stratum", "reach", "last rx", "offset", "error"):
+            t.add_column(col, justify="left" if col in ("address", "state") else "right")
+        for src in d.sources:
+            t.add_row(src.address, src.state, "-" if src.stratum is None else str(src.stratum),
+                      "-" if src.reach is None else f"{src.reach:o}",
+                      "-" if src.last_rx_s is None else f"{src.last_rx_s:.0f} s",
+                      "-" if src.offset_s is None else fmt_s(src.offset_s),
+                      "-" if src.error_s is None else fmt_s(src.error_s, signed=False))
+        parts.append(t)
+    if verdict is not None:
+        parts.append(Text(f"timekit's check: {verdict.status.replace('_', ' ')}: {verdict.reason}"))
+        parts.extend(Text(f"  also: {more}") for more in verdict.details[1:])
+    return Group(*parts)
 
 
 def server_states_table(states: list[Any]) -> Table:

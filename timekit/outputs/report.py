@@ -424,6 +424,24 @@ def _status_text(st: Any, selection: Any) -> str:
     return ", ".join(parts) or "–"
 
 
+def _daemon_section(v: Any) -> list[str]:
+    """The host's time daemon: what it claims and timekit's verdict on the claim (analysis.time_daemon)."""
+    lines = ["## The host's time daemon", ""]
+    if v is None:
+        return [*lines, "No reading stored (`timekit sample daemon`, or `[daemon]` in the collect config).",
+                ""]
+    claim = "–"
+    if v.offset_s is not None and v.claimed_bound_s is not None:
+        claim = f"{fmt_value(v.offset_s)} ± {fmt_value(v.claimed_bound_s, False)}"
+    measured = "–" if v.measured is None else "{} .. {}".format(*(fmt_value(x) for x in v.measured))
+    lines += ["| daemon | synchronized | claims (reference − local) | timekit measured | follows "
+              "| verdict |", "|---|---|---:|---:|---|---|",
+              f"| {v.daemon} | {'yes' if v.synchronized else 'no'} | {claim} | {measured} "
+              f"| {v.selected or '–'} | **{v.status.replace('_', ' ')}** |", "",
+              f"Why: {v.reason}" + "".join(f"; {more}" for more in v.details[1:]), ""]
+    return lines
+
+
 def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[str, dict[str, Any]],
              series: dict[str, Series], n_attempts: int, files: dict[str, str], pause_note: str | None,
              t_range: tuple[int, int]) -> str:
@@ -467,7 +485,9 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
               "differences over the newest 8; drift: the fit `timekit check`, `now` and `analyze drift` "
               "use (each server's newest samples); "
               "status: interval selection (truechimer / falseticker) and the skew checks.", "",
-              "## Plots", ""]
+              ""]
+    lines += _daemon_section(fleet.daemon)
+    lines += ["## Plots", ""]
     for name, caption in files.items():
         if name.endswith(".png"):
             lines += [f"### [{caption}]({name})", "", f"![{caption}]({name})", ""]

@@ -33,6 +33,8 @@ class CollectResult:
     pauses: list[Any] = field(default_factory=list)  # the pause meter's intervals (PauseInterval)
     skew: Any = None  # the committed skew check (SkewReport) when NTP samples were taken
     deleted: int = 0  # rows the [store] keep_days retention removed
+    daemon: Any = None  # the host's time daemon's reading (DaemonSample), None: not read or none answers
+    daemon_error: str | None = None  # why a daemon named in [daemon] kind could not be read
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
@@ -43,6 +45,8 @@ class CollectResult:
         doc["pauses"] = self.pauses
         doc["skew"] = self.skew.to_json() if self.skew is not None else None
         doc["deleted"] = self.deleted
+        doc["daemon"] = self.daemon.to_dict() if self.daemon is not None else None
+        doc["daemon_error"] = self.daemon_error
         return doc
 
 
@@ -75,6 +79,16 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
             per = max(config.pauses_resolution_s, min(config.pauses_interval_s, duration))
             pauses = sample_pauses_run(store, duration, resolution_s=config.pauses_resolution_s,
                                        interval_s=per, command="collect")
+        daemon, daemon_error = None, None
+        if config.daemon_kind != "none":  # right after the NTP samples: judged against them
+            from timekit.errors import CollectorError
+            from timekit.pipeline.sampling import sample_daemon_run
+
+            try:
+                kind = None if config.daemon_kind == "auto" else config.daemon_kind
+                daemon = sample_daemon_run(store, kind, config.chronyc_socket, command="collect daemon")
+            except CollectorError as e:  # auto: a host without a daemon is no error (it is in the JSON)
+                daemon_error = str(e) if config.daemon_kind != "auto" else None
         skew = None
         if ntp.samples:
             from timekit.pipeline.assess import publish_quietly
@@ -88,4 +102,5 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
         deleted = 0
         if config.keep_days is not None:  # retention, in bounded batches (Store.delete_older_than)
             deleted = store.delete_older_than(realtime_ns() - round(config.keep_days * 86_400 * NS_PER_S))
-        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew, deleted)
+        return CollectResult(ntp, clocks, ntp.budget_exceeded, delay_s, pauses, skew, deleted, daemon,
+                             daemon_error)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from timekit.collectors.adjtimex import KernelClockState
     from timekit.collectors.clocks import ClockReport
     from timekit.config import CollectConfig
+    from timekit.daemon_samples import DaemonSample
 
 
 @dataclass
@@ -266,3 +267,20 @@ def between_runs(previous: tuple[int, int, int] | None, first: object) -> list[d
         return []
     return [dict(kind=e.kind, t_local_ns=e.t_realtime_ns, magnitude_s=e.magnitude_s)
             for e in events_between(ClockReading(*previous), cur)]
+
+
+def sample_daemon_run(store: Store, kind: str | None = None, chronyc_socket: str | None = None,
+                      command: str = "sample daemon") -> DaemonSample:
+    """Read the host's time daemon (`kind`, None: the first that answers) and store the reading.
+    Raises CollectorError (nothing stored, the run marked failed) when it does not answer."""
+    from timekit.collectors.time_daemon import read_daemon
+
+    run_id = store.begin_run(command, realtime_ns())
+    try:
+        sample = read_daemon(kind, chronyc_socket=chronyc_socket)  # type: ignore[arg-type]
+    except BaseException:
+        finish_run(store, run_id, "failed")
+        raise
+    store.add_daemon_sample(sample, run_id)
+    finish_run(store, run_id, "ok")
+    return sample

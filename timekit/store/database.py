@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from timekit.collectors.server_policy import ServerState
+from timekit.daemon_samples import SAMPLE_COLUMNS, SOURCE_COLUMNS, DaemonSample, DaemonSource
 from timekit.errors import StoreError
 from timekit.samples import NtpSample
 from timekit.settings import db_path
@@ -103,6 +104,20 @@ MIGRATIONS: list[str] = [
     # v9: monotonic and raw at T4: how far the kernel slewed this clock since a sample (FAULTS C3)
     "ALTER TABLE ntp_samples ADD COLUMN monotonic_ns INTEGER;\n"
     "ALTER TABLE ntp_samples ADD COLUMN raw_ns INTEGER;\n",
+    # v10: the host's time daemon as it described itself (chronyd, ntpd, timesyncd) and its sources
+    "CREATE TABLE daemon_samples (id INTEGER PRIMARY KEY, run_id INTEGER, daemon TEXT NOT NULL,"
+    " t_local_ns INTEGER NOT NULL, synchronized INTEGER NOT NULL, boottime_ns INTEGER, monotonic_ns INTEGER,"
+    " raw_ns INTEGER, boot_id TEXT, read_span_ns INTEGER, leap TEXT, stratum INTEGER, ref_id TEXT,"
+    " ref_name TEXT, ref_time_ns INTEGER, offset_s REAL, root_delay_s REAL, root_dispersion_s REAL,"
+    " frequency_ppm REAL, residual_freq_ppm REAL, skew_ppm REAL, rms_offset_s REAL, jitter_s REAL,"
+    " update_interval_s REAL, kernel_maxerror_s REAL, kernel_esterror_s REAL,"
+    " kernel_unsynchronized INTEGER);\n"
+    "CREATE INDEX daemon_samples_t ON daemon_samples(t_local_ns);\n"
+    "CREATE TABLE daemon_sources (sample_id INTEGER NOT NULL REFERENCES daemon_samples(id)"
+    ", address TEXT NOT NULL, state TEXT NOT NULL, stratum INTEGER, poll INTEGER,"
+    " reach INTEGER, last_rx_s REAL, offset_s REAL, error_s REAL, delay_s REAL, frequency_ppm REAL,"
+    " freq_skew_ppm REAL, std_dev_s REAL, n_samples INTEGER);\n"
+    "CREATE INDEX daemon_sources_sample ON daemon_sources(sample_id);\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -502,7 +517,7 @@ class Store:
         holds the store for long; rows deleted. A server's newest-sample row goes with its sample."""
         tables = (("ntp_samples", "t_local_ns"), ("clock_samples", "t_local_ns"),
                   ("clock_events", "t_local_ns"), ("pause_intervals", "t_local_ns"),
-                  ("health_events", "t_ns"), ("runs", "started_ns"))
+                  ("health_events", "t_ns"), ("daemon_samples", "t_local_ns"), ("runs", "started_ns"))
         total = 0
         for table, column in tables:
             extra = " AND status != 'running'" if table == "runs" else ""
@@ -516,6 +531,7 @@ class Store:
         if total:  # a server whose newest usable sample went loses its row (one pass, at the end)
             with self.write() as c:
                 c.execute("DELETE FROM newest_ok WHERE id NOT IN (SELECT id FROM ntp_samples)")
+                c.execute("DELETE FROM daemon_sources WHERE sample_id NOT IN (SELECT id FROM daemon_samples)")
         return total
 
     # --- NTP samples --------------------------------------------------------------------
@@ -707,6 +723,38 @@ class Store:
             row = c.execute("SELECT t_local_ns, monotonic_ns, boottime_ns FROM clock_samples"
                             " ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    # --- the host's time daemon ---------------------------------------------------------------
+    def add_daemon_sample(self, sample: DaemonSample, run_id: int | None = None) -> int:
+        """Commit one daemon reading with its sources (one transaction); its row id."""
+        with self.write() as c:
+            cols = ["run_id", *SAMPLE_COLUMNS]
+            values = [run_id, *(getattr(sample, k) for k in SAMPLE_COLUMNS)]
+            row = c.execute(f"INSERT INTO daemon_samples({', '.join(cols)}) "
+                            f"VALUES ({', '.join('?' * len(cols))}) RETURNING id", values).fetchone()
+            c.executemany(f"INSERT INTO daemon_sources(sample_id, {', '.join(SOURCE_COLUMNS)}) "
+                          f"VALUES ({', '.join('?' * (len(SOURCE_COLUMNS) + 1))})",
+                          [(row[0], *(getattr(s, k) for k in SOURCE_COLUMNS)) for s in sample.sources])
+            return int(row[0])
+
+    def daemon_samples(self, since_ns: int | None = None, newest: int | None = None) -> list[DaemonSample]:
+        """Stored daemon readings (with their sources), oldest first; `newest`: only the last N."""
+        with self.reading() as c:
+            sql = (f"SELECT id, {', '.join(SAMPLE_COLUMNS)} FROM daemon_samples WHERE t_local_ns >= ?"
+                   " ORDER BY id DESC")
+            rows = c.execute(sql + (f" LIMIT {int(newest)}" if newest is not None else ""),
+                             (since_ns or 0,)).fetchall()[::-1]
+            out = []
+            for r in rows:
+                src = c.execute(f"SELECT {', '.join(SOURCE_COLUMNS)} FROM daemon_sources WHERE sample_id = ?"
+                                " ORDER BY rowid", (r[0],)).fetchall()
+                d = dict(zip(SAMPLE_COLUMNS, r[1:], strict=True))
+                d["synchronized"] = bool(d["synchronized"])
+                if d["kernel_unsynchronized"] is not None:
+                    d["kernel_unsynchronized"] = bool(d["kernel_unsynchronized"])
+                out.append(DaemonSample(**d, sources=tuple(
+                    DaemonSource(**dict(zip(SOURCE_COLUMNS, s, strict=True))) for s in src)))
+            return out
 
     # --- per-server state ------------------------------------------------------------------
     def server_states(self) -> dict[str, ServerState]:

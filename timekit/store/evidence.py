@@ -113,6 +113,7 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     pauses: list[dict[str, Any]] = []
     suspends: list[Any] = []
     last_check = None
+    daemon = None
     with store.snapshot():
         newest = [NewestSample(r.server, r.t_local_ns, r.boottime_ns, r.boot_id,
                                math.inf if r.root_distance_s is None else r.root_distance_s)
@@ -135,6 +136,7 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
             pauses = store.pause_rows(since_ns=pause_from)
             suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
                         if last_check is not None else [])
+            daemon = next(iter(store.daemon_samples(newest=1)), None)
     rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
     # monotonic and raw beside them (a given `now` has none: no slew correction), for the kernel's slews
     mono_ns, raw_ns = ((time.clock_gettime_ns(time.CLOCK_MONOTONIC),
@@ -160,4 +162,5 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
         newest_ok_ns=max((n.t_local_ns for n in newest), default=None), last_check_ns=last_check,
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
         suspend_since_check_s=suspends[-1].magnitude_s if suspends else None,
-        candidates=tuple(candidates), interval_only=interval_only, monotonic_ns=mono_ns, raw_ns=raw_ns)
+        candidates=tuple(candidates), interval_only=interval_only, monotonic_ns=mono_ns, raw_ns=raw_ns,
+        daemon=daemon)
