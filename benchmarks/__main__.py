@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks import (
     bench_check,
+    bench_daemon,
     bench_drift,
     bench_fanout,
     bench_interval,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "drift": bench_drift.run,
     "timeouts": bench_timeouts.run,
     "interval": bench_interval.run,
+    "daemon": bench_daemon.run,
     "now": bench_now.run,
     "store": bench_store.run,
     "sweep": bench_sweep.run,
