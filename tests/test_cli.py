@@ -47,6 +47,12 @@ def test_sample_ntp_json_contract(lab: Lab, tmp_path: Path) -> None:
         assert s["tx_timestamp"] == "kernel" and s["rx_timestamp"] == "kernel"
     with sqlite3.connect(tmp_path / "t.db") as c:  # every attempt stored
         assert c.execute("SELECT count(*) FROM ntp_samples").fetchone()[0] == 6
+    # the human table says the same in words: a chronyd with `local stratum 1` is a primary reference
+    # whose refid is chrony's local clock (ntpd's 127.127.1.1)
+    human = run_cli("sample", "ntp", a.address, "--count", "1", db=tmp_path / "t.db",
+                    env={**os.environ, "COLUMNS": "200"})
+    row = next(line for line in human.stdout.splitlines() if a.address in line)
+    assert "primary reference (1)" in row and "127.127.1.1" in row and "no warning" in row, human.stdout
 
 
 def test_sample_ntp_stores_rejected_attempts_with_codes(lab: Lab, tmp_path: Path) -> None:

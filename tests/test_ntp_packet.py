@@ -212,6 +212,8 @@ def test_json_names_the_header_codes_with_ntplibs_tables() -> None:
     assert words(leap=1, stratum=1, refid="XYZ") == ("last minute of the day has 61 seconds",
                                                      "primary reference (1)", "XYZ")
     assert words(leap=3, stratum=1, refid="=cm\\xff")[2] == "=cm\\xff"  # escaped bytes: as stored
+    # four raw bytes (chrony's local clock, 7F7F0101): ntpd's pseudo-address 127.127.t.u
+    assert words(leap=0, stratum=1, refid="\\x7f\\x7f\\x01\\x01")[2] == "127.127.1.1"
     assert words(leap=0, stratum=2, refid="10.0.0.1") == ("no warning", "secondary reference (2)", "10.0.0.1")
     unsync = ("unknown (clock unsynchronized)", "unsynchronized (16)")
     assert words(leap=3, stratum=16, refid="INIT")[:2] == unsync

@@ -68,6 +68,11 @@ class NtpSample:
             code = self.refid.encode("ascii")[:4].ljust(4, b"\0")
             named = str(ntplib.ref_id_to_text(int.from_bytes(code, "big"), 1))
             doc["refid_text"] = self.refid if named.startswith("Unidentified") else named  # not in its table
+        elif self.refid is not None and self.stratum == 1 and self.refid.startswith("\\x"):
+            # not a source name but four bytes, e.g. chrony's local clock 7F7F0101: ntpd's 127.127.t.u
+            raw = self.refid.encode("ascii").decode("unicode_escape").encode("latin-1")
+            if len(raw) == 4:
+                doc["refid_text"] = ".".join(str(b) for b in raw)
         return doc
 
     @classmethod

@@ -18,10 +18,13 @@ from timekit.units import fmt_s
 
 
 def ntp_summary_table(samples: list[NtpSample]) -> Table:
-    """Per server: valid/total, offset of the lowest-delay sample, median offset, errors."""
+    """Per server: valid/total, offset of the lowest-delay sample, median offset, errors, and that
+    sample's header in ntplib's words (stratum, reference, leap)."""
     t = Table(title="NTP samples (offset = reference - local)")
-    for col in ("server", "ok", "best offset", "median offset", "min delay", "stratum", "errors"):
-        t.add_column(col, justify="right" if col not in ("server", "errors") else "left")
+    for col in ("server", "ok", "best offset", "median offset", "min delay", "stratum", "reference", "leap",
+                "errors"):
+        t.add_column(col, justify="right" if col in ("ok", "best offset", "median offset", "min delay")
+                     else "left")
     by_server: dict[str, list[NtpSample]] = {}
     for s in samples:
         by_server.setdefault(s.server, []).append(s)
@@ -29,11 +32,13 @@ def ntp_summary_table(samples: list[NtpSample]) -> Table:
         ok = [s for s in ss if s.ok]
         errs = Counter(s.error for s in ss if s.error)
         best = min(ok, key=lambda s: s.delay_s or 0.0) if ok else None
+        words = best.described() if best else {}
         t.add_row(server, f"{len(ok)}/{len(ss)}",
                   fmt_s(best.offset_s) if best else "-",
                   fmt_s(statistics.median(s.offset_s for s in ok)) if ok else "-",  # type: ignore[type-var]
                   fmt_s(best.delay_s, signed=False) if best else "-",
-                  str(best.stratum) if best else "-",
+                  words.get("stratum_text") or "-", words.get("refid_text") or "-",
+                  words.get("leap_text") or "-",
                   ", ".join(f"{k}×{v}" for k, v in errs.items()) or "-")
     return t
 
