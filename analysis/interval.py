@@ -13,7 +13,10 @@ At a later instant (``R``, ``B``) the same reference is ahead of us by::
     s_k   = (R − B) − (R_k − B_k)         how far our wall clock was stepped since (0 unless stepped)
     d     = estimated local drift (ppm)   our clock gains d·age against the reference
     σ_d   = its standard error, z = DRIFT_SE_MULTIPLIER
-    D     = max_drift_ppm (configured)    what the drift may do that the estimate did not see
+    D     = what the drift may do that the estimate did not see: wander_ppm (RFC 5905's PHI,
+            15 ppm) where the drift was measured and the kernel's slews since the sample are
+            followed (monotonic and raw known then and now: only the oscillator can have
+            changed); max_drift_ppm (configured, 200) otherwise
     ε     = PAIR_SLACK_NS                 reading realtime and boottime is not one instant
 
 Every sample of one honest reference contains the truth, so the reference's interval is the
@@ -58,6 +61,9 @@ class IntervalPolicy:
     """What the interval assumes. Validated on construction (the error names value and unit)."""
 
     max_drift_ppm: float = 200.0  # Spanner's 200 µs/s assumption; ClockBound-style growth
+    # RFC 5905's PHI (the frequency tolerance it grows dispersion at): the growth once the drift is
+    # measured and every kernel slew since the evidence is followed, so only the oscillator can move
+    wander_ppm: float = 15.0
     fresh_s: float = 300.0  # newest evidence younger than this: synchronized
     void_after_s: float = 14_400.0  # older than this: not evidence any more (status unknown)
     max_root_distance_s: float = 1.5  # samples vouching for less than this are not used (N26)
@@ -68,6 +74,8 @@ class IntervalPolicy:
     def __post_init__(self) -> None:
         checks = [
             (0.0 <= self.max_drift_ppm < MAX_SANE_DRIFT_PPM, f"max_drift_ppm = {self.max_drift_ppm} ppm "
+             f"is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
+            (0.0 <= self.wander_ppm < MAX_SANE_DRIFT_PPM, f"wander_ppm = {self.wander_ppm} ppm "
              f"is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
             (0.0 < self.fresh_s <= self.void_after_s, f"fresh_s = {self.fresh_s} s must be > 0 and "
              f"<= void_after_s = {self.void_after_s} s"),
@@ -122,6 +130,19 @@ def kernel_ppm_of(monotonic_ns: np.ndarray, raw_ns: np.ndarray,
         return None
     moved = (int(monotonic_ns[b]) - int(raw_ns[b])) - (int(monotonic_ns[a]) - int(raw_ns[a]))
     return moved / span * 1e6
+
+
+def kernel_followed(ev: ServerEvidence, idx: np.ndarray, now_monotonic_ns: int | None,
+                    now_raw_ns: int | None) -> np.ndarray:
+    """For the samples `idx`: whether `kernel_slew_s` follows the kernel since each (monotonic and raw
+    known at the sample and now, and the kernel's frequency over the evidence)."""
+    if (now_monotonic_ns is None or now_raw_ns is None or ev.monotonic_ns is None or ev.raw_ns is None
+            or ev.kernel_ppm is None):
+        return np.zeros(len(idx), dtype=bool)
+    mono = np.asarray(ev.monotonic_ns, dtype=np.int64)[idx]
+    raw = np.asarray(ev.raw_ns, dtype=np.int64)[idx]
+    known: np.ndarray = (mono >= 0) & (raw >= 0) & (now_raw_ns - raw >= 0)
+    return known
 
 
 def kernel_slew_s(ev: ServerEvidence, idx: np.ndarray, now_monotonic_ns: int | None,
@@ -226,11 +247,14 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
     t_local = np.asarray(ev.t_local_ns, dtype=np.int64)[idx]
     # how far the wall clock moved beyond elapsed boottime since each sample (exact integer ns)
     step_s = ((now_realtime_ns - now_boottime_ns) - (t_local - boot[idx])) / NS_PER_S
-    drift, drift_unc = 0.0, policy.max_drift_ppm  # no estimate: ClockBound's model, growth at D
+    drift, drift_unc = 0.0, np.full(len(idx), policy.max_drift_ppm)  # no estimate: ClockBound's model
+    slew_s = kernel_slew_s(ev, idx, now_monotonic_ns, now_raw_ns)
     if (ev.drift_ppm is not None and ev.drift_se_ppm is not None and math.isfinite(ev.drift_ppm)
             and math.isfinite(ev.drift_se_ppm)):
-        drift, drift_unc = ev.drift_ppm, policy.max_drift_ppm + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
-    slew_s = kernel_slew_s(ev, idx, now_monotonic_ns, now_raw_ns)
+        # measured drift: what it may still do is the oscillator's wander where the kernel is followed
+        followed = kernel_followed(ev, idx, now_monotonic_ns, now_raw_ns)
+        unseen = np.where(followed, min(policy.wander_ppm, policy.max_drift_ppm), policy.max_drift_ppm)
+        drift, drift_unc = ev.drift_ppm, unseen + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
     centre = offset[idx] - step_s - slew_s - drift * PPM * age
     width = half[idx] + drift_unc * PPM * age + PAIR_SLACK_NS / NS_PER_S
     # intersect from the newest backwards; stop at the first sample that would empty it

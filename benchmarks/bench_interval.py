@@ -52,7 +52,7 @@ from timekit.analysis.interval import IntervalPolicy
 from timekit.collectors.ntp_client import QueryPlan
 from timekit.lab.chrony import ChronyClient
 from timekit.lab.manager import ChronySpec, Lab, LabServer, start_lab
-from timekit.pipeline.assess import assess_store, read_now
+from timekit.pipeline.assess import assess_store, read_now_with_kernel
 from timekit.pipeline.sampling import sample_ntp
 from timekit.samples import NtpSample
 from timekit.store.database import Store
@@ -258,7 +258,7 @@ def _check_loop(lab: Lab, db: Path, t0_ns: int, deadline_mono: float, latest: li
     checks: list[Check] = []
     with Store.open(db) as st:
         while mono_s() < deadline_mono:
-            now = read_now()
+            now = read_now_with_kernel()  # the kernel's slews since the evidence are followed
             c0 = time.perf_counter()
             est = assess_store(st, Policy(interval=policy), now=now).interval
             cost = time.perf_counter() - c0

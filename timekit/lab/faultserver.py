@@ -91,12 +91,12 @@ class _Port:
 class FaultServer:
     """All ports of one process. `start_ns` anchors every port's drift."""
 
-    def __init__(self, specs: list[PortSpec]) -> None:
+    def __init__(self, specs: list[PortSpec], start_ns: int | None = None) -> None:
         for s in specs:
             if s.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {s.kind!r}")
         self.ports = [_Port(s, rng=random.Random(s.seed or i + 1)) for i, s in enumerate(specs)]
-        self.start_ns = realtime_ns()
+        self.start_ns = realtime_ns() if start_ns is None else start_ns  # the lab's common anchor, if given
         self._side_sock: socket.socket | None = None
 
     def _server_ns(self, p: _Port, real_ns: int) -> int:
@@ -239,8 +239,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-async def serve(specs: list[PortSpec], ready_path: Path) -> None:
-    server = FaultServer(specs)
+async def serve(specs: list[PortSpec], ready_path: Path, start_ns: int | None = None) -> None:
+    server = FaultServer(specs, start_ns)
     await server.start()
     write_json_atomic(ready_path, server.ready_info())
     stop = asyncio.Event()
@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m timekit.lab.faultserver SPEC.json READY.json", file=sys.stderr)
         return 2
-    specs = [PortSpec(**d) for d in json.loads(Path(args[0]).read_text())["ports"]]
-    asyncio.run(serve(specs, Path(args[1])))
+    doc = json.loads(Path(args[0]).read_text())
+    specs = [PortSpec(**d) for d in doc["ports"]]
+    asyncio.run(serve(specs, Path(args[1]), doc.get("start_ns")))
     return 0
 
 

@@ -213,12 +213,16 @@ def private_dir(directory: Path) -> None:
 
 
 def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = True,
-                       name: str = "faults") -> tuple[int, dict[str, Any]]:
-    """Start the fault-injection server process; return (pid, its ready info with real ports)."""
+                       name: str = "faults", start_ns: int | None = None) -> tuple[int, dict[str, Any]]:
+    """Start the fault-injection server process; return (pid, its ready info with real ports).
+    `start_ns`: the CLOCK_REALTIME instant every port's offset is given at (default: its start)."""
     directory.mkdir(parents=True, exist_ok=True)
     spec_path, ready_path = directory / f"{name}.spec.json", directory / f"{name}.ready.json"
     ready_path.unlink(missing_ok=True)
-    write_json_atomic(spec_path, {"ports": [asdict(s) for s in specs]})
+    doc: dict[str, Any] = {"ports": [asdict(s) for s in specs]}
+    if start_ns is not None:
+        doc["start_ns"] = start_ns
+    write_json_atomic(spec_path, doc)
     log = open(directory / f"{name}.log", "ab")
     # -P: not the current directory first on sys.path (a checkout's timekit/ would shadow the
     # installed package the parent runs, which has timekit.collectors mapped in)
@@ -247,6 +251,10 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
 
     `fault_kinds` defaults to every kind in FAULT_KINDS except `good`, one port each.
     On any failure, whatever was started is stopped again (no stray processes).
+
+    Every offset is given at one instant, the lab's start: servers started a second apart with the
+    same offset and drift then keep the same time, as honest servers tracking UTC do (anchored at
+    their own starts, a group at -30 ppm disagreed by 40 µs, which a 15 µs interval cannot hold).
     """
     directory = (directory or default_lab_dir()).absolute()
     private_dir(directory)
@@ -255,6 +263,7 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
         if any(pid_alive(p) for p in old.pids()):  # a stale lab.json (after a reboot) is ignored
             raise UsageError(f"a lab is already running in {directory} (timekit lab stop)")
     lab = Lab(directory)
+    t0_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)  # every offset is given at this instant
     try:
         if chrony:
             from timekit.lab.chrony import ChronyServer, lab_prerequisites
@@ -263,7 +272,10 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
             if missing:
                 raise CollectorError("cannot start chronyd servers: " + "; ".join(missing))
             for spec in chrony:
-                srv = ChronyServer.start(_free_udp_port(), spec.offset_s, spec.server_drift_ppm,
+                # libfaketime anchors at exec: the offset then, on the spec's line through t0
+                since_t0_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - t0_ns) / NS_PER_S
+                offset_s = spec.offset_s + spec.server_drift_ppm * PPM * since_t0_s
+                srv = ChronyServer.start(_free_udp_port(), offset_s, spec.server_drift_ppm,
                                          directory / spec.name, detach=detach)
                 _CHILDREN[srv.pid] = srv
                 lab.servers.append(LabServer(
@@ -275,7 +287,7 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
         specs = [PortSpec(**{**asdict(p), "kind": "good"}) for p in good_ports]
         specs += [PortSpec(kind=k, name=k) for k in kinds]
         if specs:
-            pid, ready = start_fault_server(directory, specs, detach=detach)
+            pid, ready = start_fault_server(directory, specs, detach=detach, start_ns=t0_ns)
             for p in ready["ports"]:
                 lab.servers.append(LabServer(
                     p["name"] or p["kind"], format_hostport(p["host"], p["port"]), p["kind"], pid,

@@ -1,13 +1,21 @@
 /*
  * timekit lab shim: LD_PRELOAD'ed into chronyd together with libfaketime.
  *
- * chronyd asks the kernel for packet receive timestamps (SO_TIMESTAMP,
- * SO_TIMESTAMPNS, SO_TIMESTAMPING). libfaketime does not fake those, so a
- * faked chronyd would stamp T2 with the real clock and T3 with the fake one:
- * replies come out "half skewed". This setsockopt refuses the three options
- * (-1, errno ENOPROTOOPT), chronyd then falls back to reading its own (faked)
- * clock for receive timestamps. Every other option goes to the real
- * setsockopt (dlsym(RTLD_NEXT)).
+ * chronyd asks the kernel for packet receive timestamps. libfaketime does not fake those, so a
+ * faked chronyd would stamp T2 with the real clock and T3 with the fake one: replies come out
+ * "half skewed". Refusing every timestamp option made chronyd read its (faked) clock after it was
+ * woken instead, which puts the scheduler's wake-up latency into T2: on a busy 2-vCPU VM tens to
+ * hundreds of us, a server-side asymmetry no real server (which has kernel stamps) shows, and one
+ * that hits clients differently depending on which CPU is idle when their request lands.
+ *
+ * So this shim:
+ * - refuses SO_TIMESTAMPING (-1, ENOPROTOOPT): no transmit stamps in the error queue, which would
+ *   carry the real clock too; chronyd then falls back to SO_TIMESTAMPNS;
+ * - lets SO_TIMESTAMPNS / SO_TIMESTAMP through, and in recvmsg/recvmmsg rewrites each
+ *   SCM_TIMESTAMPNS / SCM_TIMESTAMP from the real clock to the faked one: kernel stamp + (fake -
+ *   real), the difference read at that moment (real read by raw syscall on both sides of the faked
+ *   read, their midpoint; libfaketime's rate changes it by 100 ppm x the stamp's age, ~10 ns).
+ * Every other option and call goes to the real function (dlsym(RTLD_NEXT)).
  *
  * Built by timekit.lab.chrony.build_shim():
  *   gcc -shared -fPIC -O2 -o shim.so shim.c -ldl
@@ -34,28 +42,16 @@
 
 typedef int (*setsockopt_fn)(int, int, int, const void *, socklen_t);
 
-static int is_timestamp_option(int level, int optname)
+static int refused_option(int level, int optname)
 {
-    if (level != SOL_SOCKET)
-        return 0;
-    switch (optname) {
-    case SO_TIMESTAMP:
-    case SO_TIMESTAMPNS:
-    case SO_TIMESTAMPING:
-    case TK_SO_TIMESTAMP_NEW:
-    case TK_SO_TIMESTAMPNS_NEW:
-    case TK_SO_TIMESTAMPING_NEW:
-        return 1;
-    default:
-        return 0;
-    }
+    return level == SOL_SOCKET && (optname == SO_TIMESTAMPING || optname == TK_SO_TIMESTAMPING_NEW);
 }
 
 int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
 {
     static setsockopt_fn real_setsockopt = NULL;
 
-    if (is_timestamp_option(level, optname)) {
+    if (refused_option(level, optname)) {
         errno = ENOPROTOOPT;
         return -1;
     }
@@ -69,11 +65,109 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
     return real_setsockopt(fd, level, optname, optval, optlen);
 }
 
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long ns_of(const struct timespec *ts)
+{
+    return (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+/* fake - real now, ns: the real clock read by raw syscall (libfaketime does not see it) around
+ * one faked read, their midpoint against it */
+static long long fake_minus_real_ns(void)
+{
+    struct timespec r1, f, r2;
+    syscall(SYS_clock_gettime, CLOCK_REALTIME, &r1);
+    clock_gettime(CLOCK_REALTIME, &f);
+    syscall(SYS_clock_gettime, CLOCK_REALTIME, &r2);
+    return ns_of(&f) - (ns_of(&r1) + (ns_of(&r2) - ns_of(&r1)) / 2);
+}
+
+static void to_fake(struct msghdr *msg)
+{
+    struct cmsghdr *c;
+    long long shift = 0;
+    int have_shift = 0;
+
+    if (msg == NULL || msg->msg_control == NULL)
+        return;
+    for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (!have_shift) {
+            shift = fake_minus_real_ns();
+            have_shift = 1;
+        }
+        if ((c->cmsg_type == SO_TIMESTAMPNS || c->cmsg_type == TK_SO_TIMESTAMPNS_NEW)
+            && c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+            struct timespec ts;
+            long long ns;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            ns = ns_of(&ts) + shift;
+            ts.tv_sec = ns / 1000000000LL;
+            ts.tv_nsec = ns % 1000000000LL;
+            memcpy(CMSG_DATA(c), &ts, sizeof ts);
+        } else if ((c->cmsg_type == SO_TIMESTAMP || c->cmsg_type == TK_SO_TIMESTAMP_NEW)
+                   && c->cmsg_len >= CMSG_LEN(sizeof(struct timeval))) {
+            struct timeval tv;
+            long long us;
+            memcpy(&tv, CMSG_DATA(c), sizeof tv);
+            us = (long long)tv.tv_sec * 1000000LL + tv.tv_usec + shift / 1000;
+            tv.tv_sec = us / 1000000LL;
+            tv.tv_usec = us % 1000000LL;
+            memcpy(CMSG_DATA(c), &tv, sizeof tv);
+        }
+    }
+}
+
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
+typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    static recvmsg_fn real_recvmsg = NULL;
+    ssize_t n;
+
+    if (real_recvmsg == NULL) {
+        real_recvmsg = (recvmsg_fn)dlsym(RTLD_NEXT, "recvmsg");
+        if (real_recvmsg == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+    }
+    n = real_recvmsg(fd, msg, flags);
+    if (n >= 0)
+        to_fake(msg);
+    return n;
+}
+
+int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+    static recvmmsg_fn real_recvmmsg = NULL;
+    int n, i;
+
+    if (real_recvmmsg == NULL) {
+        real_recvmmsg = (recvmmsg_fn)dlsym(RTLD_NEXT, "recvmmsg");
+        if (real_recvmmsg == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+    }
+    n = real_recvmmsg(fd, msgvec, vlen, flags, timeout);
+    for (i = 0; i < n; i++)
+        to_fake(&msgvec[i].msg_hdr);
+    return n;
+}
+
 /*
  * Ground truth for the lab: at load time (chronyd's exec, when libfaketime anchors its rate)
  * write one line "REAL_NS FAKE_NS" to $TIMEKIT_LAB_ANCHOR: the real CLOCK_REALTIME read by a
- * raw syscall (libfaketime does not intercept it) and the faked one read through libfaketime,
- * back to back. The server's truth is then fake0 - real0 + drift * (t - real0) exactly, with
+ * raw syscall (libfaketime does not intercept it) on both sides of the faked one read through
+ * libfaketime (2-4 us), their midpoint. The server's truth is then fake0 - real0 + drift * (t - real0) exactly, with
  * no guess of when the exec happened.
  */
 #include <stdio.h>
@@ -85,16 +179,17 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
 __attribute__((constructor)) static void timekit_record_anchor(void)
 {
     const char *path = getenv("TIMEKIT_LAB_ANCHOR");
-    struct timespec real, fake;
+    struct timespec real, fake, real2;
     FILE *f;
     if (path == NULL || path[0] == '\0')
         return;
-    if (syscall(SYS_clock_gettime, CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_REALTIME, &fake) != 0)
+    if (syscall(SYS_clock_gettime, CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_REALTIME, &fake) != 0
+        || syscall(SYS_clock_gettime, CLOCK_REALTIME, &real2) != 0)
         return;
     f = fopen(path, "w");
     if (f == NULL)
         return;
-    fprintf(f, "%lld %lld\n", (long long)real.tv_sec * 1000000000LL + real.tv_nsec,
-            (long long)fake.tv_sec * 1000000000LL + fake.tv_nsec);
+    /* the real instant of the faked read: the midpoint of the raw reads around it */
+    fprintf(f, "%lld %lld\n", ns_of(&real) + (ns_of(&real2) - ns_of(&real)) / 2, ns_of(&fake));
     fclose(f);
 }

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 from timekit.analysis.assessment import Assessment, Policy, assess
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
-from timekit.store.evidence import FIT_WINDOW, read_evidence, read_now
+from timekit.store.evidence import FIT_WINDOW, read_evidence, read_now, read_now_with_kernel
 
 if TYPE_CHECKING:
     from timekit.analysis.clock_state import ClockState
     from timekit.store.database import Store
 
-__all__ = ["assess_store", "publish_quietly", "read_now"]
+__all__ = ["assess_store", "publish_quietly", "read_now", "read_now_with_kernel"]
 
 
 def assess_store(store: Store, policy: Policy | None = None, *, servers: Sequence[str] | None = None,
-                 now: tuple[int, int] | None = None, window_s: float = DEFAULT_WINDOW_S,
+                 now: tuple[int, ...] | None = None, window_s: float = DEFAULT_WINDOW_S,
                  since_ns: int | None = None, per_server: int | None = FIT_WINDOW,
                  interval_only: bool = False) -> Assessment:
     """The one assessment of the store at `now` (default: the clocks, read after the store);

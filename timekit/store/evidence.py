@@ -39,6 +39,14 @@ def read_now() -> tuple[int, int]:
     return r.realtime_ns, r.clock_ns
 
 
+def read_now_with_kernel() -> tuple[int, int, int, int]:
+    """`read_now()` and CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW beside it: a `now` that lets the interval
+    follow the kernel's slews since the evidence (a caller that scores answers at a known instant)."""
+    rt, boot = read_now()
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    return rt, boot, mono, time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+
+
 def series_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Series]:
     """Rows of SERIES_COLUMNS ordered by server then time -> one Series per server (sorted by name)."""
     out: dict[str, Series] = {}
@@ -91,7 +99,7 @@ def _until(s: Series, current_boot: str | None, boot_ns: int) -> Series:
 
 def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_s: float = DEFAULT_WINDOW_S,
                   since_ns: int | None = None, servers: Sequence[str] | None = None,
-                  now: tuple[int, int] | None = None, per_server: int | None = FIT_WINDOW,
+                  now: tuple[int, ...] | None = None, per_server: int | None = FIT_WINDOW,
                   interval_only: bool = False) -> Evidence:
     """Everything the store says for an assessment at `now` (default: the clocks, read after the store).
 
@@ -102,7 +110,7 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     clock state after a sweep: one row per server plus at most MAX_SOURCES series, whatever the fleet.
     """
     policy = policy or IntervalPolicy()
-    rough_rt, rough_boot = now if now is not None else read_now()  # bounds the queries, ranks candidates
+    rough_rt, rough_boot = now[:2] if now is not None else read_now()  # bounds the queries, ranks candidates
     window_start = rough_rt - int(window_s * NS_PER_S)
     if since_ns is None:
         since_ns = rough_rt - int((policy.void_after_s + LOOKBACK_MARGIN_S) * NS_PER_S)
@@ -137,10 +145,16 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
             suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
                         if last_check is not None else [])
             daemon = next(iter(store.daemon_samples(newest=1)), None)
-    rt_ns, boot_ns = now if now is not None else read_now()  # after the store: no sample from the future
-    # monotonic and raw beside them (a given `now` has none: no slew correction), for the kernel's slews
-    mono_ns, raw_ns = ((time.clock_gettime_ns(time.CLOCK_MONOTONIC),
-                        time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)) if now is None else (None, None))
+    # after the store: no sample from the future; monotonic and raw beside them, for the kernel's slews
+    # (a given `now` of two clocks has none: then no slew is followed)
+    mono_ns: int | None = None
+    raw_ns: int | None = None
+    if now is None:
+        rt_ns, boot_ns, mono_ns, raw_ns = read_now_with_kernel()
+    elif len(now) == 4:
+        rt_ns, boot_ns, mono_ns, raw_ns = now
+    else:
+        rt_ns, boot_ns = now[0], now[1]
     series = {k: _until(v, current_boot, boot_ns) for k, v in series.items()}
     counts: dict[str, list[int]] = {}
     last_error: dict[str, str | None] = {}
