@@ -67,7 +67,7 @@ Frequency=-1082740
     "Jitter=11.984ms"]) + " }")
 
 
-def test_ntpq_system_and_peer_variables_in_timekit_units_and_signs() -> None:
+def test_ntpq_system_and_peer_variables_in_timekit_units_and_signs() -> None:  # D7
     f = parse_ntpq(NTPQ_RV, NTPQ_PEERS)
     assert f["daemon"] == "ntpd" and f["synchronized"] and f["leap"] == "normal" and f["stratum"] == 2
     assert f["offset_s"] == pytest.approx(-34.567e-6)  # ms -> s; NTP's sign is timekit's
@@ -87,7 +87,7 @@ def test_ntpq_system_and_peer_variables_in_timekit_units_and_signs() -> None:
     assert f["ref_name"] == "192.0.2.7"  # the sys.peer
 
 
-def test_timesyncd_state_in_timekit_units_and_signs() -> None:
+def test_timesyncd_state_in_timekit_units_and_signs() -> None:  # D7
     f = parse_timesyncd(TIMEDATECTL_SHOW, TIMESYNC_SHOW)
     assert f["daemon"] == "timesyncd" and f["synchronized"] and f["leap"] == "normal" and f["stratum"] == 2
     assert "offset_s" not in f  # timesyncd keeps none: its claim is centred on this clock
@@ -111,7 +111,7 @@ def test_timesyncd_state_in_timekit_units_and_signs() -> None:
     ("ntpq", "stratum=2, offset=fast\n"),
     ("timesyncd", "NTPMessage={ Leap=0, Stratum=2, RootDelay=soon }\n"),
 ])
-def test_malformed_daemon_output_is_one_clear_error(kind: str, text: str) -> None:
+def test_malformed_daemon_output_is_one_clear_error(kind: str, text: str) -> None:  # D6
     with pytest.raises(CollectorError) as e:
         if kind == "chronyc":
             parse_chronyc(text)
@@ -152,7 +152,7 @@ def _reading(**kw: object) -> DaemonSample:
     (_reading(), None, "cannot_tell"),
 ])
 def test_each_claim_is_judged(reading: DaemonSample, measured: tuple[float, float] | None,
-                              status: str) -> None:
+                              status: str) -> None:  # D1, D2, D3, D4 (synthetic)
     v = judge_daemon(reading, now_realtime_ns=T0 + NS_PER_S, measured=measured)
     assert v.status == status, v.reason
     assert v.suspect == (status in ("following_falseticker", "overconfident", "false_sync_claim"))
@@ -281,6 +281,7 @@ def test_an_honest_daemon_is_ok_and_its_claim_meets_the_truth(dlab: DaemonLab, t
 
 def test_a_daemon_following_the_liar_is_caught_by_check_metrics_and_report(dlab: DaemonLab,
                                                                            tmp_path: Path) -> None:
+    """D1, D2: a real chronyd following the lab's liar."""
     db = tmp_path / "tk.db"
     _synced(dlab.liar)
     _sample_refs(dlab, db)
@@ -313,7 +314,7 @@ def test_a_daemon_following_the_liar_is_caught_by_check_metrics_and_report(dlab:
     assert "## The host's time daemon" in md and "**following falseticker**" in md
 
 
-def test_a_daemon_whose_source_died_holds_over_then_its_sync_claim_is_false(tmp_path: Path) -> None:
+def test_a_daemon_whose_source_died_holds_over_then_its_sync_claim_is_false(tmp_path: Path) -> None:  # D3
     require_lab(lab_prerequisites())
     from timekit.lab.chrony import _port_free
 
@@ -346,7 +347,7 @@ def test_a_daemon_whose_source_died_holds_over_then_its_sync_claim_is_false(tmp_
         srv.stop()
 
 
-def test_collect_reads_the_daemon_named_in_the_config(dlab: DaemonLab, tmp_path: Path) -> None:
+def test_collect_reads_the_daemon_named_in_the_config(dlab: DaemonLab, tmp_path: Path) -> None:  # D5
     db = tmp_path / "tk.db"
     addrs = [s.address for s in dlab.lab.servers]
     cfg = tmp_path / "c.toml"
@@ -370,7 +371,7 @@ def test_collect_reads_the_daemon_named_in_the_config(dlab: DaemonLab, tmp_path:
         assert store.daemon_samples() == [] and store.count_ntp_samples() == 2 * len(addrs)
 
 
-def test_sample_daemon_without_a_daemon_is_one_line_and_stores_nothing(tmp_path: Path) -> None:
+def test_sample_daemon_without_a_daemon_is_one_line_and_stores_nothing(tmp_path: Path) -> None:  # D5
     db = tmp_path / "tk.db"
     r = run_cli("sample", "daemon", "--daemon", "chronyd", "--chronyc-socket", str(tmp_path / "none.sock"),
                 db=db)
