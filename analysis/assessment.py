@@ -36,7 +36,7 @@ from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series, on_the_wall_clock_of_now
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds, ci_half_ppm
-from timekit.analysis.time_daemon import DaemonPolicy, DaemonVerdict, judge_daemon
+from timekit.analysis.time_daemon import DaemonPolicy, DaemonVerdict, claim_now, judge_daemon
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
 from timekit.daemon_samples import DaemonSample
 from timekit.units import NS_PER_S
@@ -364,11 +364,13 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     me = ev.health.get(SELF_NODE)
     newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
     skew, hold = _skew(ev, servers, policy.skew)
+    daemon = _daemon(ev, policy, est) if ev.daemon is not None else None
+    if ip.use_daemon and daemon is not None and daemon.status == "ok" and ev.daemon is not None:
+        est = narrowed_by_daemon(est, ev.daemon, ip, now_boottime_ns=ev.boottime_ns)
     out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
-                     skew=skew, skew_hold=hold, node_health=ev.health,
-                     daemon=_daemon(ev, policy, est) if ev.daemon is not None else None)
+                     skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
 
@@ -398,6 +400,27 @@ def measured_at(ev: Evidence, ip: IntervalPolicy, realtime_ns: int, boottime_ns:
             for n, w in sorted(walled.items())]
     return compute_interval(used, now_realtime_ns=realtime_ns, now_boottime_ns=boottime_ns, policy=ip,
                             now_monotonic_ns=monotonic_ns, now_raw_ns=raw_ns)
+
+
+def narrowed_by_daemon(est: IntervalEstimate, d: DaemonSample, ip: IntervalPolicy, *,
+                       now_boottime_ns: int) -> IntervalEstimate:
+    """`est` intersected with the daemon's claim now (`time_daemon.claim_now`, grown since the reading
+    at ClockBound's 15 ppm, `wander_ppm`, plus the daemon's own frequency error bound); `est` as it is
+    when either has no interval or they do not overlap. The result holds the truth only when both did:
+    the daemon's bound is trusted here, as ClockBound trusts it."""
+    if est.earliest_ns is None or est.latest_ns is None:
+        return est
+    claim = claim_now(d, now_realtime_ns=est.as_of_ns, now_boottime_ns=now_boottime_ns,
+                      growth_ppm=ip.wander_ppm + abs(d.skew_ppm or 0.0))
+    if claim is None:
+        return est
+    lo = max(est.earliest_ns, est.as_of_ns + math.floor(claim[0] * NS_PER_S))
+    hi = min(est.latest_ns, est.as_of_ns + math.ceil(claim[1] * NS_PER_S))
+    if lo > hi or (lo, hi) == (est.earliest_ns, est.latest_ns):
+        return est
+    return replace(est, earliest_ns=lo, latest_ns=hi,
+                   reason=f"{est.reason}; narrowed by {d.daemon}'s claim (true time {claim[0] * 1e3:+.6f} .. "
+                   f"{claim[1] * 1e3:+.6f} ms from this clock now), trusted as ClockBound trusts it")
 
 
 def _daemon(ev: Evidence, policy: Policy, est: IntervalEstimate) -> DaemonVerdict:

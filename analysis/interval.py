@@ -64,6 +64,9 @@ class IntervalPolicy:
     # RFC 5905's PHI (the frequency tolerance it grows dispersion at): the growth once the drift is
     # measured and every kernel slew since the evidence is followed, so only the oscillator can move
     wander_ppm: float = 15.0
+    # also lean on the host's time daemon's claim, as ClockBound does (`now --with-daemon`): timekit's
+    # interval narrowed to the daemon's bound when timekit's check of the daemon found nothing wrong
+    use_daemon: bool = False
     fresh_s: float = 300.0  # newest evidence younger than this: synchronized
     void_after_s: float = 14_400.0  # older than this: not evidence any more (status unknown)
     max_root_distance_s: float = 1.5  # samples vouching for less than this are not used (N26)

@@ -181,3 +181,22 @@ def judge_daemon(d: DaemonSample, *, now_realtime_ns: int, measured: tuple[float
              f"({_ms(measured[0])} .. {_ms(measured[1])})" if claimed else f"{d.daemon} is synchronized")
     return DaemonVerdict(status="ok", claimed=claimed, excess_s=excess, selected_excess_s=sel_excess,
                          reason=words, **base)
+
+
+def claim_now(d: DaemonSample, *, now_realtime_ns: int, now_boottime_ns: int,
+              growth_ppm: float) -> tuple[float, float] | None:
+    """Where the daemon's reading `d` puts true time now (reference − local, s), ClockBound's way:
+    between this clock as it was and as it will be once the daemon has slewed its offset out
+    (`[min(0, offset), max(0, offset)]`, so any slew progress since is covered), widened by its
+    claimed bound and `growth_ppm` × the age of the reading (boottime), and moved by any wall-clock
+    step since. None: no claim (unsynchronized, no bound), another boot, or a reading from the future."""
+    bound = d.claimed_bound_s
+    if not d.synchronized or bound is None or d.boottime_ns is None:
+        return None
+    age_ns = now_boottime_ns - d.boottime_ns
+    if age_ns < 0:
+        return None
+    step_s = ((now_realtime_ns - now_boottime_ns) - (d.t_local_ns - d.boottime_ns)) / NS_PER_S
+    offset = d.offset_s if d.offset_s is not None else 0.0
+    grow = bound + growth_ppm * 1e-6 * age_ns / NS_PER_S
+    return min(0.0, offset) - step_s - grow, max(0.0, offset) - step_s + grow

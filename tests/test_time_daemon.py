@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_lab, run_cli
+from tests.conftest import record_figure, require_lab, run_cli
 from timekit.analysis.time_daemon import DaemonPolicy, gap_s, judge_daemon
 from timekit.collectors.time_daemon import parse_chronyc, parse_ntpq, parse_timesyncd, read_daemon
 from timekit.daemon_samples import DaemonSample, DaemonSource
@@ -382,3 +382,63 @@ def test_sample_daemon_without_a_daemon_is_one_line_and_stores_nothing(tmp_path:
     with Store.open(db) as store:
         assert store.daemon_samples() == []
 
+
+
+def test_the_interval_leans_on_an_ok_daemon_only_and_never_widens(dlab: DaemonLab, tmp_path: Path) -> None:
+    """`now --with-daemon` (IntervalPolicy.use_daemon): timekit's interval intersected with the daemon's
+    claim now, ClockBound's way (between this clock and its offset, ± its bound, grown at 15 ppm + its
+    skew); only while timekit's check of the daemon finds it ok. Judged in-process at one instant."""
+    from timekit.analysis.assessment import Policy, assess
+    from timekit.analysis.interval import IntervalPolicy
+    from timekit.store.evidence import read_evidence, read_now_with_kernel
+
+    db = tmp_path / "tk.db"
+    _sample_refs(dlab, db)
+    for client, narrows in ((dlab.honest, True), (dlab.liar, False)):
+        _synced(client)
+        with Store.open(db) as store:
+            store.add_daemon_sample(read_daemon("chronyd", chronyc_socket=str(client.sock)))
+            ev = read_evidence(store, now=read_now_with_kernel())
+        plain = assess(ev, Policy()).interval
+        leaning = assess(ev, Policy(interval=IntervalPolicy(use_daemon=True))).interval
+        d = ev.daemon
+        assert plain is not None and leaning is not None and d is not None
+        assert plain.earliest_ns is not None and plain.latest_ns is not None
+        assert leaning.earliest_ns is not None and leaning.latest_ns is not None
+        if not narrows:  # a daemon following the liar is never leaned on
+            assert (leaning.earliest_ns, leaning.latest_ns) == (plain.earliest_ns, plain.latest_ns)
+            assert "narrowed" not in leaning.reason
+            continue
+        # the claim, written out: [min(0, offset), max(0, offset)] ± (bound + (15 + skew) ppm × age),
+        # less any wall-clock step since the reading (here: the pairing of the clock reads, ~1 µs)
+        assert d.boottime_ns is not None and d.offset_s is not None and d.claimed_bound_s is not None
+        age_s = (ev.boottime_ns - d.boottime_ns) / NS_PER_S
+        step_s = ((ev.realtime_ns - ev.boottime_ns) - (d.t_local_ns - d.boottime_ns)) / NS_PER_S
+        grow = d.claimed_bound_s + (15.0 + abs(d.skew_ppm or 0.0)) * 1e-6 * age_s
+        lo = plain.as_of_ns + round((min(0.0, d.offset_s) - step_s - grow) * NS_PER_S)
+        hi = plain.as_of_ns + round((max(0.0, d.offset_s) - step_s + grow) * NS_PER_S)
+        assert leaning.earliest_ns >= plain.earliest_ns and leaning.latest_ns <= plain.latest_ns  # not wider
+        assert abs(leaning.earliest_ns - max(plain.earliest_ns, lo)) <= 1
+        assert abs(leaning.latest_ns - min(plain.latest_ns, hi)) <= 1
+        assert ("narrowed by chronyd" in leaning.reason) == (
+            (leaning.earliest_ns, leaning.latest_ns) != (plain.earliest_ns, plain.latest_ns))
+
+
+def test_now_with_daemon_reads_it_fresh_or_says_why_not(dlab: DaemonLab, tmp_path: Path) -> None:
+    db = tmp_path / "tk.db"
+    _synced(dlab.honest)
+    _sample_refs(dlab, db)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[daemon]\nkind = "chronyd"\nchronyc_socket = "{dlab.honest.sock}"\n')
+    r = run_cli("now", "--with-daemon", "--config", str(cfg), "--json", db=db)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    record_figure("daemon", f"now --with-daemon: ±{doc['uncertainty_s'] * 1e6:.1f} µs; {doc['reason'][-90:]}")
+    truth = dlab.truth("honest-a", doc["as_of_ns"])  # an honest daemon and an honest majority
+    assert doc["earliest_ns"] - doc["as_of_ns"] <= truth * NS_PER_S <= doc["latest_ns"] - doc["as_of_ns"]
+    with Store.open(db) as store:
+        assert len(store.daemon_samples()) == 1  # read at that moment, and kept
+    cfg.write_text(f'[daemon]\nkind = "chronyd"\nchronyc_socket = "{tmp_path / "none.sock"}"\n')
+    r = run_cli("now", "--with-daemon", "--config", str(cfg), "--json", db=db)
+    assert r.returncode == 0 and r.stderr.count("\n") == 1 and "the interval is timekit's own" in r.stderr
+    assert json.loads(r.stdout)["earliest_ns"] is not None

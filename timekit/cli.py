@@ -429,6 +429,10 @@ def analyze_skew_cmd(
 def now_cmd(
     max_drift_ppm: Annotated[float | None, typer.Option("--max-drift-ppm", help="Assumed bound on the "
                              "clock's unseen drift, ppm (default 200).")] = None,
+    with_daemon: Annotated[bool | None, typer.Option("--with-daemon/--without-daemon", help="Narrow the "
+                           "interval to the host's time daemon's claim when timekit's check of it found "
+                           "nothing wrong, as ClockBound trusts it (default: the config's [interval] "
+                           "use_daemon, else off).")] = None,
     server: ServerOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -437,8 +441,24 @@ def now_cmd(
     """What time it really is: [earliest, latest] containing the references' true time."""
     from timekit.pipeline.assess import assess_store
 
-    pol = _policy(config, max_drift_ppm=max_drift_ppm)
+    pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=with_daemon)
     names = [s.name for s in _parse_servers(server)] if server else None
+    if with_daemon:  # a fresh reading of the daemon, stored, so its claim has not aged
+        from timekit.errors import CollectorError
+        from timekit.pipeline.sampling import sample_daemon_run
+
+        kind, socket_path = None, None
+        if config is not None:
+            from timekit.config import load_config
+
+            cfg = load_config(config)
+            kind = None if cfg.daemon_kind in ("auto", "none") else cfg.daemon_kind
+            socket_path = cfg.chronyc_socket
+        with _open_store(db) as store:
+            try:
+                sample_daemon_run(store, kind, socket_path, command="now daemon")
+            except CollectorError as e:
+                warn(f"time daemon not read, the interval is timekit's own: {e}")
     with _read_store(db) as store:
         found = assess_store(store, pol, servers=names)
         est = found.interval
@@ -451,7 +471,7 @@ def now_cmd(
         clock_file = state_path_for(store.path)
         writable = os.access(clock_file, os.W_OK) if clock_file.exists() else os.access(
             clock_file.parent, os.W_OK)
-        if names is None and max_drift_ppm is None and writable:
+        if names is None and max_drift_ppm is None and with_daemon is None and writable:
             from timekit.pipeline.assess import publish_quietly
 
             publish_quietly(store, state=found.state)
