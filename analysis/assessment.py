@@ -30,6 +30,7 @@ from timekit.analysis.interval import (
     clock_state,
     compute_interval,
     kernel_ppm_of,
+    kernel_steady,
     server_bound,
 )
 from timekit.analysis.quarantine import NodeHealth
@@ -277,9 +278,12 @@ def server_evidence(series: Series, fit: DriftFit, policy: IntervalPolicy,
     ev = ev.select(np.argsort(ev.boottime_ns, kind="stable"))
     kernel = (None if ev.monotonic_ns is None or ev.raw_ns is None
               else kernel_ppm_of(ev.monotonic_ns, ev.raw_ns))
+    # the fit saw only this boot's samples (it is given the whole series) and the kernel one rate
+    steady = (kernel is not None and len(ev) == len(series) and ev.monotonic_ns is not None
+              and ev.raw_ns is not None and kernel_steady(ev.monotonic_ns, ev.raw_ns))
     return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
                           leap=ev.leap, drift_ppm=drift, drift_se_ppm=se, monotonic_ns=ev.monotonic_ns,
-                          raw_ns=ev.raw_ns, kernel_ppm=kernel)
+                          raw_ns=ev.raw_ns, kernel_ppm=kernel, kernel_steady=steady)
 
 
 def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, judged_before: bool,
@@ -364,7 +368,7 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     me = ev.health.get(SELF_NODE)
     newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
     skew, hold = _skew(ev, servers, policy.skew)
-    daemon = _daemon(ev, policy, est) if ev.daemon is not None else None
+    daemon = _daemon(ev, policy) if ev.daemon is not None else None
     if ip.use_daemon and daemon is not None and daemon.status == "ok" and ev.daemon is not None:
         est = narrowed_by_daemon(est, ev.daemon, ip, now_boottime_ns=ev.boottime_ns)
     out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
@@ -423,28 +427,28 @@ def narrowed_by_daemon(est: IntervalEstimate, d: DaemonSample, ip: IntervalPolic
                    f"{claim[1] * 1e3:+.6f} ms from this clock now), trusted as ClockBound trusts it")
 
 
-def _daemon(ev: Evidence, policy: Policy, est: IntervalEstimate) -> DaemonVerdict:
+def _daemon(ev: Evidence, policy: Policy) -> DaemonVerdict:
     """The daemon's newest reading against timekit's interval at that reading's instant."""
     d = ev.daemon
     assert d is not None
-    measured, why = None, None
     if d.boottime_ns is None or d.boot_id is None or d.boot_id != ev.boot_id:
-        why = "its reading is from another boot"
-    elif d.boottime_ns > ev.boottime_ns:
+        return DaemonVerdict(d.daemon, "cannot_tell", f"the newest {d.daemon} reading is from another boot",
+                             age_s=(ev.realtime_ns - d.t_local_ns) / NS_PER_S, synchronized=d.synchronized)
+    measured, why, false_hosts = None, None, set()
+    if d.boottime_ns > ev.boottime_ns:
         why = "its reading is newer than the assessment"
-    else:
+    elif (ev.boottime_ns - d.boottime_ns) / NS_PER_S <= policy.daemon.max_age_s:  # older: not judged
         at = measured_at(ev, policy.interval, d.t_local_ns, d.boottime_ns, d.monotonic_ns, d.raw_ns)
         if at.status == "unknown" or at.earliest_ns is None or at.latest_ns is None:
             why = at.reason.split("; ")[0]
         else:
             measured = ((at.earliest_ns - at.as_of_ns) / NS_PER_S, (at.latest_ns - at.as_of_ns) / NS_PER_S)
-    sel = est.selection
-    false_hosts: set[str] = set()
-    if sel is not None and sel.quorum:
-        hosts: dict[str, list[bool]] = {}
-        for name in (*sel.truechimers, *sel.falsetickers):
-            hosts.setdefault(_host(name), []).append(name in sel.falsetickers)
-        false_hosts = {h for h, flags in hosts.items() if all(flags)}
+        sel = at.selection  # the majority at the reading, not now
+        if sel is not None and sel.quorum:
+            hosts: dict[str, list[bool]] = {}
+            for name in (*sel.truechimers, *sel.falsetickers):
+                hosts.setdefault(_host(name), []).append(name in sel.falsetickers)
+            false_hosts = {h for h, flags in hosts.items() if all(flags)}
     return judge_daemon(d, now_realtime_ns=ev.realtime_ns, measured=measured, no_measure_reason=why,
                         falsetickers=false_hosts, policy=policy.daemon)
 

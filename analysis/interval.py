@@ -117,6 +117,10 @@ class ServerEvidence:
     monotonic_ns: np.ndarray | None = None
     raw_ns: np.ndarray | None = None
     kernel_ppm: float | None = None
+    # the kernel's correction ran at that one rate through every sample the drift fit saw (all of them
+    # of this boot, monotonic against raw on one line within KERNEL_STEADY_TOL_NS): the fit's drift then
+    # holds exactly kernel_ppm, and the growth may be the oscillator's wander alone (`kernel_followed`)
+    kernel_steady: bool = False
 
 
 def kernel_ppm_of(monotonic_ns: np.ndarray, raw_ns: np.ndarray,
@@ -135,12 +139,29 @@ def kernel_ppm_of(monotonic_ns: np.ndarray, raw_ns: np.ndarray,
     return moved / span * 1e6
 
 
+KERNEL_STEADY_TOL_NS = 2_000  # monotonic − raw off its straight line by more: the kernel changed rate
+
+
+def kernel_steady(monotonic_ns: np.ndarray, raw_ns: np.ndarray, tol_ns: int = KERNEL_STEADY_TOL_NS) -> bool:
+    """Whether the kernel corrected the clock at one rate through these samples (int64 ns, -1 unknown;
+    every one known): monotonic − raw within `tol_ns` of the chord from the first to the last. A slew
+    or a frequency change inside (500 ppm for 0.1 s moves it 50 µs) is not, nor are fewer than 2."""
+    if len(raw_ns) < 2 or np.any(monotonic_ns < 0) or np.any(raw_ns < 0):
+        return False
+    moved = (monotonic_ns - raw_ns) - (int(monotonic_ns[0]) - int(raw_ns[0]))
+    span = int(raw_ns[-1]) - int(raw_ns[0])
+    if span <= 0:
+        return False
+    chord = moved[-1] * ((raw_ns - raw_ns[0]) / span)
+    return bool(np.max(np.abs(moved - chord)) <= tol_ns)
+
+
 def kernel_followed(ev: ServerEvidence, idx: np.ndarray, now_monotonic_ns: int | None,
                     now_raw_ns: int | None) -> np.ndarray:
     """For the samples `idx`: whether `kernel_slew_s` follows the kernel since each (monotonic and raw
-    known at the sample and now, and the kernel's frequency over the evidence)."""
+    known at the sample and now, and the kernel's rate steady through the evidence the drift saw)."""
     if (now_monotonic_ns is None or now_raw_ns is None or ev.monotonic_ns is None or ev.raw_ns is None
-            or ev.kernel_ppm is None):
+            or ev.kernel_ppm is None or not ev.kernel_steady):
         return np.zeros(len(idx), dtype=bool)
     mono = np.asarray(ev.monotonic_ns, dtype=np.int64)[idx]
     raw = np.asarray(ev.raw_ns, dtype=np.int64)[idx]

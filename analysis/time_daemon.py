@@ -36,6 +36,7 @@ SEVERITY: dict[str, int] = {"following_falseticker": 6, "overconfident": 5, "fal
                             "unsynchronized": 3, "holdover": 2, "cannot_tell": 1, "ok": 0}
 SUSPECT_STATUSES = frozenset({"following_falseticker", "overconfident", "false_sync_claim"})
 KERNEL_UNBOUNDED_S = 16.0  # adjtimex maxerror's ceiling: no daemon keeps it
+MAX_SLEW_RATE = 83_333e-6  # chrony's maxslewrate default (s/s): how fast a daemon may move this clock
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,22 @@ def judge_daemon(d: DaemonSample, *, now_realtime_ns: int, measured: tuple[float
     claimed = None
     excess = sel_excess = None
     bound = d.claimed_bound_s
-    if d.synchronized and bound is not None:
-        centre = d.offset_s if d.offset_s is not None else 0.0  # timesyncd: this clock is its estimate
-        grow = policy.growth_ppm * 1e-6 * (d.read_span_ns or 0) / NS_PER_S
-        claimed = (centre - bound - grow, centre + bound + grow)
+    # timesyncd states no offset and its root delay/dispersion are its server's, not a bound on this
+    # clock: there is no claim to check it by
+    if d.synchronized and bound is not None and d.offset_s is not None:
+        offset = d.offset_s
+        span_s = (d.read_span_ns or 0) / NS_PER_S
+        # while the daemon answered, it may have slewed its offset at up to chrony's 83 333 ppm
+        grow = policy.growth_ppm * 1e-6 * span_s + min(abs(offset), MAX_SLEW_RATE * span_s)
+        if d.daemon == "ntpd":
+            # ntpd's offset is its last update's, which the kernel has been slewing out since (so true
+            # time lies between this clock and it), and its root dispersion grows at PHI until the next
+            lo_c, hi_c = min(0.0, offset), max(0.0, offset)
+            if d.ref_time_ns is not None:
+                grow += policy.growth_ppm * 1e-6 * max(0.0, (d.t_local_ns - d.ref_time_ns) / NS_PER_S)
+        else:  # chrony's system time offset is its estimate now: what is still to be slewed out
+            lo_c = hi_c = offset
+        claimed = (lo_c - bound - grow, hi_c + bound + grow)
         if measured is not None:
             excess = gap_s(claimed, measured)
             if excess > 0:
@@ -156,6 +169,8 @@ def judge_daemon(d: DaemonSample, *, now_realtime_ns: int, measured: tuple[float
                               f"{_ms(measured[1])}: {excess * 1e3:.3f} ms outside its bound"))
         if sel is not None and sel.offset_s is not None and measured is not None:
             err = sel.error_s or 0.0
+            if d.daemon == "ntpd":  # its last sample of the source, before the kernel slewed since
+                err += abs(offset)
             sel_excess = gap_s((sel.offset_s - err, sel.offset_s + err), measured)
             if sel_excess > 0:
                 named = " (timekit's majority rejects it too)" if sel.address in falsetickers else ""
@@ -177,8 +192,11 @@ def judge_daemon(d: DaemonSample, *, now_realtime_ns: int, measured: tuple[float
         return DaemonVerdict(status="cannot_tell", claimed=claimed,
                              reason=f"{d.daemon}'s claim cannot be checked: "
                              + (no_measure_reason or "timekit has no interval at its reading"), **base)
+    if claimed is None:
+        return DaemonVerdict(status="cannot_tell", reason=f"{d.daemon} states no offset and no bound of its "
+                             "own on this clock: its claim cannot be checked", **base)
     words = (f"{d.daemon}'s claim ({_ms(claimed[0])} .. {_ms(claimed[1])}) overlaps timekit's measurement "
-             f"({_ms(measured[0])} .. {_ms(measured[1])})" if claimed else f"{d.daemon} is synchronized")
+             f"({_ms(measured[0])} .. {_ms(measured[1])})")
     return DaemonVerdict(status="ok", claimed=claimed, excess_s=excess, selected_excess_s=sel_excess,
                          reason=words, **base)
 
@@ -189,14 +207,15 @@ def claim_now(d: DaemonSample, *, now_realtime_ns: int, now_boottime_ns: int,
     between this clock as it was and as it will be once the daemon has slewed its offset out
     (`[min(0, offset), max(0, offset)]`, so any slew progress since is covered), widened by its
     claimed bound and `growth_ppm` × the age of the reading (boottime), and moved by any wall-clock
-    step since. None: no claim (unsynchronized, no bound), another boot, or a reading from the future."""
+    step since. None: no claim (unsynchronized, no bound, no offset: timesyncd), or a reading from the
+    future."""
     bound = d.claimed_bound_s
-    if not d.synchronized or bound is None or d.boottime_ns is None:
+    if not d.synchronized or bound is None or d.boottime_ns is None or d.offset_s is None:
         return None
     age_ns = now_boottime_ns - d.boottime_ns
     if age_ns < 0:
         return None
     step_s = ((now_realtime_ns - now_boottime_ns) - (d.t_local_ns - d.boottime_ns)) / NS_PER_S
-    offset = d.offset_s if d.offset_s is not None else 0.0
+    offset = d.offset_s
     grow = bound + growth_ppm * 1e-6 * age_ns / NS_PER_S
     return min(0.0, offset) - step_s - grow, max(0.0, offset) - step_s + grow

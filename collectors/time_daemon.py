@@ -18,6 +18,7 @@ What each daemon prints, and its signs (measured on the lab's chronyd where mark
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -65,6 +66,14 @@ def _decimal_s_to_ns(text: str) -> int:
     return -ns if neg else ns
 
 
+def _num(text: str) -> float:
+    """A finite float ('nan' and 'inf' are not numbers a daemon should print): ValueError otherwise."""
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(text)
+    return x
+
+
 def _bad(what: str, text: str) -> CollectorError:
     return CollectorError(f"unexpected {what} output: {' '.join(text.split())[:200]!r}")
 
@@ -99,26 +108,26 @@ def parse_chronyc(text: str) -> dict[str, Any]:
         if leap is None or not re.fullmatch(r"[0-9A-Fa-f]{8}", ref_id):
             raise ValueError(tracking[13])
         ref_time_ns = _decimal_s_to_ns(ref_time)
-        offset_s = float(system_s)
+        offset_s = _num(system_s)
         out: dict[str, Any] = dict(
             daemon="chronyd", leap=leap, stratum=int(stratum), ref_id=ref_id.upper(),
             ref_name=ref_name or None, ref_time_ns=ref_time_ns or None, offset_s=offset_s,
-            rms_offset_s=float(tracking[6]), frequency_ppm=float(tracking[7]),
-            residual_freq_ppm=float(tracking[8]), skew_ppm=float(tracking[9]),
-            root_delay_s=float(tracking[10]), root_dispersion_s=float(tracking[11]),
-            update_interval_s=float(tracking[12]),
+            rms_offset_s=_num(tracking[6]), frequency_ppm=_num(tracking[7]),
+            residual_freq_ppm=_num(tracking[8]), skew_ppm=_num(tracking[9]),
+            root_delay_s=_num(tracking[10]), root_dispersion_s=_num(tracking[11]),
+            update_interval_s=_num(tracking[12]),
         )
         out["synchronized"] = leap != "unsynchronised" and 0 < out["stratum"] < 16
         rows = []
         for i, p in enumerate(sources):
             st = stats[i] if len(stats) == len(sources) and stats[i][0] == p[2] else None
-            adjusted = float(p[7])
+            adjusted = _num(p[7])
             rows.append(DaemonSource(
                 address=p[2], state=_CHRONY_STATES.get(p[1], "unknown"), stratum=int(p[3]), poll=int(p[4]),
-                reach=int(p[5], 8), last_rx_s=float(p[6]) if p[6] != "4294967295" else None,
-                offset_s=offset_s - adjusted, error_s=float(p[9]),
-                n_samples=int(st[1]) if st else None, frequency_ppm=float(st[4]) if st else None,
-                freq_skew_ppm=float(st[5]) if st else None, std_dev_s=float(st[7]) if st else None,
+                reach=int(p[5], 8), last_rx_s=_num(p[6]) if p[6] != "4294967295" else None,
+                offset_s=offset_s - adjusted, error_s=_num(p[9]),
+                n_samples=int(st[1]) if st else None, frequency_ppm=_num(st[4]) if st else None,
+                freq_skew_ppm=_num(st[5]) if st else None, std_dev_s=_num(st[7]) if st else None,
             ))
     except (ValueError, IndexError) as e:
         raise _bad("chronyc", text) from e
@@ -154,7 +163,7 @@ def _ntpq_when_s(text: str) -> float | None:
     if text in ("-", ""):
         return None
     mult = {"m": 60, "h": 3600, "d": 86_400}.get(text[-1], 1)
-    return float(text[:-1] if mult != 1 else text) * mult
+    return _num(text[:-1] if mult != 1 else text) * mult
 
 
 def parse_ntpq(rv: str, peers: str) -> dict[str, Any]:
@@ -169,29 +178,37 @@ def parse_ntpq(rv: str, peers: str) -> dict[str, Any]:
             daemon="ntpd", leap=_NTP_LEAP[leap_bits], stratum=stratum,
             ref_name=pairs.get("refid") or None,
             ref_time_ns=_ntp_hex_ns(pairs["reftime"]) if "reftime" in pairs else None,
-            offset_s=float(pairs["offset"]) / 1e3,
-            root_delay_s=float(pairs["rootdelay"]) / 1e3 if "rootdelay" in pairs else None,
-            root_dispersion_s=float(pairs["rootdisp"]) / 1e3 if "rootdisp" in pairs else None,
-            frequency_ppm=-float(pairs["frequency"]) if "frequency" in pairs else None,
-            jitter_s=float(pairs["sys_jitter"]) / 1e3 if "sys_jitter" in pairs else None,
-            update_interval_s=2.0 ** int(pairs["tc"]) if "tc" in pairs else None,
+            offset_s=_num(pairs["offset"]) / 1e3,
+            root_delay_s=_num(pairs["rootdelay"]) / 1e3 if "rootdelay" in pairs else None,
+            root_dispersion_s=_num(pairs["rootdisp"]) / 1e3 if "rootdisp" in pairs else None,
+            frequency_ppm=-_num(pairs["frequency"]) if "frequency" in pairs else None,
+            jitter_s=_num(pairs["sys_jitter"]) / 1e3 if "sys_jitter" in pairs else None,
+            update_interval_s=(2.0 ** int(pairs["tc"]) if "tc" in pairs and 0 <= int(pairs["tc"]) <= 17
+                               else None),  # the poll exponent: NTP's range is 4..17
         )
     except (ValueError, KeyError) as e:
         raise _bad("ntpq rv", rv) from e
     out["synchronized"] = out["leap"] != "unsynchronised" and 0 < stratum < 16
     rows = []
-    for line in peers.splitlines():
-        if not line.strip() or line.lstrip().startswith(("remote", "=")):
-            continue
+    lines = [ln for ln in peers.splitlines() if ln.strip() and not ln.lstrip().startswith(("remote", "="))
+             and "No association" not in ln]  # ntpq's words for a daemon without peers: none
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
         tally, rest = line[0], line[1:].split()
+        if len(rest) == 1 and i < len(lines):  # a long (IPv6) address on a line of its own, ntpq -w
+            rest += lines[i].split()
+            i += 1
         if len(rest) != 10:
             raise _bad("ntpq peers", line)
         try:
+            delay_s, jitter_s = _num(rest[7]) / 1e3, _num(rest[9]) / 1e3
             rows.append(DaemonSource(
                 address=rest[0], state=_NTPQ_TALLY.get(tally, "unknown"), stratum=int(rest[2]),
                 poll=int(rest[5]).bit_length() - 1 if int(rest[5]) > 0 else None, reach=int(rest[6], 8),
-                last_rx_s=_ntpq_when_s(rest[4]), delay_s=float(rest[7]) / 1e3,
-                offset_s=float(rest[8]) / 1e3, error_s=float(rest[9]) / 1e3))
+                last_rx_s=_ntpq_when_s(rest[4]), delay_s=delay_s, offset_s=_num(rest[8]) / 1e3,
+                error_s=delay_s / 2 + jitter_s))  # NTP's bound on a sample (delay/2) and its jitter
         except ValueError as e:
             raise _bad("ntpq peers", line) from e
     out["sources"] = tuple(rows)
@@ -215,7 +232,7 @@ def systemd_span_s(text: str) -> float:
     for m in re.finditer(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zµ]+)", text):
         if m.start() != pos or m.group(2) not in _SPAN_UNITS:
             raise ValueError(text)
-        total += float(m.group(1)) * _SPAN_UNITS[m.group(2)]
+        total += _num(m.group(1)) * _SPAN_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(text) or pos == 0:
         raise ValueError(text)
@@ -295,6 +312,12 @@ def _ask(kind: DaemonKind, chronyc_socket: str | None, run: Runner) -> dict[str,
     return parse_timesyncd(show, ts)
 
 
+def _clocks() -> tuple[int, int, int, int]:
+    """REALTIME, BOOTTIME, MONOTONIC, MONOTONIC_RAW, ns, read back to back."""
+    return (time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+            time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW))
+
+
 def read_daemon(kind: DaemonKind | None = None, *, chronyc_socket: str | None = None,
                 run: Runner = _run) -> DaemonSample:
     """Ask the host's time daemon (`kind`, or the first of chronyd, ntpd, timesyncd that answers) for
@@ -303,7 +326,7 @@ def read_daemon(kind: DaemonKind | None = None, *, chronyc_socket: str | None = 
     kinds: tuple[DaemonKind, ...] = (kind,) if kind else ("chronyd", "ntpd", "timesyncd")
     errors = []
     for k in kinds:
-        t0_raw = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        before = _clocks()
         try:
             fields_ = _ask(k, chronyc_socket, run)
         except CollectorError as e:
@@ -311,13 +334,12 @@ def read_daemon(kind: DaemonKind | None = None, *, chronyc_socket: str | None = 
                 raise
             errors.append(f"{k}: {e}")
             continue
-        rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        raw = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        after = _clocks()
+        rt, boot, mono, raw = (a + (b - a) // 2 for a, b in zip(before, after, strict=True))
         kernel = read_kernel_state()
+        # the daemon answered somewhere inside the span: its middle, ± read_span_ns/2
         sample = DaemonSample(t_local_ns=rt, boottime_ns=boot, monotonic_ns=mono, raw_ns=raw,
-                              boot_id=boot_id(), read_span_ns=raw - t0_raw, **fields_)
+                              boot_id=boot_id(), read_span_ns=after[3] - before[3], **fields_)
         if kernel is not None:
             sample = replace(sample, kernel_maxerror_s=kernel.maxerror_s, kernel_esterror_s=kernel.esterror_s,
                              kernel_unsynchronized=kernel.unsynchronized)

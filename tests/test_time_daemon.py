@@ -150,17 +150,45 @@ def _reading(**kw: object) -> DaemonSample:
     (_reading(ref_time_ns=T0 - 3600 * NS_PER_S, sources=(DaemonSource("192.0.2.1", "unusable", reach=0),)),
      (0.0098, 0.0103), "false_sync_claim"),  # an hour without a source, still 'synchronized'
     (_reading(), None, "cannot_tell"),
+    # ntpd's offset is its last update's, being slewed out: true time lies between this clock and it
+    (_reading(daemon="ntpd", offset_s=0.005, root_delay_s=0.0, root_dispersion_s=0.001, ref_time_ns=T0,
+              sources=(DaemonSource("192.0.2.1", "selected", reach=0o377, offset_s=0.005, error_s=1e-3),)),
+     (0.0, 0.0001), "ok"),
+    (_reading(offset_s=0.005, root_delay_s=0.0, root_dispersion_s=0.001,  # chrony's is its estimate now
+              sources=(DaemonSource("192.0.2.1", "selected", reach=0o377, offset_s=0.0, error_s=1e-3),)),
+     (0.0, 0.0001), "overconfident"),
+    # timesyncd states no offset, and its root delay and dispersion are its server's: nothing to check
+    (_reading(daemon="timesyncd", offset_s=None, root_delay_s=0.0, root_dispersion_s=30e-6, ref_time_ns=None,
+              sources=(DaemonSource("192.0.2.1", "selected"),)), (0.5, 0.6), "cannot_tell"),
 ])
 def test_each_claim_is_judged(reading: DaemonSample, measured: tuple[float, float] | None,
                               status: str) -> None:  # D1, D2, D3, D4 (synthetic)
     v = judge_daemon(reading, now_realtime_ns=T0 + NS_PER_S, measured=measured)
     assert v.status == status, v.reason
     assert v.suspect == (status in ("following_falseticker", "overconfident", "false_sync_claim"))
-    if status == "overconfident":
-        assert v.excess_s == pytest.approx(0.0105 - 0.01015)
+    if status == "overconfident" and reading.offset_s == 0.010:
+        assert v.excess_s == pytest.approx(0.0105 - 0.01015)  # timekit from 10.5 ms, the claim to 10.15
     if status == "following_falseticker":
         assert v.selected_excess_s == pytest.approx(2.5 - 1e-4 - 0.0103)
         assert "overconfident" not in v.problems  # its own claim (10 ms ± 150 µs) still overlaps
+
+
+def test_ntpq_edge_cases_are_read_or_refused_in_one_line() -> None:  # D6, D7
+    wrapped = ("     remote           refid      st t when poll reach   delay   offset   jitter\n"
+               "==============================================================================\n"
+               "*2001:db8:1234:5678:9abc:def0:1234:5678\n"
+               "                 .GPS.            1 u   33   64  377   0.5120  -0.0340   0.0120\n")
+    f = parse_ntpq(NTPQ_RV, wrapped)  # ntpq -w puts a long address on a line of its own
+    assert [(x.address, x.state, x.reach) for x in f["sources"]] == [
+        ("2001:db8:1234:5678:9abc:def0:1234:5678", "selected", 255)]
+    assert f["sources"][0].error_s == pytest.approx(0.512e-3 / 2 + 0.012e-3)  # delay/2 + jitter
+    assert parse_ntpq(NTPQ_RV, "No association ID's returned\n")["sources"] == ()
+    assert parse_ntpq(NTPQ_RV.replace("tc=6", "tc=2000"), "")["update_interval_s"] is None  # no overflow
+    for bad in ("offset=nan", "offset=inf"):
+        with pytest.raises(CollectorError):
+            parse_ntpq(NTPQ_RV.replace("offset=-0.034567", bad), "")
+    with pytest.raises(CollectorError):
+        parse_chronyc("7F000001,127.0.0.1,2,1.5,nan,0,0,-1,0,1,0,0,0.3,Normal\n")
 
 
 def test_an_old_reading_is_not_judged() -> None:
@@ -383,7 +411,6 @@ def test_sample_daemon_without_a_daemon_is_one_line_and_stores_nothing(tmp_path:
         assert store.daemon_samples() == []
 
 
-
 def test_the_interval_leans_on_an_ok_daemon_only_and_never_widens(dlab: DaemonLab, tmp_path: Path) -> None:
     """`now --with-daemon` (IntervalPolicy.use_daemon): timekit's interval intersected with the daemon's
     claim now, ClockBound's way (between this clock and its offset, ± its bound, grown at 15 ppm + its
@@ -399,9 +426,12 @@ def test_the_interval_leans_on_an_ok_daemon_only_and_never_widens(dlab: DaemonLa
         with Store.open(db) as store:
             store.add_daemon_sample(read_daemon("chronyd", chronyc_socket=str(client.sock)))
             ev = read_evidence(store, now=read_now_with_kernel())
-        plain = assess(ev, Policy()).interval
+        judged = assess(ev, Policy())
+        plain = judged.interval
         leaning = assess(ev, Policy(interval=IntervalPolicy(use_daemon=True))).interval
         d = ev.daemon
+        assert judged.daemon is not None
+        assert judged.daemon.status == ("ok" if narrows else "following_falseticker"), judged.daemon.reason
         assert plain is not None and leaning is not None and d is not None
         assert plain.earliest_ns is not None and plain.latest_ns is not None
         assert leaning.earliest_ns is not None and leaning.latest_ns is not None
@@ -440,5 +470,5 @@ def test_now_with_daemon_reads_it_fresh_or_says_why_not(dlab: DaemonLab, tmp_pat
         assert len(store.daemon_samples()) == 1  # read at that moment, and kept
     cfg.write_text(f'[daemon]\nkind = "chronyd"\nchronyc_socket = "{tmp_path / "none.sock"}"\n')
     r = run_cli("now", "--with-daemon", "--config", str(cfg), "--json", db=db)
-    assert r.returncode == 0 and r.stderr.count("\n") == 1 and "the interval is timekit's own" in r.stderr
+    assert r.returncode == 0 and r.stderr.count("\n") == 1 and "time daemon not read now" in r.stderr
     assert json.loads(r.stdout)["earliest_ns"] is not None

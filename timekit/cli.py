@@ -233,7 +233,9 @@ def sample_daemon_cmd(
         from timekit.config import load_config
 
         cfg = load_config(config)
-        kind = None if cfg.daemon_kind in ("auto", "none") else cfg.daemon_kind
+        if cfg.daemon_kind == "none":
+            raise UsageError(f"{config} says [daemon] kind = \"none\": name one with --daemon")
+        kind = None if cfg.daemon_kind == "auto" else cfg.daemon_kind
         chronyc_socket = cfg.chronyc_socket
     if kind is not None and kind not in ("chronyd", "ntpd", "timesyncd"):
         raise UsageError(f"--daemon {kind!r}: choose chronyd, ntpd or timesyncd")
@@ -447,18 +449,23 @@ def now_cmd(
         from timekit.errors import CollectorError
         from timekit.pipeline.sampling import sample_daemon_run
 
-        kind, socket_path = None, None
+        kind, socket_path, wanted = None, None, True
         if config is not None:
             from timekit.config import load_config
 
             cfg = load_config(config)
-            kind = None if cfg.daemon_kind in ("auto", "none") else cfg.daemon_kind
+            wanted = cfg.daemon_kind != "none"
+            kind = None if cfg.daemon_kind == "auto" else cfg.daemon_kind
             socket_path = cfg.chronyc_socket
-        with _open_store(db) as store:
-            try:
-                sample_daemon_run(store, kind, socket_path, command="now daemon")
-            except CollectorError as e:
-                warn(f"time daemon not read, the interval is timekit's own: {e}")
+        if not wanted:
+            warn(f"{config} says [daemon] kind = \"none\": the interval is timekit's own")
+            pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=False)
+        else:
+            with _open_store(db) as store:
+                try:
+                    sample_daemon_run(store, kind, socket_path, command="now daemon")
+                except CollectorError as e:
+                    warn(f"time daemon not read now (an earlier reading may still narrow it): {e}")
     with _read_store(db) as store:
         found = assess_store(store, pol, servers=names)
         est = found.interval

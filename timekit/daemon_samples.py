@@ -58,7 +58,7 @@ class DaemonSample:
     """
 
     daemon: DaemonKind
-    t_local_ns: int  # CLOCK_REALTIME in the middle of the reading
+    t_local_ns: int  # CLOCK_REALTIME in the middle of the reading (the clocks are read before and after)
     synchronized: bool  # what the daemon claims (leap status not 'unsynchronised', stratum < 16)
     boottime_ns: int | None = None
     monotonic_ns: int | None = None

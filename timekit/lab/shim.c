@@ -71,6 +71,8 @@ int setsockopt(int fd, int level, int optname, const void *optval, socklen_t opt
 #include <time.h>
 #include <unistd.h>
 
+#define NEW_IS_NATIVE (sizeof(time_t) == 8 && sizeof(long) == 8)
+
 static long long ns_of(const struct timespec *ts)
 {
     return (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec;
@@ -102,7 +104,9 @@ static void to_fake(struct msghdr *msg)
             shift = fake_minus_real_ns();
             have_shift = 1;
         }
-        if ((c->cmsg_type == SO_TIMESTAMPNS || c->cmsg_type == TK_SO_TIMESTAMPNS_NEW)
+        /* the _NEW variants carry 64-bit fields: the same layout as struct timespec/timeval only
+         * where time_t and long are 64 bits (x86_64, aarch64); elsewhere they are left alone */
+        if ((c->cmsg_type == SO_TIMESTAMPNS || (NEW_IS_NATIVE && c->cmsg_type == TK_SO_TIMESTAMPNS_NEW))
             && c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
             struct timespec ts;
             long long ns;
@@ -110,8 +114,12 @@ static void to_fake(struct msghdr *msg)
             ns = ns_of(&ts) + shift;
             ts.tv_sec = ns / 1000000000LL;
             ts.tv_nsec = ns % 1000000000LL;
+            if (ts.tv_nsec < 0) {  /* floor, so tv_nsec stays in [0, 1e9) */
+                ts.tv_sec -= 1;
+                ts.tv_nsec += 1000000000LL;
+            }
             memcpy(CMSG_DATA(c), &ts, sizeof ts);
-        } else if ((c->cmsg_type == SO_TIMESTAMP || c->cmsg_type == TK_SO_TIMESTAMP_NEW)
+        } else if ((c->cmsg_type == SO_TIMESTAMP || (NEW_IS_NATIVE && c->cmsg_type == TK_SO_TIMESTAMP_NEW))
                    && c->cmsg_len >= CMSG_LEN(sizeof(struct timeval))) {
             struct timeval tv;
             long long us;
@@ -119,6 +127,10 @@ static void to_fake(struct msghdr *msg)
             us = (long long)tv.tv_sec * 1000000LL + tv.tv_usec + shift / 1000;
             tv.tv_sec = us / 1000000LL;
             tv.tv_usec = us % 1000000LL;
+            if (tv.tv_usec < 0) {
+                tv.tv_sec -= 1;
+                tv.tv_usec += 1000000LL;
+            }
             memcpy(CMSG_DATA(c), &tv, sizeof tv);
         }
     }
