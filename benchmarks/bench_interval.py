@@ -415,7 +415,8 @@ def run(quick: bool, workdir: Path) -> BenchResult:
         return None if d is None else d[k]
 
     res.row("coverage, every server's truth", "%", tk["coverage_all_pct"], "ClockBound(chrony)",
-            cb["coverage_all_pct"], f"{len(scored)} checks after {WARMUP_S:g} s warm-up")
+            cb["coverage_all_pct"], f"{len(scored)} checks after {WARMUP_S:g} s warm-up; missed: timekit "
+            f"{tk['n_checks_missing']}, ClockBound {cb['n_checks_missing']}")
     res.row(f"coverage, {TRACKED}'s truth", "%", tk["coverage_tracked_pct"], "ClockBound(chrony)",
             cb["coverage_tracked_pct"], "the server chronyd tracks")
     res.row("median half-width", "us", v(tk["half_width_us"], "p50"), "ClockBound(chrony)",

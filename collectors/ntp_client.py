@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from timekit.address import ServerAddress, format_hostport
-from timekit.collectors.clocks import boot_id
+from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
 from timekit.collectors.clocks import realtime_ns as _realtime_ns  # module-level: tests inject steps
 from timekit.collectors.ntp_packet import (
     NON_FINAL_ERRORS,
@@ -100,6 +100,11 @@ class _Attempt:
                 return k, "kernel", k - self.t1_ns
         return self.t1_ns, "user", None
 
+
+
+def _clock_ns(clock_id: int) -> int:
+    """clock_gettime_ns, CLOCK_REALTIME through `_realtime_ns` (where the tests inject steps)."""
+    return _realtime_ns() if clock_id == time.CLOCK_REALTIME else time.clock_gettime_ns(clock_id)
 
 def _drain_tx_stamps(sock: socket.socket) -> int | None:
     """Empty the socket's error queue (a pending entry keeps epoll reporting EPOLLERR); the newest
@@ -242,10 +247,12 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                                           address, timeout_s))
                     return
                 mono_before_rx_ns = time.monotonic_ns()
-                user_rx_ns = _realtime_ns()
+                # realtime and boottime as one pair (a preemption between two plain reads would read
+                # as a wall-clock step), monotonic and raw as another (it would read as a kernel slew)
+                paired = read_bracketed(time.CLOCK_BOOTTIME, tries=3, get=_clock_ns)
+                user_rx_ns, boot_rx_ns = paired.realtime_ns, paired.clock_ns
                 mono_after_rx_ns = time.monotonic_ns()
-                raw_rx_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-                boot_rx_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                mono_rx_ns, raw_rx_ns = read_mono_raw()
                 kernel_rx_ns = _kernel_rx_ns(anc)
                 t4_ns = kernel_rx_ns if kernel_rx_ns is not None else user_rx_ns
                 # Wall-clock step during the exchange: the realtime span is outside what monotonic
@@ -275,7 +282,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     # boottime at T4: the user-space pair (realtime, boottime) moved back to T4; the
                     # same for monotonic and raw (the kernel's slews since: monotonic - raw)
                     boottime_ns=boot_rx_ns - (user_rx_ns - t4_ns), boot_id=boot_id(),
-                    monotonic_ns=mono_after_rx_ns - (user_rx_ns - t4_ns),
+                    monotonic_ns=mono_rx_ns - (user_rx_ns - t4_ns),
                     raw_ns=raw_rx_ns - (user_rx_ns - t4_ns)))
 
         loop.add_reader(sock.fileno(), on_readable)

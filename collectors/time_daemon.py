@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from timekit.collectors.adjtimex import read_kernel_state
-from timekit.collectors.clocks import boot_id
+from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
 from timekit.daemon_samples import DaemonKind, DaemonSample, DaemonSource, SourceState
 from timekit.errors import CollectorError
 from timekit.units import NS_PER_S
@@ -313,9 +313,11 @@ def _ask(kind: DaemonKind, chronyc_socket: str | None, run: Runner) -> dict[str,
 
 
 def _clocks() -> tuple[int, int, int, int]:
-    """REALTIME, BOOTTIME, MONOTONIC, MONOTONIC_RAW, ns, read back to back."""
-    return (time.clock_gettime_ns(time.CLOCK_REALTIME), time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-            time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW))
+    """REALTIME, BOOTTIME, MONOTONIC, MONOTONIC_RAW, ns: realtime with boottime and monotonic with raw,
+    each as one bracketed pair (a preemption between plain reads would read as a step or a slew)."""
+    paired = read_bracketed(time.CLOCK_BOOTTIME, tries=3)
+    mono, raw = read_mono_raw()
+    return paired.realtime_ns, paired.clock_ns, mono, raw
 
 
 def read_daemon(kind: DaemonKind | None = None, *, chronyc_socket: str | None = None,

@@ -21,7 +21,7 @@ from timekit.analysis.interval import IntervalPolicy
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
-from timekit.collectors.clocks import boot_id, read_bracketed
+from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -43,8 +43,8 @@ def read_now_with_kernel() -> tuple[int, int, int, int]:
     """`read_now()` and CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW beside it: a `now` that lets the interval
     follow the kernel's slews since the evidence (a caller that scores answers at a known instant)."""
     rt, boot = read_now()
-    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    return rt, boot, mono, time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+    mono, raw = read_mono_raw()  # one pair: a preemption between them would read as a kernel slew
+    return rt, boot, mono, raw
 
 
 def series_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, Series]:
