@@ -370,9 +370,9 @@ def test_report_summary_numbers_match_analyze_drift(lab_db: Path, report: tuple[
         ok = [s for s in stored if s.server == r["server"] and s.ok]
         _, carried = clock_filter_expected(ok, r["drift_ppm"] if r["status"] == "ok" else None)
         unit = cells["offset (filtered)"].split()[-1]
-        scale = {"s": 1.0, "ms": 1e3, "µs": 1e6}[unit]
+        scale = {"s": 1.0, "ms": 1e3, "µs": 1e6, "ns": 1e9}[unit]
         shown = float(cells["offset (filtered)"].split()[0])
-        assert abs(shown - carried * scale) <= 0.051  # rounded to 3 (ms) or 1 (µs) decimals
+        assert abs(shown - carried * scale) <= 0.051  # rounded to 3 (ms) or 1 (µs, ns) decimals
 
 
 def test_report_failure_keeps_previous_report_and_replaces_only_its_files(
