@@ -21,6 +21,7 @@ import numpy as np
 
 from timekit.analysis.clock_state import ClockState
 from timekit.analysis.drift import CI_LEVEL, DriftFit, reported_status
+from timekit.analysis.holdover import Holdover, find_holdover
 from timekit.analysis.interval import (
     DRIFT_SE_MULTIPLIER,
     IntervalEstimate,
@@ -36,6 +37,7 @@ from timekit.analysis.interval import (
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series, on_the_wall_clock_of_now
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
+from timekit.analysis.stability import StabilityBound, phase_grid, stability_bound
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds, ci_half_ppm
 from timekit.analysis.time_daemon import DaemonPolicy, DaemonVerdict, claim_now, judge_daemon
 from timekit.analysis.verdict import DEFAULT_WINDOW_S, CheckVerdict, judge
@@ -123,6 +125,7 @@ class ServerAssessment:
     health: NodeStatus | None = None  # from the skew checks (None: never judged)
     fit: DriftFit | None = None  # the one drift fit (None: no usable sample)
     bound: ServerBound | None = None  # where its true offset lies now (the interval's input)
+    stability: StabilityBound | None = None  # its measured stability (None: not measured or not usable)
 
     @property
     def loss_ratio(self) -> float | None:
@@ -165,6 +168,7 @@ class Assessment:
     node_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # stored, before this check
     verdict: CheckVerdict | None = None  # `timekit check`'s verdict on the whole store
     daemon: DaemonVerdict | None = None  # the host's time daemon, checked against this assessment
+    holdover: Holdover | None = None  # how long until the interval is wider than the policy's width
 
     @property
     def point_offset_s(self) -> float | None:
@@ -281,9 +285,38 @@ def server_evidence(series: Series, fit: DriftFit, policy: IntervalPolicy,
     # the fit saw only this boot's samples (it is given the whole series) and the kernel one rate
     steady = (kernel is not None and len(ev) == len(series) and ev.monotonic_ns is not None
               and ev.raw_ns is not None and kernel_steady(ev.monotonic_ns, ev.raw_ns))
+    stability = measured_stability(ev, fit, policy) if drift is not None and steady else None
     return ServerEvidence(ev.server, ev.t_local_ns, ev.boottime_ns, ev.offset_s, ev.root_distance_s,
                           leap=ev.leap, drift_ppm=drift, drift_se_ppm=se, monotonic_ns=ev.monotonic_ns,
-                          raw_ns=ev.raw_ns, kernel_ppm=kernel, kernel_steady=steady)
+                          raw_ns=ev.raw_ns, kernel_ppm=kernel, kernel_steady=steady, stability=stability)
+
+
+def measured_stability(series: Series, fit: DriftFit, policy: IntervalPolicy) -> StabilityBound | None:
+    """The stability the interval's growth may lean on: ADEV's upper bound over the samples since the
+    newest step the drift fit found (a step is no frequency noise), in time order; None when the policy
+    does not use it or the samples do not sit on a regular enough grid (`stability.phase_grid`)."""
+    if not policy.use_stability:
+        return None
+    s = series.select(np.argsort(series.t_local_ns, kind="stable"))
+    if fit.steps:
+        s = s.select(s.t_local_ns >= fit.steps[-1].t_ns)
+    grid = phase_grid(s.t_local_ns, s.offset_s, s.delay_s)
+    return stability_bound(grid, sigmas=policy.stability_sigmas, floor_ppm=policy.stability_floor_ppm)
+
+
+def holdover_of(used: Sequence[ServerEvidence], est: IntervalEstimate, ev: Evidence,
+                policy: IntervalPolicy) -> Holdover | None:
+    """How long the interval stays within ± `policy.holdover_width_s` if no reference answers from now
+    (`holdover.find_holdover` over `compute_interval(..., ahead_s=T)`); None without an interval."""
+    if est.earliest_ns is None or est.evidence_age_s is None:
+        return None
+
+    def half_width_at(ahead_s: float) -> float | None:
+        return compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                                policy=policy, now_monotonic_ns=ev.monotonic_ns, now_raw_ns=ev.raw_ns,
+                                ahead_s=ahead_s).uncertainty_s
+
+    return find_holdover(half_width_at, policy.holdover_width_s, policy.void_after_s - est.evidence_age_s)
 
 
 def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, judged_before: bool,
@@ -364,17 +397,19 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
             bounds[n] = server_bound(e, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
                                      policy=ip, now_monotonic_ns=ev.monotonic_ns, now_raw_ns=ev.raw_ns)
     judged = None if chimers is None else {e.server: e.server in chimers for e in used}
-    servers = tuple(_server(n, ev, walled.get(n), fits.get(n), bounds.get(n), judged) for n in names)
+    servers = tuple(replace(_server(n, ev, walled.get(n), fits.get(n), bounds.get(n), judged),
+                            stability=evidence[n].stability if n in evidence else None) for n in names)
     me = ev.health.get(SELF_NODE)
     newest_age = None if ev.newest_ok_ns is None else (ev.realtime_ns - ev.newest_ok_ns) / NS_PER_S
     skew, hold = _skew(ev, servers, policy.skew)
     daemon = _daemon(ev, policy) if ev.daemon is not None else None
+    holdover = holdover_of(used, est, ev, ip)  # before the daemon narrows it: timekit's own interval
     if ip.use_daemon and daemon is not None and daemon.status == "ok" and ev.daemon is not None:
         est = narrowed_by_daemon(est, ev.daemon, ip, now_boottime_ns=ev.boottime_ns)
     out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
-                     skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon)
+                     skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon, holdover=holdover)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
 

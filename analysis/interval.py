@@ -16,7 +16,9 @@ At a later instant (``R``, ``B``) the same reference is ahead of us by::
     D     = what the drift may do that the estimate did not see: wander_ppm (RFC 5905's PHI,
             15 ppm) where the drift was measured and the kernel's slews since the sample are
             followed (monotonic and raw known then and now: only the oscillator can have
-            changed); max_drift_ppm (configured, 200) otherwise
+            changed); max_drift_ppm (configured, 200) otherwise. Where the oscillator's stability
+            was measured too (`stability.StabilityBound`), D·age is at most the time error that
+            stability allows: stability_sigmas·age·ADEV⁺(age), floored at stability_floor_ppm·age
     ε     = PAIR_SLACK_NS                 reading realtime and boottime is not one instant
 
 Every sample of one honest reference contains the truth, so the reference's interval is the
@@ -46,7 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from timekit.analysis.clock_state import CAUSALITY_SLACK_NS, LEAP_NS, PAIR_SLACK_NS, ClockState
+from timekit.analysis.holdover import DEFAULT_HOLDOVER_WIDTH_S
 from timekit.analysis.selection import Selection, SourceInterval, select_sources
+from timekit.analysis.stability import STABILITY_FLOOR_PPM, STABILITY_SIGMAS, StabilityBound
 from timekit.units import NS_PER_S, PPM
 from timekit.vocabulary import BoundStatus, SyncStatus
 
@@ -64,6 +68,12 @@ class IntervalPolicy:
     # RFC 5905's PHI (the frequency tolerance it grows dispersion at): the growth once the drift is
     # measured and every kernel slew since the evidence is followed, so only the oscillator can move
     wander_ppm: float = 15.0
+    # and where the oscillator's stability was measured (ADEV's upper 95 % bound), at most the time error
+    # it allows: stability_sigmas·τ·ADEV⁺(τ), never below stability_floor_ppm (chrony's maxclockerror)
+    use_stability: bool = True
+    stability_floor_ppm: float = STABILITY_FLOOR_PPM
+    stability_sigmas: float = STABILITY_SIGMAS
+    holdover_width_s: float = DEFAULT_HOLDOVER_WIDTH_S  # `now`/`check` say how long until ± this
     # also lean on the host's time daemon's claim, as ClockBound does (`now --with-daemon`): timekit's
     # interval narrowed to the daemon's bound when timekit's check of the daemon found nothing wrong
     use_daemon: bool = False
@@ -80,6 +90,12 @@ class IntervalPolicy:
              f"is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
             (0.0 <= self.wander_ppm < MAX_SANE_DRIFT_PPM, f"wander_ppm = {self.wander_ppm} ppm "
              f"is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
+            (0.0 <= self.stability_floor_ppm < MAX_SANE_DRIFT_PPM, "stability_floor_ppm = "
+             f"{self.stability_floor_ppm} ppm is outside 0 <= value < {MAX_SANE_DRIFT_PPM:.0f} ppm"),
+            (1.0 <= self.stability_sigmas <= 10.0, f"stability_sigmas = {self.stability_sigmas} is outside "
+             "1 <= value <= 10"),
+            (0.0 < self.holdover_width_s <= 3600.0, f"holdover_width_s = {self.holdover_width_s} s is "
+             "outside 0 < value <= 3600 s"),
             (0.0 < self.fresh_s <= self.void_after_s, f"fresh_s = {self.fresh_s} s must be > 0 and "
              f"<= void_after_s = {self.void_after_s} s"),
             (math.isfinite(self.void_after_s), f"void_after_s = {self.void_after_s} s is not finite"),
@@ -121,6 +137,8 @@ class ServerEvidence:
     # of this boot, monotonic against raw on one line within KERNEL_STEADY_TOL_NS): the fit's drift then
     # holds exactly kernel_ppm, and the growth may be the oscillator's wander alone (`kernel_followed`)
     kernel_steady: bool = False
+    # the oscillator's measured stability (None: not measured): bounds what the drift may do unseen
+    stability: StabilityBound | None = None
 
 
 def kernel_ppm_of(monotonic_ns: np.ndarray, raw_ns: np.ndarray,
@@ -243,9 +261,10 @@ class IntervalEstimate:
 
 def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: int,
                  policy: IntervalPolicy, now_monotonic_ns: int | None = None,
-                 now_raw_ns: int | None = None) -> ServerBound:
+                 now_raw_ns: int | None = None, ahead_s: float = 0.0) -> ServerBound:
     """The interval for one reference's true offset at (`now_realtime_ns`, `now_boottime_ns`); with
-    (`now_monotonic_ns`, `now_raw_ns`) also past any kernel slew since the evidence."""
+    (`now_monotonic_ns`, `now_raw_ns`) also past any kernel slew since the evidence; `ahead_s` > 0:
+    as it will be that much later if no evidence arrives and the kernel keeps its rate (holdover)."""
     n = len(ev.offset_s)
     if n == 0:
         return ServerBound(ev.server, "no_samples", "no ok samples")
@@ -257,6 +276,7 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
                            "clock reading earlier than the evidence (same boot?)")
     offset = np.asarray(ev.offset_s, dtype=np.float64)
     half = np.asarray(ev.half_width_s, dtype=np.float64)
+    age_s = age_s + max(ahead_s, 0.0)
     usable = (np.isfinite(offset) & np.isfinite(half) & (half >= 0) & (half <= policy.max_root_distance_s)
               & (age_s <= policy.void_after_s))
     idx = np.flatnonzero(usable)
@@ -271,16 +291,21 @@ def server_bound(ev: ServerEvidence, *, now_realtime_ns: int, now_boottime_ns: i
     t_local = np.asarray(ev.t_local_ns, dtype=np.int64)[idx]
     # how far the wall clock moved beyond elapsed boottime since each sample (exact integer ns)
     step_s = ((now_realtime_ns - now_boottime_ns) - (t_local - boot[idx])) / NS_PER_S
-    drift, drift_unc = 0.0, np.full(len(idx), policy.max_drift_ppm)  # no estimate: ClockBound's model
+    drift = 0.0
+    unseen_s = policy.max_drift_ppm * PPM * age  # no estimate: ClockBound's model
     slew_s = kernel_slew_s(ev, idx, now_monotonic_ns, now_raw_ns)
     if (ev.drift_ppm is not None and ev.drift_se_ppm is not None and math.isfinite(ev.drift_ppm)
             and math.isfinite(ev.drift_se_ppm)):
         # measured drift: what it may still do is the oscillator's wander where the kernel is followed
         followed = kernel_followed(ev, idx, now_monotonic_ns, now_raw_ns)
-        unseen = np.where(followed, min(policy.wander_ppm, policy.max_drift_ppm), policy.max_drift_ppm)
-        drift, drift_unc = ev.drift_ppm, unseen + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm
+        wander_s = min(policy.wander_ppm, policy.max_drift_ppm) * PPM * age
+        if policy.use_stability and ev.stability is not None:
+            wander_s = np.minimum(wander_s, ev.stability.time_error_s(age))
+        drift = ev.drift_ppm
+        unseen_s = (np.where(followed, wander_s, unseen_s)
+                    + DRIFT_SE_MULTIPLIER * ev.drift_se_ppm * PPM * age)
     centre = offset[idx] - step_s - slew_s - drift * PPM * age
-    width = half[idx] + drift_unc * PPM * age + PAIR_SLACK_NS / NS_PER_S
+    width = half[idx] + unseen_s + PAIR_SLACK_NS / NS_PER_S
     # intersect from the newest backwards; stop at the first sample that would empty it
     lo_run = np.maximum.accumulate((centre - width)[::-1])
     hi_run = np.minimum.accumulate((centre + width)[::-1])
@@ -320,12 +345,14 @@ def leap_midnight_ns(chimers: Sequence[ServerBound]) -> int | None:
 
 def compute_interval(evidence: Sequence[ServerEvidence], *, now_realtime_ns: int, now_boottime_ns: int,
                      policy: IntervalPolicy | None = None, now_monotonic_ns: int | None = None,
-                     now_raw_ns: int | None = None) -> IntervalEstimate:
+                     now_raw_ns: int | None = None, ahead_s: float = 0.0) -> IntervalEstimate:
     """The TrueTime interval at local realtime `now_realtime_ns` from every reference's evidence
-    (past the kernel's slews since it, when `now_monotonic_ns` and `now_raw_ns` are given)."""
+    (past the kernel's slews since it, when `now_monotonic_ns` and `now_raw_ns` are given); with
+    `ahead_s`: the interval as it will be that much later without new evidence (`holdover`)."""
     policy = policy or IntervalPolicy()
     bounds = tuple(server_bound(ev, now_realtime_ns=now_realtime_ns, now_boottime_ns=now_boottime_ns,
-                                policy=policy, now_monotonic_ns=now_monotonic_ns, now_raw_ns=now_raw_ns)
+                                policy=policy, now_monotonic_ns=now_monotonic_ns, now_raw_ns=now_raw_ns,
+                                ahead_s=ahead_s)
                    for ev in evidence)
     usable = [b for b in bounds if b.status == "ok" and b.lo_s is not None and b.hi_s is not None]
     if not usable:

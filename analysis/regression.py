@@ -24,6 +24,7 @@ passes; robust scales use a median over at most `SCALE_SUBSAMPLE` evenly strided
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
@@ -328,6 +329,27 @@ FEASIBLE_MAX_POINTS = 20_000  # a strided subset: fewer constraints can only wid
 FEASIBLE_ITERATIONS = 60  # golden-section / bisection steps: 2^-60 of the bracket, far below a ppb
 
 
+def golden_minimum(g: Callable[[float], float], a: float, c: float, *, stop_at_or_below: float = -math.inf,
+                   iterations: int = FEASIBLE_ITERATIONS) -> tuple[float, float]:
+    """(x, g(x)) at the minimum of a convex `g` on [a, c] by golden section, stopping early once a value
+    at or below `stop_at_or_below` is found (a feasible point is all a feasibility test needs)."""
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    m1, m2 = c - ratio * (c - a), a + ratio * (c - a)
+    g1, g2 = g(m1), g(m2)
+    for _ in range(iterations):
+        if g1 <= stop_at_or_below or g2 <= stop_at_or_below:
+            break
+        if g1 <= g2:
+            c, m2, g2 = m2, m1, g1
+            m1 = c - ratio * (c - a)
+            g1 = g(m1)
+        else:
+            a, m1, g1 = m1, m2, g2
+            m2 = a + ratio * (c - a)
+            g2 = g(m2)
+    return (m1, g1) if g1 <= g2 else (m2, g2)
+
+
 def feasible_slope_range(x: np.ndarray, y: np.ndarray, half: np.ndarray) -> tuple[float, float] | None:
     """Every slope b for which some line a + b·x passes through all the bars [y − half, y + half].
 
@@ -352,22 +374,7 @@ def feasible_slope_range(x: np.ndarray, y: np.ndarray, half: np.ndarray) -> tupl
     i, j = int(np.argmin(xa)), int(np.argmax(xa))
     dx = float(xa[j] - xa[i])
     b_lo, b_hi = (low[j] - high[i]) / dx, (high[j] - low[i]) / dx  # the two end bars alone allow no more
-    a, c = float(b_lo), float(b_hi)
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    m1, m2 = c - ratio * (c - a), a + ratio * (c - a)
-    g1, g2 = g(m1), g(m2)
-    for _ in range(FEASIBLE_ITERATIONS):  # golden section (one new g per step) for the minimum
-        if g1 <= 0.0 or g2 <= 0.0:
-            break  # a feasible slope is all we need: both ends are then found by bisection
-        if g1 <= g2:
-            c, m2, g2 = m2, m1, g1
-            m1 = c - ratio * (c - a)
-            g1 = g(m1)
-        else:
-            a, m1, g1 = m1, m2, g2
-            m2 = a + ratio * (c - a)
-            g2 = g(m2)
-    best = m1 if g1 <= g2 else m2
+    best, _ = golden_minimum(g, float(b_lo), float(b_hi), stop_at_or_below=0.0)
     if g(best) > 0.0:
         return None
 

@@ -35,6 +35,10 @@ class Thresholds:
     max_age_s: float = 900.0  # newest sample older than this: the store is stale (UNKNOWN)
     warn_pause_s: float = 0.100  # worst pause (hiccup) in the window
     crit_pause_s: float = 1.000
+    # holdover (how long the interval stays within ± the holdover width without references) shorter
+    # than this warns / is critical; off by default (one burst's evidence gives minutes, not hours)
+    warn_holdover_s: float | None = None
+    crit_holdover_s: float | None = None
     # thresholds given in the plugin range syntax (`-w -0.001:0.001`, `@0:0.5`), by field name;
     # a field without one is the plain upper limit `0:value`
     ranges: Mapping[str, PluginRange] = field(default_factory=dict, compare=False, hash=False)
@@ -47,6 +51,14 @@ class Thresholds:
             if not (0 <= warn <= crit < float("inf")):  # also false for nan
                 raise ValueError(f"thresholds: need 0 <= warn_{name} ({warn}) <= crit_{name} ({crit}), "
                                  "finite")
+        for name in ("warn_holdover_s", "crit_holdover_s"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v < float("inf"):
+                raise ValueError(f"thresholds: {name} = {v} s must be positive and finite")
+        if (self.warn_holdover_s is not None and self.crit_holdover_s is not None
+                and self.crit_holdover_s > self.warn_holdover_s):
+            raise ValueError(f"thresholds: need crit_holdover_s ({self.crit_holdover_s}) <= warn_holdover_s "
+                             f"({self.warn_holdover_s}): a shorter holdover is worse")
         if not 0 < self.max_age_s < float("inf"):
             raise ValueError(f"thresholds: max_age_s = {self.max_age_s} s must be positive and finite")
 

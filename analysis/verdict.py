@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from timekit.analysis.holdover import fmt_duration
 from timekit.analysis.plugin_range import PluginRange
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from timekit.units import fmt_s
@@ -300,6 +301,14 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
     pause_max = fleet.pause.get("max_s") if fleet.pause else None
     _judge_value(reasons, "pause", pause_max, t, "pause_s",
                  f"worst pause {fmt_s(pause_max, signed=False)}")
+    hold = fleet.holdover
+    holdover_s = hold.seconds if hold is not None and iv is not None and iv.earliest_ns is not None else None
+    if holdover_s is not None and hold is not None and not hold.capped:
+        for status, limit in ((CRITICAL, t.crit_holdover_s), (WARNING, t.warn_holdover_s)):
+            if limit is not None and holdover_s < limit:
+                reasons.append(Reason(status, "holdover", f"holdover {fmt_duration(holdover_s)} to "
+                                      f"±{fmt_s(hold.width_s, signed=False)} (below {fmt_duration(limit)})"))
+                break
 
     # quarantine (sticky state kept by `timekit analyze skew`)
     if fleet.self_health == "quarantined":
@@ -325,7 +334,9 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
                "falsetickers": list(sel.falsetickers) if quorum and sel is not None else [],
                "self_health": fleet.self_health, "quarantined": quarantined, "pause_max_s": pause_max,
                "daemon": daemon.daemon if daemon else None,
-               "daemon_status": daemon.status if daemon else None}
+               "daemon_status": daemon.status if daemon else None,
+               "holdover_s": holdover_s, "holdover_width_s": hold.width_s if hold is not None else None,
+               "holdover_capped": bool(hold.capped) if hold is not None else None}
     perf = _perfdata(metrics, t)
     stale = (mode == "store" and newest_ok_age_s is not None and newest_ok_age_s > t.max_age_s)
     reasons = sorted((Reason(r.status, r.metric, _clean(r.message)) for r in reasons),
@@ -351,7 +362,7 @@ def _summary(status: CheckStatus, reasons: list[Reason], m: Mapping[str, Any]) -
         shown = [r.message for r in reasons if r.status != OK][:MAX_REASONS_IN_LINE]
         more = len(reasons) - len(shown)
         return _clean("; ".join(shown) + (f" (+{more} more, see --json)" if more > 0 else ""))
-    parts = [f"offset {fmt_s(m['offset_s'])}"]
+    parts: list[str] = [f"offset {fmt_s(m['offset_s'])}"]
     if m["uncertainty_s"] is not None:
         parts[0] += f" ±{fmt_s(m['uncertainty_s'], signed=False)}"
     if m["jitter_s"] is not None:
@@ -360,6 +371,13 @@ def _summary(status: CheckStatus, reasons: list[Reason], m: Mapping[str, Any]) -
         parts.append(f"drift {m['drift_ppm']:+.1f} ppm")
     if m["stratum"] is not None:
         parts.append(f"stratum {m['stratum']}")
+    if m.get("holdover_s") is not None and m.get("holdover_width_s") is not None:
+        width = fmt_s(m["holdover_width_s"], signed=False)
+        if m["holdover_s"] <= 0:
+            parts.append(f"holdover none (already wider than ±{width})")
+        else:
+            capped = "+" if m.get("holdover_capped") else ""
+            parts.append(f"holdover {fmt_duration(m['holdover_s'])}{capped} to ±{width}")
     parts.append(f"{m['servers_usable']}/{m['servers_total']} server(s) usable, {m['sync_status']}")
     return _clean(", ".join(parts))
 
@@ -393,5 +411,10 @@ def _perfdata(m: Mapping[str, Any], t: Thresholds) -> tuple[PerfDatum, ...]:
         out.append(PerfDatum("age", max(0.0, m["newest_age_s"]), "s", None, None, 0, decimals=3))
     if m["pause_max_s"] is not None:
         out.append(PerfDatum("pause_max", m["pause_max_s"], "s", *lim("pause_s"), 0))
+    if m.get("holdover_s") is not None:  # a shorter holdover is worse: the limits are ranges `N:`
+        def below(v: float | None) -> PluginRange | None:
+            return None if v is None else PluginRange.parse(f"{v:g}:")
+        out.append(PerfDatum("holdover", m["holdover_s"], "s", below(t.warn_holdover_s),
+                             below(t.crit_holdover_s), 0, decimals=0))
     out.append(PerfDatum("servers", int(m["servers_usable"]), "", None, None, 0, int(m["servers_total"])))
     return tuple(out)

@@ -326,7 +326,7 @@ def test_report_files_are_readable_pngs_linked_from_summary(lab: Lab, lab_db: Pa
         stored = st.ntp_samples()
     servers = sorted({s.server for s in stored if s.ok})
     slugs = [s.replace(":", "_") for s in servers]
-    expected = {"summary.md", "offset.png", "rtt.png", "pauses.png", "samples.csv",
+    expected = {"summary.md", "offset.png", "rtt.png", "pauses.png", "samples.csv", "stability.png",
                 *(f"drift-{x}.png" for x in slugs)}
     assert set(doc["files"]) == expected and doc["notes"] == []
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == expected

@@ -367,6 +367,65 @@ def analyze_drift_cmd(server: ServerOpt = None, since: SinceOpt = None, config: 
         _console().print(drift_table(results))
 
 
+HoldoverWidthOpt = Annotated[float | None, typer.Option("--holdover-width", min=1e-9, max=3600.0,
+                            help="The half-width (s) the holdover runs to (default: the config's "
+                            "[interval] holdover_width_s, else 0.01).")]
+
+
+@analyze_app.command("stability")
+def analyze_stability_cmd(
+    server: ServerOpt = None, since: SinceOpt = None, holdover_width: HoldoverWidthOpt = None,
+    config: ConfigOpt = None, as_json: JsonOpt = False, db: DbOpt = None,
+) -> None:
+    """Clock stability per reference: Allan, modified Allan and time deviation with 95% intervals
+    (allantools), and the holdover: how long until the interval is wider than ±--holdover-width.
+
+    Without --since: the evidence `check` and `now` use (each server's newest samples); with it: every
+    usable sample since then. A step splits the series: the samples since the newest one are used."""
+    from timekit.analysis.assessment import assess
+    from timekit.outputs.holdover_words import holdover_doc
+    from timekit.outputs.render import in_order
+    from timekit.outputs.stability_report import stability_results, stability_table
+    from timekit.store.evidence import FIT_WINDOW, read_evidence
+
+    names = [s.name for s in _parse_servers(server)] if server else None
+    since_ns = _since_ns(since)
+    pol = _policy(config, holdover_width_s=holdover_width)
+    with _read_store(db) as store:
+        ev = read_evidence(store, pol.interval, since_ns=since_ns, servers=names,
+                           per_server=None if since_ns is not None else FIT_WINDOW)
+    found = assess(ev, pol)
+    doc = {"results": in_order(stability_results(ev, found, pol.interval), "server", names),
+           "holdover": holdover_doc(found.holdover)}
+    if as_json:
+        emit_json(doc)
+    else:
+        _console().print(stability_table(doc))
+
+
+@analyze_app.command("events")
+def analyze_events_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
+                       db: DbOpt = None) -> None:
+    """Steps, frequency changes and spikes in each reference's offsets, found from the NTP error bounds
+    (root distance) and explained. Without --since: each server's newest samples; with it: every usable
+    sample since then."""
+    from timekit.outputs.events_report import event_scans, events_doc, events_table
+    from timekit.outputs.render import in_order
+    from timekit.store.evidence import FIT_WINDOW, read_evidence
+
+    names = [s.name for s in _parse_servers(server)] if server else None
+    since_ns = _since_ns(since)
+    with _read_store(db) as store:
+        ev = read_evidence(store, _policy(None).interval, since_ns=since_ns, servers=names,
+                           per_server=None if since_ns is not None else FIT_WINDOW)
+    doc = events_doc(event_scans(ev))
+    doc["results"] = in_order(doc["results"], "server", names)
+    if as_json:
+        emit_json(doc)
+    else:
+        _console().print(events_table(doc))
+
+
 @analyze_app.command("timeout")
 def analyze_timeout_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json: JsonOpt = False,
                         db: DbOpt = None) -> None:
@@ -435,15 +494,18 @@ def now_cmd(
                            "interval to the host's time daemon's claim when timekit's check of it found "
                            "nothing wrong, as ClockBound trusts it (default: the config's [interval] "
                            "use_daemon, else off).")] = None,
+    holdover_width: HoldoverWidthOpt = None,
     server: ServerOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
-    """What time it really is: [earliest, latest] containing the references' true time."""
+    """What time it really is: [earliest, latest] containing the references' true time, and the holdover
+    (how long it would stay within ±--holdover-width if the references fell silent now)."""
     from timekit.pipeline.assess import assess_store
 
-    pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=with_daemon)
+    pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=with_daemon,
+                  holdover_width_s=holdover_width)
     names = [s.name for s in _parse_servers(server)] if server else None
     if with_daemon:  # a fresh reading of the daemon, stored, so its claim has not aged
         from timekit.errors import CollectorError
@@ -459,7 +521,8 @@ def now_cmd(
             socket_path = cfg.chronyc_socket
         if not wanted:
             warn(f"{config} says [daemon] kind = \"none\": the interval is timekit's own")
-            pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=False)
+            pol = _policy(config, max_drift_ppm=max_drift_ppm, use_daemon=False,
+                          holdover_width_s=holdover_width)
         else:
             with _open_store(db) as store:
                 try:
@@ -484,7 +547,7 @@ def now_cmd(
             publish_quietly(store, state=found.state)
     from timekit.outputs.render import interval_doc, interval_text
 
-    doc = interval_doc(est)
+    doc = interval_doc(est, found.holdover)
     if as_json:
         emit_json(doc)
     else:
@@ -691,6 +754,12 @@ WarnPauseOpt = Annotated[str | None, _thr("--warn-pause", "Worst pause warning",
 CritPauseOpt = Annotated[str | None, _thr("--crit-pause", "Worst pause critical", "crit_pause_s")]
 MaxAgeOpt = Annotated[str | None, _thr("--max-age", "A newest sample older than this is stale "
                                        "(check: UNKNOWN); 900, 15m, 2h", "max_age_s", metavar="DURATION")]
+WarnHoldoverOpt = Annotated[str | None, typer.Option(
+    "--warn-holdover", metavar="DURATION", help="Warn when the holdover (how long the interval stays "
+    "within ±--holdover-width without references) is shorter: 1h, 30m (default: not judged).")]
+CritHoldoverOpt = Annotated[str | None, typer.Option(
+    "--crit-holdover", metavar="DURATION", help="Critical when the holdover is shorter (default: not "
+    "judged).")]
 THRESHOLD_FLAGS = {"warn_offset": "warn_offset_s", "crit_offset": "crit_offset_s",
                    "warn_jitter": "warn_jitter_s", "crit_jitter": "crit_jitter_s",
                    "warn_drift": "warn_drift_ppm", "crit_drift": "crit_drift_ppm",
@@ -719,13 +788,15 @@ def rules_cmd(
     warn_pause: WarnPauseOpt = None,
     crit_pause: CritPauseOpt = None,
     max_age: MaxAgeOpt = None,
+    warn_holdover: WarnHoldoverOpt = None,
+    crit_holdover: CritHoldoverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
     (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
     from timekit.outputs.metrics import rules_document, rules_thresholds, rules_yaml
 
-    th = rules_thresholds(max_age, **_threshold_kwargs(locals()))
+    th = rules_thresholds(max_age, warn_holdover, crit_holdover, **_threshold_kwargs(locals()))
     if as_json:
         emit_json(rules_document(th))
     else:
@@ -769,6 +840,9 @@ def check_cmd(
     warn_pause: WarnPauseOpt = None,
     crit_pause: CritPauseOpt = None,
     max_age: MaxAgeOpt = None,
+    warn_holdover: WarnHoldoverOpt = None,
+    crit_holdover: CritHoldoverOpt = None,
+    holdover_width: HoldoverWidthOpt = None,
     count: Annotated[int, typer.Option(help="Queries per named server (a burst, as chrony's iburst).")] = 4,
     timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds the whole check may take "
                                            "(each query waits at most 1 s of it); past it: CRITICAL, "
@@ -791,7 +865,8 @@ def check_cmd(
     verdict = run_check([*(servers or []), *(hosts or [])], db, count=count, timeout_s=timeout,
                         max_age=max_age, config=config, default_port=port,
                         unreachable="unknown" if unknown_unreachable else "critical",
-                        **_threshold_kwargs(locals()))
+                        warn_holdover=warn_holdover, crit_holdover=crit_holdover,
+                        holdover_width=holdover_width, **_threshold_kwargs(locals()))
     print_verdict(verdict, as_json)
     raise typer.Exit(verdict.exit_code)
 

@@ -26,6 +26,10 @@
     max_drift_ppm = 200  # the bound grows at this (plus the drift estimate's uncertainty)
     wander_ppm = 15      # ... or at this once the drift is measured and the kernel's slews followed
     use_daemon = false   # narrow it to the host's time daemon's claim when timekit finds the daemon ok
+    use_stability = true # ... and at most what the measured stability (ADEV's upper 95 % bound) allows
+    stability_floor_ppm = 1.0  # never below this (chrony's maxclockerror)
+    stability_sigmas = 3 # the time error bound: this many times tau * ADEV(tau)
+    holdover_width_s = 0.01    # `now`, `check`, `analyze stability`: how long until the interval is wider
     fresh_s = 300        # evidence younger than this: synchronized; older: free_running
     void_after_s = 14400 # older than this: no longer evidence (unknown)
     max_root_distance_s = 1.5
@@ -97,7 +101,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "pauses": {"enabled": bool, "duration_s": (int, float), "resolution_s": (int, float),
                "interval_s": (int, float)},
     "interval": {"max_drift_ppm": (int, float), "wander_ppm": (int, float), "fresh_s": (int, float),
-                 "void_after_s": (int, float), "max_root_distance_s": (int, float), "use_daemon": bool},
+                 "void_after_s": (int, float), "max_root_distance_s": (int, float), "use_daemon": bool,
+                 "use_stability": bool, "stability_floor_ppm": (int, float), "stability_sigmas": (int, float),
+                 "holdover_width_s": (int, float)},
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
              "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
     "store": {"keep_days": (int, float)},

@@ -76,20 +76,32 @@ def skew_policy(config: Path | None = None, **flags: Any) -> SkewPolicy:
         raise UsageError(str(exc)) from None
 
 
-def thresholds(max_age: str | None = None, **flags: float | str | None) -> Thresholds:
-    """`timekit check`/`rules` thresholds from their flags (`max_age` a duration text: 900, 15m; a flag
-    a number or a plugin range text such as `-0.001:0.001`, `~:5`, `@0:0.5`)."""
+def thresholds(max_age: str | None = None, warn_holdover: str | None = None, crit_holdover: str | None = None,
+               **flags: float | str | None) -> Thresholds:
+    """`timekit check`/`rules` thresholds from their flags (`max_age`, `warn_holdover`, `crit_holdover`
+    duration texts: 900, 15m, 2h; a flag a number or a plugin range text such as `-0.001:0.001`, `~:5`,
+    `@0:0.5`)."""
+    from dataclasses import replace
+
     from timekit.analysis.thresholds import thresholds_from_flags
     from timekit.units import parse_duration_s
 
     try:
         given: dict[str, float | str | None] = dict(flags)
-        if max_age is not None:
-            try:
-                given["max_age_s"] = parse_duration_s(max_age)
-            except ValueError as exc:
-                raise ValueError(f"--max-age: {exc}") from None
-        return thresholds_from_flags(**given)
+        durations: dict[str, float] = {}
+        for flag, field, text in (("--max-age", "max_age_s", max_age),
+                                  ("--warn-holdover", "warn_holdover_s", warn_holdover),
+                                  ("--crit-holdover", "crit_holdover_s", crit_holdover)):
+            if text is not None:
+                try:
+                    durations[field] = parse_duration_s(text)
+                except ValueError as exc:
+                    raise ValueError(f"{flag}: {exc}") from None
+        if "max_age_s" in durations:
+            given["max_age_s"] = durations.pop("max_age_s")
+        t = thresholds_from_flags(**given)
+        return replace(t, warn_holdover_s=durations.get("warn_holdover_s"),
+                       crit_holdover_s=durations.get("crit_holdover_s"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

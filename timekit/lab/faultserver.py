@@ -59,6 +59,19 @@ class PortSpec:
     step_after_s: float | None = None
     step_s: float = 0.0
     step_until_s: float | None = None  # the step is undone at this elapsed time (an excursion)
+    # a frequency change: from this elapsed time the drift is drift_ppm + drift_change_ppm (the phase
+    # stays continuous: the offset bends, it does not jump)
+    drift_change_after_s: float | None = None
+    drift_change_ppm: float = 0.0
+    # white phase noise of the server's clock: every reply's T2 and T3 are off the truth by one draw
+    # of standard deviation noise_s from noise_dist ('gauss', 'uniform', 'laplace'); the truth is the
+    # line without it (what a stability measurement must find: ADEV = sqrt(3)·noise_s/tau)
+    noise_s: float = 0.0
+    noise_dist: str = "gauss"
+    # a glitch of the server's clock: with probability glitch_prob a reply's T2 and T3 are both glitch_s
+    # off (one bad clock read: an offset spike the error bars do not cover, unlike spike_s)
+    glitch_prob: float = 0.0
+    glitch_s: float = 0.0
     stratum: int = 2
     root_delay_s: float = 0.0001
     root_dispersion_s: float = 0.0001
@@ -68,8 +81,29 @@ class PortSpec:
     def server_offset_s(self, t_ns: int, start_ns: int) -> float:
         """True offset (server − real) at realtime `t_ns`, seconds."""
         elapsed_s = (t_ns - start_ns) / NS_PER_S
-        return self.offset_s + self.drift_ppm * 1e-6 * elapsed_s + step_at(
-            elapsed_s, self.step_after_s, self.step_s, self.step_until_s)
+        return (self.offset_s + self.drift_ppm * 1e-6 * elapsed_s
+                + frequency_change_at(elapsed_s, self.drift_change_after_s, self.drift_change_ppm)
+                + step_at(elapsed_s, self.step_after_s, self.step_s, self.step_until_s))
+
+    def noise_draw_s(self, rng: random.Random) -> float:
+        """One draw of the server clock's white phase noise, s (standard deviation `noise_s`)."""
+        if not self.noise_s:
+            return 0.0
+        if self.noise_dist == "uniform":
+            return rng.uniform(-1.0, 1.0) * self.noise_s * 3 ** 0.5
+        if self.noise_dist == "laplace":  # scale b = sigma / sqrt(2)
+            return rng.choice((-1.0, 1.0)) * rng.expovariate(2 ** 0.5 / self.noise_s)
+        return rng.gauss(0.0, self.noise_s)
+
+
+NOISE_DISTRIBUTIONS = ("gauss", "uniform", "laplace")
+
+
+def frequency_change_at(elapsed_s: float, after_s: float | None, change_ppm: float) -> float:
+    """The phase a frequency change of `change_ppm` from `after_s` has added by `elapsed_s`, seconds."""
+    if after_s is None or elapsed_s <= after_s:
+        return 0.0
+    return change_ppm * 1e-6 * (elapsed_s - after_s)
 
 
 def step_at(elapsed_s: float, after_s: float | None, step_s: float, until_s: float | None) -> float:
@@ -95,6 +129,9 @@ class FaultServer:
         for s in specs:
             if s.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {s.kind!r}")
+            if s.noise_dist not in NOISE_DISTRIBUTIONS or not 0 <= s.noise_s < 1:
+                raise ValueError(f"noise {s.noise_dist!r} {s.noise_s} s: need one of {NOISE_DISTRIBUTIONS}, "
+                                 "0 <= noise_s < 1 s")
         self.ports = [_Port(s, rng=random.Random(s.seed or i + 1)) for i, s in enumerate(specs)]
         self.start_ns = realtime_ns() if start_ns is None else start_ns  # the lab's common anchor, if given
         self._side_sock: socket.socket | None = None
@@ -139,8 +176,11 @@ class FaultServer:
             self._reply(p, origin, version, addr, after_s)
 
     def _reply(self, p: _Port, origin: int, version: int, addr: Any, after_s: float) -> None:
-        t2 = self._server_ns(p, realtime_ns())
-        t3 = self._server_ns(p, realtime_ns())
+        noise_ns = round(p.spec.noise_draw_s(p.rng) * NS_PER_S)  # one reading error per reply
+        if p.spec.glitch_prob and p.rng.random() < p.spec.glitch_prob:
+            noise_ns += round(p.spec.glitch_s * NS_PER_S)
+        t2 = self._server_ns(p, realtime_ns()) + noise_ns
+        t3 = self._server_ns(p, realtime_ns()) + noise_ns
         packet = self._packet(p, origin, version, t2, t3)
         if after_s > 0:
             asyncio.get_running_loop().call_later(after_s, self._send, p, packet, addr)

@@ -131,7 +131,9 @@ def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = N
 def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DEFAULT_COUNT,
               timeout_s: float = DEFAULT_TIMEOUT_S, max_age: str | None = None, config: Path | None = None,
               now: tuple[int, int] | None = None, unreachable: CheckStatus = "critical",
-              default_port: int | None = None, **threshold_flags: float | str | None) -> CheckVerdict:
+              default_port: int | None = None, warn_holdover: str | None = None,
+              crit_holdover: str | None = None, holdover_width: float | None = None,
+              **threshold_flags: float | str | None) -> CheckVerdict:
     """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
 
     `timeout_s`: the whole check's deadline (monitoring plugins' -t); past it the verdict is
@@ -139,19 +141,21 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
     `config`: a TOML config (collect's); its [interval] section sets the interval policy.
     `default_port`: the port of servers named without one (-p; default 123).
     `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
+    `warn_holdover`/`crit_holdover`: durations (1h, 30m): a holdover to ± `holdover_width` s (default:
+    the config's, else 0.01) shorter than these warns / is critical.
     """
     mode: CheckMode = "measure" if servers else "store"
     try:
         from timekit import settings
 
-        t = settings.thresholds(max_age, **threshold_flags)
+        t = settings.thresholds(max_age, warn_holdover, crit_holdover, **threshold_flags)
         if not (isinstance(count, int) and 1 <= count <= MAX_COUNT):
             raise ValueError(f"--count {count} is outside 1..{MAX_COUNT} queries")
         if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
         if unreachable not in ("critical", "unknown", "warning"):
             raise ValueError(f"unreachable verdict {unreachable!r} is not critical, warning or unknown")
-        policy = settings.policy(config, thresholds=t)
+        policy = settings.policy(config, thresholds=t, interval={"holdover_width_s": holdover_width})
         with _deadline(timeout_s):
             from timekit.store.database import Store
 

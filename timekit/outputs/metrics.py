@@ -102,7 +102,26 @@ def fleet_metrics(fleet: Assessment, *, version: str | None = None) -> list[Metr
             chimer.add_metric([st.server], float(st.truechimer))
         if st.n_attempts:
             last_ok.add_metric([st.server], 0.0 if st.last_error is not None else 1.0)
-    out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok]
+    adev = _gauge("server_allan_deviation", "Overlapping Allan deviation of this clock against the "
+                  "reference at averaging time tau_seconds (fractional frequency, 1e-6 = 1 ppm), from the "
+                  "samples since its newest step; present where the stability was measured.",
+                  ("server", "tau_seconds"))
+    adev_upper = _gauge("server_allan_deviation_upper95", "Upper 95 % confidence bound of that Allan "
+                        "deviation: what the interval's growth leans on.", ("server", "tau_seconds"))
+    tdev = _gauge("server_time_deviation_seconds", "Time deviation (TDEV) of this clock against the "
+                  "reference at averaging time tau_seconds, seconds.", ("server", "tau_seconds"))
+    for st in fleet.servers:
+        b = st.stability
+        if b is None:
+            continue
+        for j, tau in enumerate(b.tau_s):
+            label = [st.server, f"{float(tau):.3g}"]
+            adev_upper.add_metric(label, float(b.adev_upper[j]))
+            if b.adev is not None:
+                adev.add_metric(label, float(b.adev[j]))
+            if b.tdev_s is not None and math.isfinite(float(b.tdev_s[j])):
+                tdev.add_metric(label, float(b.tdev_s[j]))
+    out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok, adev, adev_upper, tdev]
     out += _node_metrics(fleet)
     out += _host_metrics(fleet)
     out += _daemon_metrics(fleet)
@@ -205,10 +224,19 @@ def _host_metrics(fleet: Assessment) -> list[Metric]:
             pauses[name].add_metric([], float(fleet.pause[key]))
         pause_max.add_metric([], float(fleet.pause["max_s"]))
         suspend.add_metric([], float(fleet.pause["suspend_s"]))
+    holdover = _gauge("holdover_seconds", "How long this clock may run without its references before the "
+                      "interval is wider than +/- timekit_holdover_width_seconds, seconds (at most the time "
+                      "until the evidence goes void).")
+    holdover_width = _gauge("holdover_width_seconds", "The half-width the holdover runs to, seconds.")
+    h = fleet.holdover
+    if h is not None and h.seconds is not None:
+        holdover.add_metric([], h.seconds)
+        holdover_width.add_metric([], h.width_s)
     updated = _gauge("last_update_timestamp_seconds", "Unix time these metrics were computed from the "
                      "store, seconds.")
     updated.add_metric([], fleet.as_of_ns / NS_PER_S)
-    return [offset, midpoint, half, width, sync, age, newest, *pauses.values(), pause_max, suspend, updated]
+    return [offset, midpoint, half, width, sync, age, newest, *pauses.values(), pause_max, suspend, holdover,
+            holdover_width, updated]
 
 
 def _version() -> str | None:
@@ -401,12 +429,13 @@ def _pair(name: str, check: str, expr: str, warn: float, crit: float, summary: s
             for level, threshold in (("warning", warn), ("critical", crit))]
 
 
-def rules_thresholds(max_age: str | None = None, **flags: float | str | None) -> Thresholds:
+def rules_thresholds(max_age: str | None = None, warn_holdover: str | None = None,
+                     crit_holdover: str | None = None, **flags: float | str | None) -> Thresholds:
     """Thresholds from `timekit rules`' flags, exactly as `timekit check` maps the same flags."""
     from timekit.errors import UsageError
     from timekit.settings import thresholds
 
-    th = thresholds(max_age, **flags)
+    th = thresholds(max_age, warn_holdover, crit_holdover, **flags)
     try:
         th.upper_limits_only("rules")
     except ValueError as exc:
@@ -497,6 +526,15 @@ def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
                   "warning", f"timekit: reference {{{{ $labels.node }}}} of {on} is quarantined",
                   "the skew check found the reference far from the majority of references.", "quarantine"),
     ]
+    for level, flag, limit in (("warning", "--warn-holdover", th.warn_holdover_s),
+                               ("critical", "--crit-holdover", th.crit_holdover_s)):
+        if limit is not None:
+            rules.append(AlertRule(
+                f"TimekitHoldoverShort{level.capitalize()}", f"timekit_holdover_seconds < {_num(limit)}",
+                level, f"timekit: {on} could hold its time only {{{{ $value | humanizeDuration }}}} "
+                "without references",
+                "how long the interval stays within +/- timekit_holdover_width_seconds if every reference "
+                f"fell silent is below {_num(limit)} s (timekit check {flag}).", "holdover"))
     return rules
 
 

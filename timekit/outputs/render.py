@@ -168,8 +168,11 @@ def _utc(t_ns: int | None) -> str:
     return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
 
-def interval_doc(est: Any) -> dict[str, Any]:
-    """The `timekit now` JSON document: the DESIGN.md contract fields first, then the evidence."""
+def interval_doc(est: Any, holdover: Any = None) -> dict[str, Any]:
+    """The `timekit now` JSON document: the DESIGN.md contract fields first, then the evidence, and the
+    holdover (`analysis.holdover.Holdover`, None: not computed)."""
+    from timekit.outputs.holdover_words import holdover_doc
+
     sel = est.selection
     return {
         "earliest_ns": est.earliest_ns, "latest_ns": est.latest_ns, "uncertainty_s": est.uncertainty_s,
@@ -182,6 +185,7 @@ def interval_doc(est: Any) -> dict[str, Any]:
         "sources": [{"server": b.server, "status": b.status, "reason": b.reason,
                      "offset_lo_s": b.lo_s, "offset_hi_s": b.hi_s, "age_s": b.age_s, "n_used": b.n_used}
                     for b in est.servers],
+        "holdover": holdover_doc(holdover),
     }
 
 
@@ -197,6 +201,10 @@ def interval_text(doc: dict[str, Any]) -> str:
                   f"{', '.join(doc['truechimers'])}"]
     if doc["falsetickers"]:
         lines.append(f"falsetickers: {', '.join(doc['falsetickers'])}")
+    if doc.get("holdover") is not None and doc["earliest_ns"] is not None:
+        from timekit.outputs.holdover_words import holdover_words
+
+        lines.append(f"holdover:    {holdover_words(doc['holdover'])}")
     lines.append(f"why:         {doc['reason']}")
     return "\n".join(lines)
 

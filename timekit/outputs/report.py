@@ -6,6 +6,8 @@ Files written into DIR (each one complete or not there at all):
 - `rtt.png`      round-trip delay per server: histogram (left) and cumulative distribution (right)
 - `drift-<server>.png`  per server: the drift fit drawn over the samples, residuals below
 - `pauses.png`   pause meter percentiles over time (only when the store holds pause data)
+- `stability.png` Allan deviation (left) and time deviation (right) against τ per server, with their
+                 95 % confidence bands (only for servers whose samples sit on a regular grid)
 - `samples.csv`  every NTP attempt, as `timekit export csv` writes it
 - `summary.md`   what it all says: the TrueTime interval now, a table per server, links to the rest
 
@@ -404,6 +406,71 @@ def _pause_figure(rows: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def stability_curves(series: dict[str, Series], fits: dict[str, Any]) -> dict[str, Any]:
+    """Each server's deviations (`analysis.stability.deviations`) over its samples since its newest step;
+    only the servers whose samples sit on a regular grid."""
+    from timekit.analysis.stability import deviations, phase_grid
+
+    out = {}
+    for name, s in series.items():
+        fit = fits.get(name)
+        regime = s.select(s.t_local_ns >= fit.steps[-1].t_ns) if fit is not None and fit.steps else s
+        dev = deviations(phase_grid(regime.t_local_ns, regime.offset_s, regime.delay_s))
+        if dev is not None:
+            out[name] = dev
+    return out
+
+
+def _stability_figure(curves: dict[str, Any], colors: dict[str, Any], path: Path) -> None:
+    """ADEV and TDEV against τ, log-log, one line per server with its 95 % confidence band."""
+    fig = _new_figure(MIN_HEIGHT_IN)
+    fig.suptitle("Stability of this clock against each reference (95 % confidence bands)")
+    ax_a, ax_t = fig.subplots(1, 2)
+    for name, d in curves.items():
+        c = colors.get(name)
+        ax_a.loglog(d.tau_s, d.adev, "o-", ms=4, color=c, label=name)
+        ax_a.fill_between(d.tau_s, d.adev_ci[:, 0], d.adev_ci[:, 1], color=c, alpha=0.18, lw=0)
+        ax_t.loglog(d.tau_s, d.tdev, "o-", ms=4, color=c, label=name)
+        ax_t.fill_between(d.tau_s, d.tdev_ci[:, 0], d.tdev_ci[:, 1], color=c, alpha=0.18, lw=0)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in (ax_a, ax_t):
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax_a.set_title("Allan deviation (overlapping)", loc="left")
+    ax_a.set_xlabel("averaging time τ (s)")
+    ax_a.set_ylabel("σ_y(τ)  (fractional frequency; 1e-6 = 1 ppm)")
+    ax_t.set_title("time deviation", loc="left")
+    ax_t.set_xlabel("averaging time τ (s)")
+    ax_t.set_ylabel("TDEV(τ)  (s)")
+    ax_t.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def _stability_section(fleet: Any, curves: dict[str, Any]) -> list[str]:
+    """Stability per server (the shortest and longest τ, the noise found) and the holdover."""
+    from timekit.analysis.stability import NOISE_NAMES
+    from timekit.outputs.holdover_words import holdover_doc, holdover_words
+
+    lines = ["## Stability and holdover", ""]
+    hold = holdover_doc(fleet.holdover)
+    lines += [f"Holdover (how long the interval of `timekit now` stays within "
+              f"± {fmt_value(hold['width_s'], False) if hold else '–'} if every reference fell silent now): "
+              f"**{holdover_words(hold)}**.", ""]
+    if not curves:
+        return [*lines, "No server's samples sit on a regular enough grid for a stability measurement.", ""]
+    lines += ["| server | τ0 | ADEV at τ0 [95 %] | longest τ | ADEV there [95 %] | TDEV there "
+              "| noise there |", "|---|---:|---:|---:|---:|---:|---|"]
+    for name, d in curves.items():
+        lines.append(f"| {name} | {d.tau_s[0]:.4g} s | {d.adev[0]:.3e} [{d.adev_ci[0, 0]:.2e}, "
+                     f"{d.adev_ci[0, 1]:.2e}] | {d.tau_s[-1]:.4g} s | {d.adev[-1]:.3e} "
+                     f"[{d.adev_ci[-1, 0]:.2e}, {d.adev_ci[-1, 1]:.2e}] "
+                     f"| {fmt_value(float(d.tdev[-1]), False)} "
+                     f"| {NOISE_NAMES[int(d.alpha[-1])]} |")
+    return [*lines, "", "Every τ with its interval: `timekit analyze stability`.", ""]
+
+
 # ----------------------------------------------------------------------------- summary
 def _status_text(st: Any, selection: Any) -> str:
     """Selection verdict, skew-check health, loss and the last error of one server, in words."""
@@ -444,7 +511,7 @@ def _daemon_section(v: Any) -> list[str]:
 
 def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[str, dict[str, Any]],
              series: dict[str, Series], n_attempts: int, files: dict[str, str], pause_note: str | None,
-             t_range: tuple[int, int]) -> str:
+             t_range: tuple[int, int], curves: dict[str, Any] | None = None) -> str:
     iv = fleet.interval
     lines = ["# timekit report", "",
              f"Generated {utc_text(fleet.as_of_ns)} from `{store_path}`"
@@ -487,6 +554,7 @@ def _summary(*, store_path: Path, since_ns: int | None, fleet: Any, drift: dict[
               "status: interval selection (truechimer / falseticker) and the skew checks.", "",
               ""]
     lines += _daemon_section(fleet.daemon)
+    lines += _stability_section(fleet, curves or {})
     lines += ["## Plots", ""]
     for name, caption in files.items():
         if name.endswith(".png"):
@@ -607,6 +675,12 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
                 _drift_figure(n, series[n], fits.get(n), policy.interval.max_root_distance_s, colors[n],
                               staging / fname)
                 files[fname] = f"Drift fit and residuals: {n}"
+            curves = stability_curves(series, fits)
+            if curves:
+                _stability_figure(curves, colors, staging / "stability.png")
+                files["stability.png"] = "Allan and time deviation against τ, with 95 % confidence bands"
+            else:
+                notes.append("no stability (no server sampled on a regular grid)")
             pause_note = None
             if pauses:
                 _pause_figure(pauses, staging / "pauses.png")
@@ -618,7 +692,7 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
         files[CSV_NAME] = f"every NTP attempt ({res.rows} rows)"
         summary = _summary(store_path=store.path, since_ns=since_ns, fleet=fleet, drift=drift, series=series,
                            n_attempts=len(attempts), files=files, pause_note=pause_note,
-                           t_range=(t_first, t_last))
+                           t_range=(t_first, t_last), curves=curves)
         (staging / SUMMARY_NAME).write_text(summary, encoding="utf-8")
         written = [SUMMARY_NAME, *files]
         _publish(staging, out, written)
