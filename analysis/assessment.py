@@ -319,6 +319,19 @@ def holdover_of(used: Sequence[ServerEvidence], est: IntervalEstimate, ev: Evide
     return find_holdover(half_width_at, policy.holdover_width_s, policy.void_after_s - est.evidence_age_s)
 
 
+def projected_interval(ev: Evidence, policy: IntervalPolicy, ahead_s: float) -> IntervalEstimate:
+    """The interval `assess` gives now, as it will be `ahead_s` s later if no reference answers (what the
+    holdover is read from): the same evidence, every sample older by `ahead_s`."""
+    walled = {n: on_the_wall_clock_of_now(s, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                                          boot_id=ev.boot_id) for n, s in ev.series.items()}
+    names = ev.servers if ev.candidates is None else sorted(ev.candidates)
+    used = [server_evidence(ev.series[n], fit_series(walled[n], policy.max_root_distance_s), policy,
+                            ev.boot_id) for n in names if n in walled and len(walled[n])]
+    return compute_interval(used, now_realtime_ns=ev.realtime_ns, now_boottime_ns=ev.boottime_ns,
+                            policy=policy, now_monotonic_ns=ev.monotonic_ns, now_raw_ns=ev.raw_ns,
+                            ahead_s=ahead_s)
+
+
 def skew_hold_reason(newest_delays_s: Sequence[float], policy: SkewPolicy, *, judged_before: bool,
                      suspend_s: float | None, pause_max_s: float) -> str | None:
     """The pause guard: why the skew check must not move any node now, or None.

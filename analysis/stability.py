@@ -6,10 +6,10 @@ Input: one regime of one reference (no step inside: `drift.fit_drift` finds them
 reference, measurement noise included: at short τ that noise dominates (white phase noise, ADEV ∝
 1/τ), at longer τ the oscillator does (flicker and random-walk frequency noise, ADEV flat or ∝ √τ).
 
-1. `phase_grid`: deviations need equally spaced phase. The line through the offsets (the mean
-   frequency, which no deviation sees) is taken out, each sample is put on the nearest slot of a grid
-   of step τ0 (the median spacing, or the burst period when replies come in bursts; of a slot's
-   samples the lowest-delay one, as NTP's clock filter), and empty slots (lost replies) are filled by
+1. `phase_grid`: deviations need equally spaced phase. Each sample is put on the nearest slot of a
+   grid of step τ0 (the median spacing, or the burst period when replies come in bursts; of a slot's
+   samples the lowest-delay one, as NTP's clock filter), the line through the chosen samples (the mean
+   frequency, which no deviation sees) is taken out, and empty slots (lost replies) are filled by
    linear interpolation, at most MAX_GAP_FRACTION of them (more: the series is `irregular`).
 2. `deviations`: ADEV (overlapping), MDEV and TDEV at octave τ with allantools, and their confidence
    intervals the way Stable32 gives them: the noise type at each τ from the lag-1 autocorrelation
@@ -95,8 +95,6 @@ def phase_grid(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray | Non
     tau0 = _grid_step_s(t_s)
     if not math.isfinite(tau0) or tau0 <= 0:
         return PhaseGrid("too_few", "all samples at one instant", n_samples=n)
-    slope, icpt = np.polyfit(t_s, off, 1)
-    resid = off - (slope * t_s + icpt)
     pos = t_s / tau0
     slot = np.rint(pos).astype(np.int64)
     on = np.abs(pos - slot) <= GRID_TOLERANCE
@@ -114,7 +112,9 @@ def phase_grid(t_ns: np.ndarray, offset_s: np.ndarray, delay_s: np.ndarray | Non
     if filled > MAX_GAP_FRACTION * k:
         return PhaseGrid("irregular", f"{filled} of {k} slots of the {tau0:.6g} s grid are empty (over "
                          f"{MAX_GAP_FRACTION:.0%})", tau0_s=tau0, n_samples=n, n_used=int(chosen.size))
-    x = np.interp(np.arange(k, dtype=np.float64), slot[chosen].astype(np.float64), resid[chosen])
+    slope, icpt = np.polyfit(t_s[chosen], off[chosen], 1)  # the mean frequency, of the samples used
+    resid = off[chosen] - (slope * t_s[chosen] + icpt)
+    x = np.interp(np.arange(k, dtype=np.float64), slot[chosen].astype(np.float64), resid)
     return PhaseGrid("ok", f"{chosen.size} samples on a {tau0:.6g} s grid, {filled} gap(s) filled", tau0, x,
                      int(t_ns[0]), n, int(chosen.size), filled, float(slope) / PPM)
 
@@ -204,9 +204,15 @@ class StabilityBound:
 
     def time_error_s(self, age_s: np.ndarray) -> np.ndarray:
         """The time error (s) the clock may make in `age_s` beyond its estimated drift:
-        max(floor·age, sigmas·age·σ_y⁺(age))."""
+        max(floor·age, sigmas·E(age)), E(age) = max(age·σ_y⁺(age), τ_j·σ_y⁺(τ_j) for every τ_j ≤ age):
+        never less for a longer run (a white-phase stretch, where τ·σ_y falls, must not let an older
+        sample's bound end up narrower than a newer one's)."""
         age = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0)
-        out: np.ndarray = np.maximum(self.floor_ppm * PPM * age, self.sigmas * age * self.adev_upper_at(age))
+        at_grid = np.maximum.accumulate(self.tau_s * self.adev_upper)
+        j = np.searchsorted(self.tau_s, age, side="right") - 1  # the largest τ_j <= age (-1: none)
+        before = np.where(j >= 0, at_grid[np.maximum(j, 0)], 0.0)
+        envelope = np.maximum(age * self.adev_upper_at(age), before)
+        out: np.ndarray = np.maximum(self.floor_ppm * PPM * age, self.sigmas * envelope)
         return out
 
     def growth_ppm_at(self, age_s: float) -> float:
