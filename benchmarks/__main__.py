@@ -29,6 +29,7 @@ from benchmarks import (
     bench_now,
     bench_precision,
     bench_qps,
+    bench_stability,
     bench_startup,
     bench_store,
     bench_sweep,
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "now": bench_now.run,
     "store": bench_store.run,
     "sweep": bench_sweep.run,
+    "stability": bench_stability.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
