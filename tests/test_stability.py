@@ -73,7 +73,7 @@ def test_chi2_lower_quantile_against_scipy(df: int) -> None:
         assert 0.8 * exact <= mine <= exact * (1 + 1e-9), (mine, exact)
 
 
-def test_phase_grid_jittered_polling_with_lost_replies() -> None:
+def test_phase_grid_jittered_polling_with_lost_replies() -> None:  # FAULTS H6
     n = 1200
     t = _times(n, 0.25, jitter_s=0.02, seed=1)
     lost = np.random.default_rng(2).choice(np.arange(1, n - 1), 60, replace=False)
@@ -87,7 +87,7 @@ def test_phase_grid_jittered_polling_with_lost_replies() -> None:
     assert np.max(np.abs(g.x_s)) < 1e-9  # the line is the mean frequency: no phase noise left
 
 
-def test_phase_grid_bursts_keep_the_lowest_delay_of_each() -> None:
+def test_phase_grid_bursts_keep_the_lowest_delay_of_each() -> None:  # FAULTS H6
     t = np.concatenate([(np.array([0, 2, 4, 6]) + 64 * i) for i in range(40)]) * NS_PER_S + T0_NS
     delay = np.tile([3e-4, 1e-4, 2e-4, 4e-4], 40)
     off = np.where(delay == 1e-4, 0.0, 1.0)  # only the lowest-delay sample of a burst is on the line
@@ -96,7 +96,7 @@ def test_phase_grid_bursts_keep_the_lowest_delay_of_each() -> None:
     assert np.max(np.abs(g.x_s)) < 1e-9
 
 
-def test_phase_grid_refuses_too_few_and_irregular() -> None:
+def test_phase_grid_refuses_too_few_and_irregular() -> None:  # FAULTS H6
     assert phase_grid(_times(10, 1.0), np.zeros(10)).status == "too_few"
     t = _times(100, 1.0)
     sparse = np.concatenate([t[:50], t[50::3]])
@@ -125,7 +125,7 @@ def test_white_phase_noise_truth_inside_the_intervals() -> None:
     assert hits / total >= 0.90, f"{hits}/{total}"
 
 
-def test_stability_bound_extrapolates_and_floors() -> None:
+def test_stability_bound_extrapolates_and_floors() -> None:  # FAULTS H7
     b = StabilityBound(np.array([1.0, 2.0, 4.0]), np.array([1e-6, 5e-7, 2.5e-7]), sigmas=3.0, floor_ppm=1.0)
     assert b.adev_upper_at(np.array([2.0]))[0] == pytest.approx(5e-7)
     assert b.adev_upper_at(np.array([16.0]))[0] == pytest.approx(2.5e-7 * 2)  # ∝ sqrt(τ) beyond
@@ -147,7 +147,7 @@ def _evidence(stability: StabilityBound | None, followed: bool = True) -> Server
 
 
 @pytest.mark.parametrize("age_s", [2.0, 600.0, 7200.0])
-def test_interval_growth_uses_measured_stability_where_supported(age_s: float) -> None:
+def test_interval_growth_uses_measured_stability_where_supported(age_s: float) -> None:  # FAULTS H7
     """At age A the bound's growth is min(15 ppm·A, max(1 ppm·A, 3·A·ADEV⁺(A))) with the stability, 15 ppm·A
     without it, and 200 ppm·A when the kernel is not followed; the 4σ drift term is on top of all."""
     b = StabilityBound(np.array([1.0, 8.0]), np.array([2e-6, 2e-7]))
@@ -168,7 +168,7 @@ def test_interval_growth_uses_measured_stability_where_supported(age_s: float) -
     assert half(_evidence(b, followed=False)) == pytest.approx(base + 200 * PPM * age_s, rel=1e-6, abs=1e-9)
 
 
-def test_find_holdover_on_a_known_growth() -> None:
+def test_find_holdover_on_a_known_growth() -> None:  # FAULTS H7
     h = find_holdover(lambda t: 1e-4 + 2e-6 * t, 0.01, horizon_s=14_400)
     assert h.seconds == pytest.approx((0.01 - 1e-4) / 2e-6, rel=0.011) and not h.capped
     assert 1e-4 + 2e-6 * h.seconds <= 0.01  # the holdover never overstates: the width holds until then
@@ -221,7 +221,7 @@ def _events_series(seed: int) -> tuple[np.ndarray, ...]:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_events_named_with_their_size_and_instant(seed: int) -> None:
+def test_events_named_with_their_size_and_instant(seed: int) -> None:  # FAULTS H3, H4, H5
     t, off, d, hw = _events_series(seed)
     scan = find_events("s", t, off, d, hw)
     got = [(e.kind, (e.t_ns - T0_NS) / NS_PER_S, e) for e in scan.events]
@@ -233,7 +233,7 @@ def test_events_named_with_their_size_and_instant(seed: int) -> None:
     assert t_step == pytest.approx(45.0, abs=0.3) and step.size == pytest.approx(0.05, abs=2e-4)
 
 
-def test_no_event_on_a_clean_line_nor_on_noise_the_bars_do_not_cover() -> None:
+def test_no_event_on_a_clean_line_nor_on_noise_the_bars_do_not_cover() -> None:  # FAULTS H1
     t, off, d, hw = _events_series(0)
     x = (t - T0_NS) / NS_PER_S
     clean = 0.02 + 50e-6 * x + np.random.default_rng(1).uniform(-50e-6, 50e-6, x.size)
