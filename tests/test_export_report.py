@@ -309,8 +309,10 @@ def report(lab_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 
 def _summary_rows(text: str) -> dict[str, list[str]]:
+    """The rows of the summary's server table (its "## Servers" section), by server."""
     rows = {}
-    for line in text.splitlines():
+    section = text.split("## Servers", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| ") and ":" in cells[0] and not cells[0].startswith("-"):
             rows[cells[0]] = cells

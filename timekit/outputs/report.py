@@ -463,7 +463,7 @@ def _stability_section(fleet: Any, curves: dict[str, Any]) -> list[str]:
     lines += ["| server | τ0 | ADEV at τ0 [95 %] | longest τ | ADEV there [95 %] | TDEV there "
               "| noise there |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, d in curves.items():
-        lines.append(f"| {name} | {d.tau_s[0]:.4g} s | {d.adev[0]:.3e} [{d.adev_ci[0, 0]:.2e}, "
+        lines.append(f"| `{name}` | {d.tau_s[0]:.4g} s | {d.adev[0]:.3e} [{d.adev_ci[0, 0]:.2e}, "
                      f"{d.adev_ci[0, 1]:.2e}] | {d.tau_s[-1]:.4g} s | {d.adev[-1]:.3e} "
                      f"[{d.adev_ci[-1, 0]:.2e}, {d.adev_ci[-1, 1]:.2e}] "
                      f"| {fmt_value(float(d.tdev[-1]), False)} "
@@ -679,8 +679,6 @@ def write_report(store: Store, out: Path, *, since_ns: int | None = None,
             if curves:
                 _stability_figure(curves, colors, staging / "stability.png")
                 files["stability.png"] = "Allan and time deviation against τ, with 95 % confidence bands"
-            else:
-                notes.append("no stability (no server sampled on a regular grid)")
             pause_note = None
             if pauses:
                 _pause_figure(pauses, staging / "pauses.png")
