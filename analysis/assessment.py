@@ -34,6 +34,7 @@ from timekit.analysis.interval import (
     kernel_steady,
     server_bound,
 )
+from timekit.analysis.leap_events import LeapSplit, explain_leap
 from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series, fit_series, on_the_wall_clock_of_now
 from timekit.analysis.skew import SELF_NODE, NodeObservation, SkewAssessment, SkewPolicy, assess_skew
@@ -98,6 +99,7 @@ class Evidence:
     monotonic_ns: int | None = None  # CLOCK_MONOTONIC and _RAW read with realtime_ns (None: not read):
     raw_ns: int | None = None  # the interval then follows the kernel's slews since the evidence
     daemon: DaemonSample | None = None  # the host's time daemon's newest reading (None: none stored)
+    leap_seconds_ns: tuple[int, ...] = ()  # the leap seconds the system knows, as the instants they end
 
     @property
     def servers(self) -> list[str]:
@@ -169,6 +171,7 @@ class Assessment:
     verdict: CheckVerdict | None = None  # `timekit check`'s verdict on the whole store
     daemon: DaemonVerdict | None = None  # the host's time daemon, checked against this assessment
     holdover: Holdover | None = None  # how long until the interval is wider than the policy's width
+    leap: LeapSplit | None = None  # a leap second splitting the references (explains a missing majority)
 
     @property
     def point_offset_s(self) -> float | None:
@@ -417,12 +420,23 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
     skew, hold = _skew(ev, servers, policy.skew)
     daemon = _daemon(ev, policy) if ev.daemon is not None else None
     holdover = holdover_of(used, est, ev, ip)  # before the daemon narrows it: timekit's own interval
+    leap = None
+    if est.selection is not None and (not est.selection.quorum or est.selection.falsetickers):
+        # references that disagree around a leap second: say who steps and who smears, not just "no majority"
+        leap = explain_leap({n: walled[n] for n in names if n in walled and len(walled[n])},
+                            ev.leap_seconds_ns)
+        if leap is not None and leap.split:
+            est = replace(est, reason=f"{leap.words}; {est.reason}")
+            skew = replace(skew, reason=f"{leap.words}; {skew.reason}")
+            # the leap guard: two honest timescales are no evidence against any node (FAULTS C6)
+            hold = f"leap guard: {leap.words}"
     if ip.use_daemon and daemon is not None and daemon.status == "ok" and ev.daemon is not None:
         est = narrowed_by_daemon(est, ev.daemon, ip, now_boottime_ns=ev.boottime_ns)
     out = Assessment(ev.realtime_ns, servers, est, state, me.status if me else None,
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
-                     skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon, holdover=holdover)
+                     skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon, holdover=holdover,
+                     leap=leap)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
 

@@ -241,3 +241,61 @@ def test_no_event_on_a_clean_line_nor_on_noise_the_bars_do_not_cover() -> None: 
     noisy = 0.02 + 50e-6 * x + np.random.default_rng(2).normal(0, 3e-3, x.size)
     scan = find_events("s", t, noisy, d, hw)
     assert scan.events == () and scan.status == "dishonest_bars"
+
+
+def _leap_series(n: int = 480) -> tuple[dict[str, object], int]:
+    """Four references around the leap second ending 2017-01-01: a, b step it; c, d smear it over 120 s."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class S:
+        t_local_ns: np.ndarray
+        offset_s: np.ndarray
+        root_distance_s: np.ndarray
+        leap: np.ndarray
+
+    leap_ref = 1_483_228_800 * NS_PER_S
+    t = (T0_NS + np.arange(n) * (NS_PER_S // 2)).astype(np.int64)
+    x = (t - t[n // 8]) / NS_PER_S  # the leap at the 60th sample (30 s in)
+    base = (leap_ref - int(t[n // 8])) / NS_PER_S
+    li = (x < 0).astype(np.int8)
+    rd = np.full(n, 1e-4)
+    step = base - 30e-6 * x - np.where(x >= 0, 1.0, 0.0)
+    smear = base - 30e-6 * x - np.clip(x / 120, 0, 1)
+    return {"a": S(t, step, rd, li), "b": S(t, step + 2e-6, rd, li), "c": S(t, smear, rd, li),
+            "d": S(t, smear - 2e-6, rd, li)}, leap_ref
+
+
+@pytest.mark.parametrize("until", [120, 480])
+def test_leap_split_named_mid_smear_and_not_after(until: int) -> None:  # FAULTS H8
+    from timekit.analysis.leap_events import explain_leap
+
+    full, leap_ref = _leap_series()
+    series = {k: type(v)(*(np.asarray(getattr(v, f))[:until] for f in ("t_local_ns", "offset_s",  # type: ignore[call-arg]
+                                                                         "root_distance_s", "leap")))
+              for k, v in full.items()}
+    split = explain_leap(series, ())  # announced by the leap indicator alone
+    assert split is not None and split.leap_ns == leap_ref and split.insert
+    got = {r.server: (r.behaviour, r.size_s) for r in split.readings}
+    assert got["a"][0] == got["b"][0] == "stepped" and got["a"][1] == pytest.approx(-1.0, abs=1e-3)
+    if until == 120:  # 30 s into the 120 s smear: a quarter of the second
+        assert split.split and got["c"][0] == "smearing" and got["c"][1] == pytest.approx(-0.246, abs=0.01)
+        assert "a, b stepped it" in split.words and "c, d smear it" in split.words and "; " not in split.words
+    else:
+        assert not split.split and got["c"][0] == got["d"][0] == "smeared"
+
+
+def test_no_leap_in_play_without_an_announcement_or_a_known_one_near() -> None:
+    from timekit.analysis.leap_events import explain_leap
+    from timekit.leap_seconds import known_leaps, parse_leap_list
+
+    full, leap_ref = _leap_series()
+    quiet = {k: type(v)(v.t_local_ns, v.offset_s, v.root_distance_s, np.zeros_like(v.leap))  # type: ignore[attr-defined,call-arg]
+             for k, v in full.items()}
+    assert explain_leap(quiet, ()) is None
+    assert explain_leap(quiet, (leap_ref,)) is not None  # the system's list knows it
+    assert explain_leap(quiet, (leap_ref + 400 * 86_400 * NS_PER_S,)) is None  # a year off: not this one
+    listed = parse_leap_list("2272060800\t10\t# 1 Jan 1972\n3644697600\t36\t# 1 Jul 2015\n"
+                             "3692217600\t37\t# 1 Jan 2017\n#@\t3991593600\n")
+    assert listed == ((3644697600 - 2_208_988_800) * NS_PER_S, leap_ref)
+    assert leap_ref in known_leaps() or known_leaps() == ()  # tzdata's list, where installed

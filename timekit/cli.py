@@ -418,7 +418,7 @@ def analyze_events_cmd(server: ServerOpt = None, since: SinceOpt = None, as_json
     with _read_store(db) as store:
         ev = read_evidence(store, _policy(None).interval, since_ns=since_ns, servers=names,
                            per_server=None if since_ns is not None else FIT_WINDOW)
-    doc = events_doc(event_scans(ev))
+    doc = events_doc(*event_scans(ev))
     doc["results"] = in_order(doc["results"], "server", names)
     if as_json:
         emit_json(doc)

@@ -72,6 +72,12 @@ class PortSpec:
     # off (one bad clock read: an offset spike the error bars do not cover, unlike spike_s)
     glitch_prob: float = 0.0
     glitch_s: float = 0.0
+    # a leap second `leap_after_s` after start (place it at 23:59:60 by choosing offset_s): announced
+    # (leap indicator 1) until then, and then 'step' (1 s back at once), 'smear' (1 s back at a constant
+    # rate over leap_smear_s, Google's linear smear) or 'none' (announced, never applied)
+    leap_after_s: float | None = None
+    leap_mode: str = "step"
+    leap_smear_s: float = 0.0
     stratum: int = 2
     root_delay_s: float = 0.0001
     root_dispersion_s: float = 0.0001
@@ -83,7 +89,14 @@ class PortSpec:
         elapsed_s = (t_ns - start_ns) / NS_PER_S
         return (self.offset_s + self.drift_ppm * 1e-6 * elapsed_s
                 + frequency_change_at(elapsed_s, self.drift_change_after_s, self.drift_change_ppm)
-                + step_at(elapsed_s, self.step_after_s, self.step_s, self.step_until_s))
+                + step_at(elapsed_s, self.step_after_s, self.step_s, self.step_until_s)
+                + leap_applied_at(elapsed_s, self.leap_after_s, self.leap_mode, self.leap_smear_s))
+
+    def leap_indicator(self, t_ns: int, start_ns: int) -> int:
+        """1 (a second will be inserted) until the leap, 0 after (and without one)."""
+        if self.leap_after_s is None:
+            return 0
+        return 1 if (t_ns - start_ns) / NS_PER_S < self.leap_after_s else 0
 
     def noise_draw_s(self, rng: random.Random) -> float:
         """One draw of the server clock's white phase noise, s (standard deviation `noise_s`)."""
@@ -97,6 +110,16 @@ class PortSpec:
 
 
 NOISE_DISTRIBUTIONS = ("gauss", "uniform", "laplace")
+LEAP_MODES = ("step", "smear", "none")
+
+
+def leap_applied_at(elapsed_s: float, after_s: float | None, mode: str, smear_s: float) -> float:
+    """How much of an inserted leap second the server's clock has taken back `elapsed_s` after start, s."""
+    if after_s is None or elapsed_s < after_s or mode == "none":
+        return 0.0
+    if mode == "smear" and smear_s > 0:
+        return -min(1.0, (elapsed_s - after_s) / smear_s)
+    return -1.0
 
 
 def frequency_change_at(elapsed_s: float, after_s: float | None, change_ppm: float) -> float:
@@ -129,6 +152,9 @@ class FaultServer:
         for s in specs:
             if s.kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault kind {s.kind!r}")
+            if s.leap_mode not in LEAP_MODES or s.leap_smear_s < 0:
+                raise ValueError(f"leap mode {s.leap_mode!r} / smear {s.leap_smear_s} s: need one of "
+                                 f"{LEAP_MODES}, smear >= 0 s")
             if s.noise_dist not in NOISE_DISTRIBUTIONS or not 0 <= s.noise_s < 1:
                 raise ValueError(f"noise {s.noise_dist!r} {s.noise_s} s: need one of {NOISE_DISTRIBUTIONS}, "
                                  "0 <= noise_s < 1 s")
@@ -180,8 +206,9 @@ class FaultServer:
         if p.spec.glitch_prob and p.rng.random() < p.spec.glitch_prob:
             noise_ns += round(p.spec.glitch_s * NS_PER_S)
         t2 = self._server_ns(p, realtime_ns()) + noise_ns
-        t3 = self._server_ns(p, realtime_ns()) + noise_ns
-        packet = self._packet(p, origin, version, t2, t3)
+        real3 = realtime_ns()
+        t3 = self._server_ns(p, real3) + noise_ns
+        packet = self._packet(p, origin, version, t2, t3, p.spec.leap_indicator(real3, self.start_ns))
         if after_s > 0:
             asyncio.get_running_loop().call_later(after_s, self._send, p, packet, addr)
         else:
@@ -198,13 +225,14 @@ class FaultServer:
             except OSError:
                 pass  # client gone: nothing to do
 
-    def _packet(self, p: _Port, origin: int, version: int, t2: int, t3: int) -> bytes | list[bytes]:
+    def _packet(self, p: _Port, origin: int, version: int, t2: int, t3: int,
+                leap: int = 0) -> bytes | list[bytes]:
         s, k = p.spec, p.spec.kind
         f: dict[str, Any] = dict(
             origin_ts=origin, receive_ts=unix_ns_to_ts64(t2), transmit_ts=unix_ns_to_ts64(t3),
             reference_ts=unix_ns_to_ts64(t3 - 16 * NS_PER_S), version=version, stratum=s.stratum,
             root_delay_s=s.root_delay_s, root_dispersion_s=s.root_dispersion_s,
-            refid=b"\x7f\x00\x00\x01", poll=4,
+            refid=b"\x7f\x00\x00\x01", poll=4, leap=leap,
         )
         if k.startswith("kod_"):
             code = {"kod_rate": b"RATE", "kod_deny": b"DENY", "kod_rstr": b"RSTR",

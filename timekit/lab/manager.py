@@ -21,7 +21,14 @@ from typing import Any
 from timekit.address import format_hostport
 from timekit.atomic_files import pid_alive
 from timekit.errors import CollectorError, UsageError
-from timekit.lab.faultserver import FAULT_KINDS, PortSpec, frequency_change_at, step_at, write_json_atomic
+from timekit.lab.faultserver import (
+    FAULT_KINDS,
+    PortSpec,
+    frequency_change_at,
+    leap_applied_at,
+    step_at,
+    write_json_atomic,
+)
 from timekit.lab_names import STATE_FILE, default_lab_dir
 from timekit.units import NS_PER_S, PPM
 
@@ -90,13 +97,17 @@ class LabServer:
     step_until_s: float | None = None
     drift_change_after_s: float | None = None  # from then the server drifts drift_change_ppm more
     drift_change_ppm: float = 0.0
+    leap_after_s: float | None = None  # a leap second then: 'step', 'smear' over leap_smear_s, or 'none'
+    leap_mode: str = "step"
+    leap_smear_s: float = 0.0
 
     def true_offset_at(self, t_ns: int) -> float:
         """True offset of this server against the local clock at realtime `t_ns`, seconds."""
         elapsed_s = (t_ns - self.start_ns) / NS_PER_S
         step = step_at(elapsed_s, self.step_after_s, self.step_s, self.step_until_s)
         return (self.offset_s + self.server_drift_ppm * PPM * elapsed_s + step
-                + frequency_change_at(elapsed_s, self.drift_change_after_s, self.drift_change_ppm))
+                + frequency_change_at(elapsed_s, self.drift_change_after_s, self.drift_change_ppm)
+                + leap_applied_at(elapsed_s, self.leap_after_s, self.leap_mode, self.leap_smear_s))
 
     @property
     def answers_truthfully(self) -> bool:
@@ -297,7 +308,8 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
                     offset_s=p["offset_s"], server_drift_ppm=p["drift_ppm"], start_ns=ready["start_ns"],
                     step_after_s=p["step_after_s"], step_s=p["step_s"], step_until_s=p.get("step_until_s"),
                     drift_change_after_s=p.get("drift_change_after_s"),
-                    drift_change_ppm=p.get("drift_change_ppm", 0.0)))
+                    drift_change_ppm=p.get("drift_change_ppm", 0.0), leap_after_s=p.get("leap_after_s"),
+                    leap_mode=p.get("leap_mode", "step"), leap_smear_s=p.get("leap_smear_s", 0.0)))
         lab.save()
     except BaseException:
         lab.stop()

@@ -22,6 +22,7 @@ from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
+from timekit.leap_seconds import known_leaps
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
@@ -177,4 +178,4 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
         suspend_since_check_s=suspends[-1].magnitude_s if suspends else None,
         candidates=tuple(candidates), interval_only=interval_only, monotonic_ns=mono_ns, raw_ns=raw_ns,
-        daemon=daemon)
+        daemon=daemon, leap_seconds_ns=known_leaps())
