@@ -26,7 +26,7 @@ from timekit.lab.manager import reap, start_fault_server
 from timekit.units import NS_PER_S
 
 LEAP_END_NS = 1_483_228_800 * NS_PER_S  # 2017-01-01 00:00:00 UTC: the end of the inserted second
-LEAP_AFTER_S, SMEAR_S = 6.0, 24.0
+LEAP_AFTER_S, SMEAR_S = 6.0, 16.0
 MID_S, END_S = LEAP_AFTER_S + SMEAR_S / 2, LEAP_AFTER_S + SMEAR_S + 4.0
 INTERVAL_S = 0.25
 
@@ -106,7 +106,7 @@ def test_the_two_timescales_are_named_mid_smear(leap_run: LeapRun) -> None:  # F
             truth = leap_applied_at(elapsed_s, LEAP_AFTER_S, "smear", SMEAR_S)
             assert got["behaviour"] == "smearing", got
             assert got["size_s"] == pytest.approx(truth, abs=0.02), (got, truth)
-            assert 0.5 * 1e6 / SMEAR_S <= got["rate_ppm"] <= 3 * 1e6 / SMEAR_S, got  # 41,667 ppm: 1 s / 24 s
+            assert 0.5 * 1e6 / SMEAR_S <= got["rate_ppm"] <= 3 * 1e6 / SMEAR_S, got  # 62,500 ppm: 1 s / 16 s
     record_figure("leap lab", f"mid-smear: {reason.split('; ')[0]}")
 
 

@@ -44,10 +44,10 @@ NOISE_S = 3e-3
 NOISE_PORTS = {"noise-gauss": "gauss", "noise-laplace": "laplace", "noise-uniform": "uniform"}
 EVENT_AT_S = 22.0  # after the lab's start: the step and the frequency change
 STEP_S, FREQ_CHANGE_PPM, GLITCH_S = 0.050, 80.0, 0.008
-P1_S, P2_S = 44.0, 80.0
+P1_S, P2_S = 44.0, 60.0
 INTERVAL_S = 0.25
 SHORT_AHEAD_S = 5.0  # within the τ the stability was measured at (phase 1 reaches τ = 8 s)
-HOLDOVER_AT_S = 45.0  # the holdover width is the predicted half-width this long after the silence
+HOLDOVER_AT_S = 35.0  # the holdover width is the predicted half-width this long after the silence
 
 
 @dataclass
