@@ -8,6 +8,7 @@ lab's truth is verified independently of the code under test.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import time
@@ -268,3 +269,26 @@ def test_build_shim_is_cached(tmp_path: Path) -> None:
     mtime = so.stat().st_mtime_ns
     assert build_shim(tmp_path) == so
     assert so.stat().st_mtime_ns == mtime  # not rebuilt
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("needs_lab")
+def test_truth_check_catches_a_server_off_its_anchored_line(chrony_pair: ChronyPair) -> None:
+    """A lab server is checked at start against its own anchored truth (a server off it would be
+    judged against a wrong truth by every lab test): the real one passes, the same server with its
+    truth moved by 300 µs (an anchor read on another line) is named with the figure."""
+    from dataclasses import replace
+
+    from timekit.lab.chrony import _truth_check
+
+    fast = chrony_pair.fast
+    assert _truth_check(fast) == ""
+    honest = fast.truth
+    try:
+        fast.truth = replace(honest, offset_s=honest.offset_s + 300e-6)
+        msg = _truth_check(fast)
+    finally:
+        fast.truth = honest
+    m = re.search(r"answers ([-+][0-9.]+) µs off its anchored truth", msg)
+    assert m is not None, msg
+    assert float(m.group(1)) == pytest.approx(-300.0, abs=60.0), msg

@@ -60,8 +60,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from timekit.collectors.ntp_packet import unwrap_timestamp
 from timekit.errors import CollectorError
-from timekit.units import NS_PER_S, PPM, unix_ns_to_ntp_fixed
+from timekit.units import NS_PER_S, PPM, ntp_fixed_to_unix_ns, unix_ns_to_ntp_fixed
 
 __all__ = [
     "ChronyClient",
@@ -240,8 +241,9 @@ def _log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
     return " | ".join([ln for ln in lines if ln][-n:])
 
 
-def _ntp_probe(port: int, timeout_s: float) -> tuple[int, int] | None:
-    """One mode-3 query to 127.0.0.1:port; (leap, stratum) of a sane reply, else None."""
+def _ntp_exchange(port: int, timeout_s: float) -> tuple[int, int, int, int, int, int] | None:
+    """One mode-3 query to 127.0.0.1:port: (leap, stratum, T1, T2, T3, T4 in Unix ns) of a sane
+    reply (ours, mode 4), else None. T1 and T4 are read in user space around the exchange."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout_s)
         t1_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
@@ -252,9 +254,19 @@ def _ntp_probe(port: int, timeout_s: float) -> tuple[int, int] | None:
             data = s.recv(1024)
         except OSError:
             return None
+        t4_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
     if len(data) < 48 or data[0] & 0x7 != 4 or struct.unpack("!Q", data[24:32])[0] != tx:
         return None
-    return data[0] >> 6, data[1]
+    pivot = unix_ns_to_ntp_fixed(t1_ns)
+    t2_ns, t3_ns = (ntp_fixed_to_unix_ns(unwrap_timestamp(struct.unpack("!Q", data[i:i + 8])[0], pivot))
+                    for i in (32, 40))
+    return data[0] >> 6, data[1], t1_ns, t2_ns, t3_ns, t4_ns
+
+
+def _ntp_probe(port: int, timeout_s: float) -> tuple[int, int] | None:
+    """One mode-3 query to 127.0.0.1:port; (leap, stratum) of a sane reply, else None."""
+    got = _ntp_exchange(port, timeout_s)
+    return None if got is None else (got[0], got[1])
 
 
 def _port_free(port: int) -> bool:
@@ -381,17 +393,56 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path, detach: bool) -> sub
             raise CollectorError(f"cannot start {argv[0]}: {e}") from e
 
 
-def _measured_truth(anchor_file: Path, drift_ppm: float) -> ServerTruth | None:
-    """The truth line from the shim's (real, fake) pair read at chronyd's exec, if it wrote one.
+def _measured_truth(anchor_file: Path, drift_ppm: float, address: str) -> ServerTruth:
+    """The truth line from the shim's (real, fake) pair, read at chronyd's first packet.
 
-    Exact where the spawn-time reading is a guess: a loaded machine can put a second between
-    Popen and exec, which at 100 ppm is 100 µs of error in every later "true" offset.
+    Exact where a spawn-time reading is a guess (a loaded machine can put seconds between Popen and
+    exec: at 100 ppm, 100 µs of error a second in every later "true" offset). No anchor is an error,
+    never a guess: the lab's truth is what every lab test is judged against.
     """
     try:
         real_ns, fake_ns = (int(x) for x in anchor_file.read_text().split())
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError) as e:
+        raise CollectorError(f"lab server {address}: the shim wrote no clock anchor "
+                             f"({anchor_file}: {e})") from e
     return ServerTruth(offset_s=(fake_ns - real_ns) / NS_PER_S, drift_ppm=drift_ppm, start_ns=real_ns)
+
+
+TRUTH_CHECK_QUERIES = 12
+TRUTH_CHECK_SLACK_S = 50e-6  # beyond delay/2: clock reads in Python around a user-space exchange
+TRUTH_CHECK_ATTEMPTS = 3
+
+
+def _truth_check(server: ChronyServer) -> str:
+    """'' when the server answers on its anchored truth line (the lowest-delay of a few queries
+    within delay/2 + 50 µs of it: NTP's own bound), else a one-line account of how far off it is."""
+    best: tuple[float, float] | None = None  # (delay s, error s)
+    for _ in range(TRUTH_CHECK_QUERIES):
+        got = _ntp_exchange(server.port, 0.5)
+        if got is None:
+            continue
+        t1, t2, t3, t4 = got[2:]
+        delay_s = ((t4 - t1) - (t3 - t2)) / NS_PER_S
+        offset_s = ((t2 - t1) + (t3 - t4)) / 2 / NS_PER_S
+        error_s = offset_s - server.truth.offset_at((t1 + t4) // 2)
+        if best is None or delay_s < best[0]:
+            best = (delay_s, error_s)
+    if best is None:
+        return f"lab server {server.address} stopped answering its truth check"
+    delay_s, error_s = best
+    if abs(error_s) <= delay_s / 2 + TRUTH_CHECK_SLACK_S:
+        return ""
+    return (f"lab server {server.address} answers {error_s * 1e6:+.1f} µs off its anchored truth "
+            f"(delay {delay_s * 1e6:.1f} µs; anchor {server.truth.start_ns} ns, "
+            f"offset {server.truth.offset_s:+.9f} s)")
+
+
+def _wait_port_free(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for _ in range(1000):  # bounded; the deadline ends it first
+        if _port_free(port) or time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
 
 
 def _base_env() -> dict[str, str]:
@@ -448,14 +499,19 @@ class ChronyServer:
         detach: bool = False,
         ready_timeout_s: float = 10.0,
         cache_dir: Path | None = None,
+        extra_conf: str = "",
+        check_truth: bool = True,
     ) -> ChronyServer:
         """Start chronyd serving on 127.0.0.1:``port`` with a clock ``offset_s`` seconds
         ahead of true time, gaining ``drift_ppm`` ppm; wait until it answers NTP.
 
         ``detach=True`` puts chronyd in its own session so it outlives this process
         (stop it later via ``ChronyServer.from_dict(state).stop()``). ``cache_dir``
-        holds the compiled shim (default :func:`default_cache_dir`). Raises
-        CollectorError (one line, with the tail of chronyd's log) on failure.
+        holds the compiled shim (default :func:`default_cache_dir`). ``extra_conf`` is appended to
+        chronyd.conf (an upstream ``server`` line, ``leapsecmode``, ``smoothtime``: the lab's leap
+        smear). ``check_truth``: the answers must match the anchored truth (off for a server that
+        syncs to an upstream). Raises CollectorError (one line, with the tail of chronyd's log) on
+        failure.
         """
         if not 1 <= port <= 65535:
             raise CollectorError(f"lab server port out of range: {port}")
@@ -485,6 +541,7 @@ class ChronyServer:
             f"local stratum {stratum}\n"
             f"allow {LOOPBACK}\n"
             f"pidfile {pidfile}\n"
+            + extra_conf
         )
         _remove_stale_pidfile(pidfile, conf)
         user, flags = _run_as()
@@ -492,25 +549,28 @@ class ChronyServer:
         env["LD_PRELOAD"] = f"{libfaketime}:{shim}"
         env["FAKETIME"] = faketime_spec(offset_s, drift_ppm)
         anchor_file = workdir / "anchor"
-        anchor_file.unlink(missing_ok=True)
-        env["TIMEKIT_LAB_ANCHOR"] = str(anchor_file)  # shim.c writes (real, fake) at exec
+        env["TIMEKIT_LAB_ANCHOR"] = str(anchor_file)  # shim.c writes (real, fake) at the first packet
         argv = [chronyd, "-4", "-x", "-d", "-u", user, *flags, "-f", str(conf)]
-        log.write_bytes(b"")
-        # libfaketime anchors its rate at chronyd's exec, which lies between these two readings
-        # (Popen returns once the child has exec'd): the midpoint halves the anchor's error, which
-        # a loaded machine can stretch from a few ms to much more.
-        before_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        proc = _spawn(argv, env, log, detach)
-        start_ns = (before_ns + time.clock_gettime_ns(time.CLOCK_REALTIME)) // 2
-        truth = ServerTruth(offset_s=offset_s, drift_ppm=drift_ppm, start_ns=start_ns)
-        server = cls(port, truth, proc.pid, workdir, _proc=proc)
-        try:
-            server._wait_ready(stratum, ready_timeout_s, log)
-        except BaseException:
-            server.stop()
-            raise
-        server.truth = _measured_truth(anchor_file, drift_ppm) or truth
-        return server
+        failure = ""
+        for _attempt in range(TRUTH_CHECK_ATTEMPTS):
+            anchor_file.unlink(missing_ok=True)
+            log.write_bytes(b"")
+            proc = _spawn(argv, env, log, detach)
+            server = cls(port, ServerTruth(offset_s, drift_ppm, 0), proc.pid, workdir, _proc=proc)
+            try:
+                server._wait_ready(stratum, ready_timeout_s, log)
+                server.truth = _measured_truth(anchor_file, drift_ppm, server.address)
+                if not check_truth:
+                    return server
+                failure = _truth_check(server)
+            except BaseException:
+                server.stop()
+                raise
+            if not failure:
+                return server
+            server.stop()  # a server off its own anchored line: start it again, then give up loudly
+            _wait_port_free(port, 5.0)
+        raise CollectorError(failure)
 
     def _wait_ready(self, stratum: int, timeout_s: float, log: Path) -> None:
         deadline = time.monotonic() + timeout_s

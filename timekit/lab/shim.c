@@ -103,12 +103,63 @@ static long long fake_minus_real_ns(void)
     return best;
 }
 
+/*
+ * Ground truth for the lab: once, at the first packet chronyd receives (after every constructor has
+ * run: libfaketime's init anchors its rate line, and a clock read before it would be on a line it
+ * then redraws), write one line "REAL_NS FAKE_NS" to $TIMEKIT_LAB_ANCHOR: the real CLOCK_REALTIME
+ * read by a raw syscall (libfaketime does not intercept it) on both sides of the faked one read
+ * through libfaketime (2-4 us), their midpoint, from the narrowest of 16 tries. Written to a temp
+ * file and renamed, so a reader sees the whole line or nothing. The server's truth is then
+ * fake0 - real0 + drift * (t - real0) exactly, with no guess of when the exec happened.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char *anchor_path = NULL;
+static int anchor_written = 0;
+
+__attribute__((constructor)) static void timekit_anchor_path(void)
+{
+    anchor_path = getenv("TIMEKIT_LAB_ANCHOR");  /* no clock read here: see above */
+}
+
+static void record_anchor_once(void)
+{
+    struct timespec real, fake, real2;
+    long long best_real = 0, best_fake = 0, best_width = -1;
+    char tmp[4096];
+    FILE *f;
+    int i;
+    if (anchor_written || anchor_path == NULL || anchor_path[0] == '\0')
+        return;
+    anchor_written = 1;
+    for (i = 0; i < 16; i++) {
+        if (syscall(SYS_clock_gettime, CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_REALTIME, &fake) != 0
+            || syscall(SYS_clock_gettime, CLOCK_REALTIME, &real2) != 0)
+            return;
+        if (best_width < 0 || ns_of(&real2) - ns_of(&real) < best_width) {
+            best_width = ns_of(&real2) - ns_of(&real);
+            best_real = ns_of(&real) + best_width / 2;  /* the real instant of the faked read: the midpoint */
+            best_fake = ns_of(&fake);
+        }
+    }
+    if (snprintf(tmp, sizeof tmp, "%s.%d.tmp", anchor_path, (int)getpid()) >= (int)sizeof tmp)
+        return;
+    f = fopen(tmp, "w");
+    if (f == NULL)
+        return;
+    fprintf(f, "%lld %lld\n", best_real, best_fake);
+    if (fclose(f) == 0)
+        rename(tmp, anchor_path);
+}
+
 static void to_fake(struct msghdr *msg)
 {
     struct cmsghdr *c;
     long long shift = 0;
     int have_shift = 0;
 
+    record_anchor_once();
     if (msg == NULL || msg->msg_control == NULL)
         return;
     for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
@@ -187,45 +238,4 @@ int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struc
     for (i = 0; i < n; i++)
         to_fake(&msgvec[i].msg_hdr);
     return n;
-}
-
-/*
- * Ground truth for the lab: at load time (chronyd's exec, when libfaketime anchors its rate)
- * write one line "REAL_NS FAKE_NS" to $TIMEKIT_LAB_ANCHOR: the real CLOCK_REALTIME read by a
- * raw syscall (libfaketime does not intercept it) on both sides of the faked one read through
- * libfaketime (2-4 us), their midpoint, from the narrowest of 16 tries. The server's truth is then fake0 - real0 + drift * (t - real0) exactly, with
- * no guess of when the exec happened.
- */
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-__attribute__((constructor)) static void timekit_record_anchor(void)
-{
-    const char *path = getenv("TIMEKIT_LAB_ANCHOR");
-    struct timespec real, fake, real2;
-    long long best_real = 0, best_fake = 0, best_width = -1;
-    FILE *f;
-    int i;
-    if (path == NULL || path[0] == '\0')
-        return;
-    /* the narrowest of several brackets: a preemption inside one (a busy machine) would otherwise put
-       up to half its length into every later "true" offset of this server */
-    for (i = 0; i < 16; i++) {
-        if (syscall(SYS_clock_gettime, CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_REALTIME, &fake) != 0
-            || syscall(SYS_clock_gettime, CLOCK_REALTIME, &real2) != 0)
-            return;
-        if (best_width < 0 || ns_of(&real2) - ns_of(&real) < best_width) {
-            best_width = ns_of(&real2) - ns_of(&real);
-            best_real = ns_of(&real) + best_width / 2;  /* the real instant of the faked read: the midpoint */
-            best_fake = ns_of(&fake);
-        }
-    }
-    f = fopen(path, "w");
-    if (f == NULL)
-        return;
-    fprintf(f, "%lld %lld\n", best_real, best_fake);
-    fclose(f);
 }
