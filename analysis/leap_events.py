@@ -7,8 +7,8 @@ slow over minutes or hours until it has lost the second: Google's and AWS's leap
 interval then has two clusters and no majority; this module names them.
 
 Input: each server's samples (local instants int ns, offsets s = reference − local, root distance s,
-leap indicator) and the leap seconds known (`leap_seconds.py` reads the system's list) as the instant,
-in UTC, at which the leap second ends (1 Jan 2017 00:00:00 for the one inserted at 2016-12-31
+leap indicator) and the leap seconds known (`collectors/leap_seconds.py` reads the system's list) as
+the instant, in UTC, at which the leap second ends (1 Jan 2017 00:00:00 for the one inserted at 2016-12-31
 23:59:60). A leap L is in play when a reference announced one (leap indicator 1 or 2: the midnight
 after its first announcing sample, in the reference's time t + offset), or a known one lies within
 the references' time span (a day before to a day after).
@@ -63,7 +63,8 @@ class LeapSeries(Protocol):
 @dataclass(frozen=True)
 class LeapReading:
     """One server around the leap: its behaviour, the step or the smear so far (s, + = offset grew),
-    the smear's fastest rate (ppm), when (local ns), and the words."""
+    the smear's fastest rate (ppm), when (local ns: the step's first sample after it, or the instant
+    the smear's size holds at, the middle of the newest samples it is the median of), and the words."""
 
     server: str
     behaviour: Behaviour
@@ -154,7 +155,7 @@ def _read(server: str, s: LeapSeries, leap_ns: int, sign: float, stepped_line: L
     end = float(np.median(post[-MIN_SIDE_SAMPLES:]))
     rates = np.abs(np.diff(post) / np.maximum(np.diff(tp) / NS_PER_S, 1e-9)) / PPM
     rate = float(np.max(rates)) if rates.size else 0.0
-    last = int(tp[-1])
+    last = int(np.median(tp[-MIN_SIDE_SAMPLES:]))  # the instant `end` (their median) holds at
     if abs(end) <= max(10 * bars, MIN_SMEAR_S):
         return LeapReading(server, "not_applied", end, None, last,
                            f"{server} has not applied it ({end * 1e3:+.3f} ms off its line)")

@@ -1,11 +1,15 @@
-"""A leap second on the lab (about 40 s): two references step it, two smear it, and timekit says so.
+"""A leap second on the lab (about 40 s): two references step it, three smear it, and timekit says so.
 
 Four fault-server references, their clocks placed so that the leap second 2016-12-31 23:59:60 UTC
 comes LEAP_AFTER_S after their start, announce it (leap indicator 1) until then. Two step it (1 s
-back at once), two smear it linearly over SMEAR_S (Google's leap smear, compressed). Sampled at 4 Hz
-to the middle of the smear, `now`, `check`, `analyze skew` and `analyze events` must name the two
-timescales, with the smear's progress as the truth has it; sampled on past the smear's end, the
-references agree again and no split is claimed.
+back at once), two smear it linearly over SMEAR_S (Google's leap smear, compressed). The fifth is a
+real chronyd under libfaketime, its clock placed on the same leap day, synchronised to an upstream
+fault port (stratum 1, announcing the leap, stepping it) and serving smeared time the way chrony
+documents a server leap smear (`leapsecmode slew` + `smoothtime MAXFREQ MAXWANDER leaponly`, here
+100,000 ppm and 50,000 ppm/s so the second is gone in 12 s, not 17 h). Sampled at 4 Hz to the
+middle of the smear, `now`, `check`, `analyze skew` and `analyze events` must name the timescales,
+with each smear's progress as its truth has it; sampled on past the smears' end, the references
+agree again and no split is claimed.
 """
 
 from __future__ import annotations
@@ -19,22 +23,44 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import record_figure, run_cli
+from tests.conftest import record_figure, require_lab, run_cli
 from timekit.collectors.clocks import realtime_ns
+from timekit.lab.chrony import ChronyServer, lab_prerequisites
 from timekit.lab.faultserver import PortSpec, leap_applied_at
-from timekit.lab.manager import reap, start_fault_server
+from timekit.lab.manager import _free_udp_port, reap, start_fault_server
 from timekit.units import NS_PER_S
 
 LEAP_END_NS = 1_483_228_800 * NS_PER_S  # 2017-01-01 00:00:00 UTC: the end of the inserted second
-LEAP_AFTER_S, SMEAR_S = 6.0, 16.0
+LEAP_AFTER_S, SMEAR_S = 8.0, 16.0  # chronyd synchronises to its upstream in the first seconds
+# chronyd's smoothing of the served time: the frequency ramps at most MAX_WANDER (ppm/s) to at most
+# MAX_FREQ (ppm) and back: 2 s up (0.1 s), 8 s at 100,000 ppm (0.8 s), 2 s down (0.1 s)
+CHRONY_MAX_FREQ_PPM, CHRONY_MAX_WANDER_PPM_S = 100_000.0, 50_000.0
 MID_S, END_S = LEAP_AFTER_S + SMEAR_S / 2, LEAP_AFTER_S + SMEAR_S + 4.0
 INTERVAL_S = 0.25
+
+
+def chrony_smear_applied_s(since_leap_s: float) -> float:
+    """How much of the leap second chronyd's smoothing has taken back `since_leap_s` after it, s:
+    the served frequency ramps up at MAX_WANDER to MAX_FREQ, cruises, and ramps down (smooth.c's
+    three stages for a 1 s offset whose ramps meet MAX_FREQ)."""
+    w, f = CHRONY_MAX_WANDER_PPM_S * 1e-6, CHRONY_MAX_FREQ_PPM * 1e-6
+    ramp_s = f / w
+    ramp_applied = w * ramp_s ** 2 / 2
+    cruise_s = (1.0 - 2 * ramp_applied) / f
+    t = max(0.0, since_leap_s)
+    if t <= ramp_s:
+        return w * t ** 2 / 2
+    if t <= ramp_s + cruise_s:
+        return ramp_applied + f * (t - ramp_s)
+    left = max(0.0, 2 * ramp_s + cruise_s - t)
+    return 1.0 - w * left ** 2 / 2
 
 
 @dataclass
 class LeapRun:
     start_ns: int
     specs: dict[str, PortSpec]  # address -> spec
+    chrony: str  # the smearing chronyd's address (its truth: its upstream's line, smoothed)
     mid: dict[str, dict]  # command -> its JSON, at the middle of the smear
     mid_check: str
     mid_last_ns: int  # the newest sample's instant at that point
@@ -58,6 +84,7 @@ def _docs(db: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def leap_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeapRun]:
+    require_lab(lab_prerequisites())
     tmp = tmp_path_factory.mktemp("leap")
     start_ns = realtime_ns() + NS_PER_S // 2  # every port's offset is given at this instant
     offset_s = (LEAP_END_NS - start_ns) / NS_PER_S - LEAP_AFTER_S  # 23:59:60 ends LEAP_AFTER_S after start
@@ -65,24 +92,42 @@ def leap_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeapRun]:
     specs = [PortSpec(name=f"step-{x}", leap_mode="step", **common) for x in "ab"]  # type: ignore[arg-type]
     specs += [PortSpec(name=f"smear-{x}", leap_mode="smear", leap_smear_s=SMEAR_S, **common)  # type: ignore[arg-type]
               for x in "cd"]
-    pid, ready = start_fault_server(tmp / "lab", specs, detach=False, start_ns=start_ns)
+    # chronyd's upstream: a primary (stratum 1, refid GPS: chronyd refuses a source whose reference
+    # is its own address) that announces and steps the leap; not itself one of timekit's references
+    upstream = PortSpec(name="upstream", leap_mode="step", stratum=1, refid="GPS", **common)  # type: ignore[arg-type]
+    pid, ready = start_fault_server(tmp / "lab", [*specs, upstream], detach=False, start_ns=start_ns)
+    chrony: ChronyServer | None = None
     try:
         by_addr = {f"{p['host']}:{p['port']}": PortSpec(**p) for p in ready["ports"]}
-        addrs = sorted(by_addr)
+        up_port = next(p["port"] for p in ready["ports"] if p["name"] == "upstream")
+        since_s = (realtime_ns() - start_ns) / NS_PER_S
+        chrony = ChronyServer.start(
+            _free_udp_port(), offset_s + common["drift_ppm"] * 1e-6 * since_s, common["drift_ppm"],
+            tmp / "chrony-smear", stratum=2, check_truth=False,
+            extra_conf=(f"server 127.0.0.1 port {up_port} iburst minpoll -4 maxpoll -4\n"
+                        "leapsecmode slew\nmaxslewrate 1000\n"
+                        f"smoothtime {CHRONY_MAX_FREQ_PPM:g} {CHRONY_MAX_WANDER_PPM_S:g} leaponly\n"))
+        by_addr = {a: s for a, s in by_addr.items() if s.name != "upstream"}
+        addrs = sorted([*by_addr, chrony.address])
         db = tmp / "tk.db"
         _sample_until(addrs, db, start_ns, MID_S)
         mid_last_ns = realtime_ns()
         mid = _docs(db)
         check = run_cli("check", db=db)
         _sample_until(addrs, db, start_ns, END_S)
-        yield LeapRun(start_ns, by_addr, mid, f"{check.returncode} {check.stdout}", mid_last_ns, _docs(db))
+        yield LeapRun(start_ns, by_addr, chrony.address, mid, f"{check.returncode} {check.stdout}",
+                      mid_last_ns, _docs(db))
     finally:
+        if chrony is not None:
+            chrony.stop()
         os.kill(pid, signal.SIGTERM)
         reap(pid)
 
 
 def _names(run: LeapRun, mode: str) -> set[str]:
-    return {a for a, s in run.specs.items() if s.leap_mode == mode}
+    """The references that step (`step`) or smear (`smear`: the two fault ports and chronyd)."""
+    extra = {run.chrony} if mode == "smear" else set()
+    return {a for a, s in run.specs.items() if s.leap_mode == mode} | extra
 
 
 def test_the_two_timescales_are_named_mid_smear(leap_run: LeapRun) -> None:  # FAULTS C6, H8
@@ -97,6 +142,16 @@ def test_the_two_timescales_are_named_mid_smear(leap_run: LeapRun) -> None:  # F
     assert "no majority" in reason and "two timescales" in reason
     assert leap is not None and leap["split"] and leap["inserted"] and leap["leap_ns"] == LEAP_END_NS
     behaviour = {s["server"]: s for s in leap["servers"]}
+    # chronyd's smoothing as smooth.c ramps it (within 25 ms: when its leap timer fires, its tracking)
+    got = behaviour[leap_run.chrony]
+    since_leap_s = (got["t_ns"] - leap_run.start_ns) / NS_PER_S - LEAP_AFTER_S
+    assert got["behaviour"] == "smearing", got
+    expected = -chrony_smear_applied_s(since_leap_s)
+    assert got["size_s"] == pytest.approx(expected, abs=0.025), (got, since_leap_s, expected)
+    assert 0.5 * CHRONY_MAX_FREQ_PPM <= got["rate_ppm"] <= 1.5 * CHRONY_MAX_FREQ_PPM, got
+    record_figure("leap lab", f"chronyd smearing (smoothtime leaponly): {got['size_s']:+.4f} s applied "
+                  f"{since_leap_s:.2f} s after the leap, smooth.c's ramp says {expected:+.4f} s; "
+                  f"fastest {got['rate_ppm']:,.0f} ppm")
     for addr, spec in leap_run.specs.items():
         got = behaviour[addr]
         if spec.leap_mode == "step":

@@ -287,7 +287,7 @@ def test_leap_split_named_mid_smear_and_not_after(until: int) -> None:  # FAULTS
 
 def test_no_leap_in_play_without_an_announcement_or_a_known_one_near() -> None:
     from timekit.analysis.leap_events import explain_leap
-    from timekit.leap_seconds import known_leaps, parse_leap_list
+    from timekit.collectors.leap_seconds import known_leaps, parse_leap_list
 
     full, leap_ref = _leap_series()
     quiet = {k: type(v)(v.t_local_ns, v.offset_s, v.root_distance_s, np.zeros_like(v.leap))  # type: ignore[attr-defined,call-arg]

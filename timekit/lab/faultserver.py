@@ -79,6 +79,10 @@ class PortSpec:
     leap_mode: str = "step"
     leap_smear_s: float = 0.0
     stratum: int = 2
+    # the reference id: "" is 127.0.0.1 (an upstream's address); up to 4 ASCII characters ("GPS") name
+    # a primary's source, which a chronyd on 127.0.0.1 syncing to this port needs (its loop check
+    # rejects a source whose reference is its own address)
+    refid: str = ""
     root_delay_s: float = 0.0001
     root_dispersion_s: float = 0.0001
     seed: int = 0
@@ -232,7 +236,8 @@ class FaultServer:
             origin_ts=origin, receive_ts=unix_ns_to_ts64(t2), transmit_ts=unix_ns_to_ts64(t3),
             reference_ts=unix_ns_to_ts64(t3 - 16 * NS_PER_S), version=version, stratum=s.stratum,
             root_delay_s=s.root_delay_s, root_dispersion_s=s.root_dispersion_s,
-            refid=b"\x7f\x00\x00\x01", poll=4, leap=leap,
+            refid=s.refid.encode("ascii")[:4].ljust(4, b"\0") if s.refid else b"\x7f\x00\x00\x01",
+            poll=4, leap=leap,
         )
         if k.startswith("kod_"):
             code = {"kod_rate": b"RATE", "kod_deny": b"DENY", "kod_rstr": b"RSTR",

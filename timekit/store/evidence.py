@@ -22,7 +22,7 @@ from timekit.analysis.quarantine import NodeHealth
 from timekit.analysis.series import Series
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
-from timekit.leap_seconds import known_leaps
+from timekit.collectors.leap_seconds import known_leaps
 from timekit.units import NS_PER_S
 
 if TYPE_CHECKING:
