@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -73,6 +74,9 @@ app.add_typer(servers_app, name="servers")
 export_app = typer.Typer(no_args_is_help=True, help="Write stored samples for other tools "
                          "(CSV, Prometheus textfile), atomically.")
 app.add_typer(export_app, name="export")
+fleet_app = typer.Typer(no_args_is_help=True, help="A fleet's clocks judged from one sweeper: every node's "
+                        "NTP endpoint sampled at once, against the fleet's majority.")
+app.add_typer(fleet_app, name="fleet")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 # readable=False: the store says itself why it cannot be read ("cannot read database X: permission
@@ -145,6 +149,78 @@ def _progress(total: int, label: str) -> Any:
     task = prog.add_task(label, total=total)
     prog.tick = lambda: prog.advance(task)  # type: ignore[attr-defined]
     return prog
+
+
+# ----------------------------------------------------------------------------- fleet
+@fleet_app.command("sweep")
+def fleet_sweep_cmd(
+    nodes: Annotated[Path, typer.Option("--nodes", help="Nodes file: `HOST[:PORT]` or `NAME HOST[:PORT]` a "
+                                        "line (# comments).", readable=False)],
+    sweeps: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sweeps to run.")] = 1,
+    interval: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds from one sweep's start to "
+                                            "the next.")] = 10.0,
+    max_offset: Annotated[float, typer.Option("--max-offset", min=1e-9, help="Seconds from the fleet's "
+                          "median beyond which a node heads for quarantine.")] = 0.5,
+    warn_offset: Annotated[float, typer.Option("--warn-offset", min=1e-9, help="Seconds from the fleet's "
+                           "median beyond which a node is suspect.")] = 0.1,
+    enter_after: Annotated[int, typer.Option(min=1, help="Consecutive sweeps beyond max to enter "
+                                             "quarantine.")] = 3,
+    leave_after: Annotated[int, typer.Option(min=1, help="Consecutive healthy sweeps to leave it.")] = 5,
+    burst: Annotated[int, typer.Option(min=1, max=16, help="Queries per node per sweep (the lowest-delay "
+                                       "reply counts).")] = 2,
+    timeout: Annotated[float, typer.Option(min=0.001, max=60.0, help="Cap of the per-node timeout, "
+                                           "seconds.")] = 1.0,
+    hook: Annotated[str | None, typer.Option(help="Command run on each transition (env TIMEKIT_NODE, "
+                    "TIMEKIT_FROM_STATUS, TIMEKIT_TO_STATUS, TIMEKIT_OFFSET_S, TIMEKIT_REASON).")] = None,
+    textfile: Annotated[Path | None, typer.Option(help="Write the last sweep's metrics (node label, fleet "
+                        "summary) to this Prometheus text file, atomically.", readable=False)] = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Sample every node's NTP endpoint concurrently, judge each against the fleet's median (with its
+    NTP bound), and keep each node's quarantine state in the store; outliers first."""
+    import time as _time
+
+    from timekit.collectors.ntp_client import QueryPlan
+    from timekit.pipeline.fleet import FleetPolicy, read_nodes, sweep
+
+    node_list = read_nodes(nodes)
+    policy = FleetPolicy(warn_offset, max_offset, enter_after, leave_after)
+    plan = QueryPlan(count=burst, interval_s=0.05 if burst > 1 else None, timeout_s=timeout)
+    states: dict[str, Any] = {}
+    done: list[Any] = []
+    with _open_store(db) as store:
+        try:
+            for k in range(sweeps):
+                started = _time.monotonic()
+                result = sweep(store, node_list, policy, plan=plan, states=states, hook=hook)
+                done.append(result)
+                if textfile is not None:
+                    from timekit.outputs.fleet_metrics import write_sweep_metrics
+
+                    write_sweep_metrics(textfile, result)
+                for failure in result.hook_failures:
+                    warn(failure)
+                if sweeps > 1:
+                    print(f"sweep {k + 1}/{sweeps}: {len(result.best)}/{len(node_list)} answered, "
+                          f"{len(result.quarantined)} quarantined, {len(result.update.transitions)} "
+                          f"transition(s), {result.wall_s:.2f} s", file=sys.stderr)
+                if k + 1 < sweeps:
+                    _time.sleep(max(0.0, interval - (_time.monotonic() - started)))
+        except KeyboardInterrupt:
+            warn(f"interrupted after {len(done)} sweep(s); each finished sweep is saved")
+            if not done:
+                raise typer.Exit(130) from None
+    last = done[-1].to_json()
+    if as_json:
+        last["sweeps"] = [{"t_ns": d.t_ns, "answered": len(d.best), "quarantined": d.quarantined,
+                           "transitions": [t.node for t in d.update.transitions], "wall_s": d.wall_s}
+                          for d in done]
+        emit_json(last)
+        return
+    from timekit.outputs.render import fleet_table
+
+    _console().print(fleet_table(last))
 
 
 # ----------------------------------------------------------------------------- sample
@@ -790,11 +866,42 @@ def rules_cmd(
     max_age: MaxAgeOpt = None,
     warn_holdover: WarnHoldoverOpt = None,
     crit_holdover: CritHoldoverOpt = None,
+    fleet: Annotated[bool, typer.Option("--fleet", help="Instead: recording and alerting rules that judge "
+                     "every host against the fleet's median offset (below: --fleet-*).")] = False,
+    fleet_warn_offset: Annotated[float, typer.Option("--fleet-warn-offset", min=1e-9, help="Seconds beyond "
+                                 "its uncertainty from the fleet's median for a warning.")] = 0.1,
+    fleet_max_offset: Annotated[float, typer.Option("--fleet-max-offset", min=1e-9, help="Seconds beyond "
+                                "its uncertainty from the fleet's median for a critical.")] = 0.5,
+    fleet_for: Annotated[str, typer.Option("--fleet-for", help="How long a host must stay beyond before "
+                         "its alert fires (Prometheus duration).")] = "5m",
+    fleet_min_hosts: Annotated[int, typer.Option("--fleet-min-hosts", min=2, help="Fewer hosts than this: "
+                               "no fleet verdict.")] = 3,
+    sweep_stale: Annotated[float, typer.Option("--sweep-stale", min=1.0, help="Seconds after which a fleet "
+                           "sweeper's last sweep is stale.")] = 180.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Prometheus alerting rules (YAML) for the timekit_* metrics, at `timekit check`'s thresholds
-    (the same flags as check, so the rules can match a `timekit check --warn-offset ...`)."""
+    (the same flags as check, so the rules can match a `timekit check --warn-offset ...`); with
+    --fleet, the fleet's rules instead."""
     from timekit.outputs.metrics import rules_document, rules_thresholds, rules_yaml
+
+    if fleet:
+        from timekit.errors import UsageError
+        from timekit.outputs.fleet_rules import fleet_rules_document, fleet_rules_yaml
+
+        if not re.fullmatch(r"([0-9]+(ms|[smhdwy]))+", fleet_for):
+            raise UsageError(f"--fleet-for {fleet_for!r}: a Prometheus duration like 5m, 30s, 1h30m")
+        kw = dict(warn_offset_s=fleet_warn_offset, max_offset_s=fleet_max_offset, for_=fleet_for,
+                  min_hosts=fleet_min_hosts, sweep_stale_s=sweep_stale)
+        try:
+            fleet_rules_document(**kw)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if as_json:
+            emit_json(fleet_rules_document(**kw))  # type: ignore[arg-type]
+        else:
+            sys.stdout.write(fleet_rules_yaml(**kw))
+        return
 
     th = rules_thresholds(max_age, warn_holdover, crit_holdover, **_threshold_kwargs(locals()))
     if as_json:
@@ -933,11 +1040,37 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
                   scenario: Annotated[str, typer.Option(help="default: servers that all disagree, and "
                                       "every fault; majority: an honest majority that agrees, one "
                                       "jittery, one liar and three faults.")] = "default",
+                  fleet: Annotated[int | None, typer.Option("--fleet", min=1, max=60_000, help="Instead: a "
+                                   "fleet of N simulated nodes' NTP endpoints (one process), a few skewed; "
+                                   "writes NODES.txt for `fleet sweep --nodes`.")] = None,
+                  stepped: Annotated[int, typer.Option("--stepped", min=0, help="Fleet nodes that step by "
+                                     "300 ms 5 s after start.")] = 0,
+                  drifting: Annotated[int, typer.Option("--drifting", min=0, help="Fleet nodes that run "
+                                      "20,000 ppm fast or slow.")] = 0,
+                  recovering: Annotated[int, typer.Option("--recovering", min=0, help="Fleet nodes that step "
+                                        "at 5 s and come back at 15 s.")] = 0,
                   as_json: JsonOpt = False) -> None:
-    """Start chronyd servers (known offset and drift) and the fault-injection server."""
+    """Start chronyd servers (known offset and drift) and the fault-injection server, or a fleet."""
     from timekit.errors import UsageError
     from timekit.lab.manager import SCENARIOS, start_lab
 
+    if fleet is not None:
+        from timekit.lab.fleet import FleetPlan, fleet_ports, write_nodes_file
+
+        try:
+            plan = FleetPlan(fleet, stepped=stepped, drifting=drifting, recovering=recovering)
+        except ValueError as e:
+            raise UsageError(f"--fleet: {e}") from None
+        lab = start_lab(lab_dir, chrony=None, good_ports=tuple(fleet_ports(plan)), fault_kinds=())
+        nodes_file = lab.directory / "nodes.txt"
+        write_nodes_file(nodes_file, [(s.name, s.address) for s in lab.servers])
+        if as_json:
+            emit_json({"lab": str(lab.directory), "nodes": len(lab.servers), "nodes_file": str(nodes_file),
+                       "stepped": stepped, "drifting": drifting, "recovering": recovering})
+        else:
+            print(f"fleet lab: {len(lab.servers)} nodes ({stepped} stepped, {drifting} drifting, "
+                  f"{recovering} recovering) in {lab.directory}; nodes file {nodes_file}")
+        return
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
     servers, ports, faults = SCENARIOS[scenario]

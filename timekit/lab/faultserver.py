@@ -52,6 +52,7 @@ class PortSpec:
     offset_s: float = 0.0
     drift_ppm: float = 0.0
     delay_s: float = 0.0
+    asymmetry_s: float = 0.0  # extra delay on the request leg only: the offset measured moves by half of it
     jitter_s: float = 0.0
     loss: float = 0.0
     spike_prob: float = 0.0
@@ -197,7 +198,7 @@ class FaultServer:
         version = (data[0] >> 3) & 7
         spike = s.spike_s if s.spike_prob and p.rng.random() < s.spike_prob else 0.0
         jitter = p.rng.uniform(0, s.jitter_s) if s.jitter_s else 0.0
-        before_s = s.delay_s / 2 + spike + jitter / 2
+        before_s = s.delay_s / 2 + s.asymmetry_s + spike + jitter / 2
         after_s = s.delay_s / 2 + jitter / 2
         loop = asyncio.get_running_loop()
         if before_s > 0:
@@ -316,6 +317,11 @@ async def serve(specs: list[PortSpec], ready_path: Path, start_ns: int | None = 
     server = FaultServer(specs, start_ns)
     await server.start()
     write_json_atomic(ready_path, server.ready_info())
+    await until_stopped()
+
+
+async def until_stopped() -> None:
+    """Return once SIGTERM or SIGINT arrives (a lab process's way to end: cleanly, on `lab stop`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -330,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     doc = json.loads(Path(args[0]).read_text())
     specs = [PortSpec(**d) for d in doc["ports"]]
+    import resource  # a fleet lab serves thousands of ports from this one process: one socket each
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = len(specs) + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new_soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
     asyncio.run(serve(specs, Path(args[1]), doc.get("start_ns")))
     return 0
 

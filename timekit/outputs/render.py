@@ -265,6 +265,33 @@ def skew_table(doc: dict[str, Any]) -> RenderableType:
     return notes.under(t)
 
 
+FLEET_ROWS_SHOWN = 30  # the outliers, then a line for the rest: a fleet of thousands is read by its summary
+
+
+def fleet_table(doc: dict[str, Any]) -> RenderableType:
+    """`timekit fleet sweep`: the fleet's summary in the title, the outliers first (quarantined,
+    suspect, then the largest offsets from the median), at most FLEET_ROWS_SHOWN rows."""
+    notes = _Notes()
+    quorum = "quorum" if doc["quorum"] else "NO QUORUM"
+    median = "-" if doc["median_offset_s"] is None else fmt_s(doc["median_offset_s"])
+    spread = "-" if doc["spread_s"] is None else fmt_s(doc["spread_s"], signed=False)
+    title = (f"Fleet sweep: {doc['answered']}/{doc['nodes']} answered, {len(doc['quarantined'])} quarantined "
+             f"({quorum}; median {median} from this sweeper, spread {spread}; offset = node - median)"
+             + (notes.ref(f"held: {doc['reason']}") if doc["held"] else ""))
+    t = _table(title, ("node", "offset", "±", "verdict", "status", "bad/good"), right=("offset", "±"))
+    rows = doc["node_results"]
+    for r in rows[:FLEET_ROWS_SHOWN]:
+        off = None if r["from_consensus_s"] is None else -r["from_consensus_s"]
+        t.add_row(r["node"], fmt_s(off), fmt_s(r["uncertainty_s"], signed=False),
+                  r["verdict"] + notes.ref(r["error"] if r["verdict"] == "no_reply" else
+                                           r["reason"] if r["verdict"] != "ok" else None),
+                  r["status"], f"{r['bad_streak']}/{r['good_streak']}")
+    if len(rows) > FLEET_ROWS_SHOWN:
+        rest = rows[FLEET_ROWS_SHOWN:]
+        t.add_row(f"... {len(rest)} more", "", "", f"{sum(r['verdict'] == 'ok' for r in rest)} ok", "", "")
+    return notes.under(t)
+
+
 def drift_table(results: list[dict[str, Any]]) -> RenderableType:
     """`timekit analyze drift`: local drift against each reference with its 95% interval."""
     notes = _Notes()

@@ -118,6 +118,17 @@ MIGRATIONS: list[str] = [
     " reach INTEGER, last_rx_s REAL, offset_s REAL, error_s REAL, delay_s REAL, frequency_ppm REAL,"
     " freq_skew_ppm REAL, std_dev_s REAL, n_samples INTEGER);\n"
     "CREATE INDEX daemon_sources_sample ON daemon_sources(sample_id);\n",
+    # v11: a fleet sweeper's nodes (`fleet sweep`): their quarantine state and transitions, apart from
+    # the skew check's references and self, and one summary row per sweep
+    "CREATE TABLE fleet_health (node TEXT PRIMARY KEY, status TEXT NOT NULL,"
+    " bad_streak INTEGER NOT NULL, good_streak INTEGER NOT NULL, since_ns INTEGER NOT NULL,"
+    " last_offset_s REAL, updated_ns INTEGER NOT NULL);\n"
+    "CREATE TABLE fleet_events (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, node TEXT NOT NULL,"
+    " from_status TEXT NOT NULL, to_status TEXT NOT NULL, offset_s REAL, reason TEXT NOT NULL);\n"
+    "CREATE INDEX fleet_events_node ON fleet_events(node);\n"
+    "CREATE TABLE fleet_sweeps (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, nodes INTEGER NOT NULL,"
+    " answered INTEGER NOT NULL, quorum INTEGER NOT NULL, quarantined INTEGER NOT NULL,"
+    " median_offset_s REAL, spread_s REAL, wall_s REAL NOT NULL, reason TEXT NOT NULL);\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -666,6 +677,40 @@ class Store:
                                  " FROM health_events ORDER BY id").fetchall()
             return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
                              " FROM health_events WHERE node = ? ORDER BY id", (node,)).fetchall()
+
+    # --- fleet sweeper (its nodes, apart from the skew check's) ------------------------------------
+    def fleet_health_rows(self) -> list[NodeHealthRow]:
+        """The stored health of every fleet node the sweeper has judged, by name."""
+        with self.reading() as c:
+            return [NodeHealthRow(*r) for r in c.execute(
+                "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
+                " FROM fleet_health ORDER BY node")]
+
+    def save_fleet_sweep(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]],
+                         summary: tuple[Any, ...]) -> None:
+        """One sweep in one transaction: node health rows, transitions (t_ns, node, from, to, offset_s,
+        reason) and the summary (t_ns, nodes, answered, quorum, quarantined, median_offset_s,
+        spread_s, wall_s, reason)."""
+        with self.write() as c:
+            c.executemany("INSERT OR REPLACE INTO fleet_health(node, status, bad_streak, good_streak,"
+                          " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
+            c.executemany("INSERT INTO fleet_events(t_ns, node, from_status, to_status, offset_s, reason)"
+                          " VALUES (?, ?, ?, ?, ?, ?)", list(events))
+            c.execute("INSERT INTO fleet_sweeps(t_ns, nodes, answered, quorum, quarantined, median_offset_s,"
+                      " spread_s, wall_s, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", summary)
+
+    def fleet_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
+        """The sweeper's transitions (t_ns, node, from_status, to_status, offset_s, reason), oldest first."""
+        with self.reading() as c:
+            where, args = (" WHERE node = ?", (node,)) if node is not None else ("", ())
+            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason FROM fleet_events"
+                             + where + " ORDER BY id", args).fetchall()
+
+    def fleet_sweeps(self) -> list[tuple[Any, ...]]:
+        """Every sweep's summary row, oldest first."""
+        with self.reading() as c:
+            return c.execute("SELECT t_ns, nodes, answered, quorum, quarantined, median_offset_s, spread_s,"
+                             " wall_s, reason FROM fleet_sweeps ORDER BY id").fetchall()
 
     # --- pause meter ----------------------------------------------------------------------
     def add_pause_intervals(self, rows: Iterable[Any], run_id: int | None = None) -> None:

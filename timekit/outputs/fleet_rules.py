@@ -1,0 +1,79 @@
+"""Prometheus as the fleet's engine: recording and alerting rules (`timekit rules --fleet`) that judge
+every host against the fleet's consensus from the metrics each host exports, so a fleet whose hosts
+each run `timekit collect` + the exporter (or the textfile collector) is judged centrally.
+
+Every host exports `timekit_clock_offset_seconds` (reference − local: + = this host is behind UTC) and
+`timekit_clock_uncertainty_seconds` (its interval's half-width). The rules record the fleet's median
+offset, each host's skew from it (host − median: + = ahead of the fleet) and that skew beyond its own
+uncertainty, then alert on a host whose excess stays beyond the warning / max offset for `for`,
+while a majority of the hosts is within max of the median (the same majority rule as `analyze skew`
+and `fleet sweep`: no majority, no verdict on anyone, and an alert that says so). Sweepers'
+per-node metrics (`timekit_fleet_node_quarantined`) alert as they are; a sweeper whose last sweep is
+older than `sweep_stale_s` alerts too (its shard is no longer judged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timekit.outputs.metrics import _num, _yaml
+
+MEDIAN = "timekit:fleet_clock_offset_seconds:median"
+HOSTS = "timekit:fleet_hosts:count"
+SKEW = "timekit:fleet_clock_skew_seconds"
+EXCESS = "timekit:fleet_clock_skew_excess_seconds"
+WITHIN = "timekit:fleet_hosts_within_max:count"
+
+
+def fleet_rules_document(*, warn_offset_s: float = 0.1, max_offset_s: float = 0.5, for_: str = "5m",
+                         min_hosts: int = 3, sweep_stale_s: float = 180.0) -> dict[str, Any]:
+    """The rule file as data: a recording group (median, skew, excess, counts) and an alerting group."""
+    if not 0 < warn_offset_s <= max_offset_s:
+        raise ValueError(f"need 0 < warn offset ({warn_offset_s} s) <= max offset ({max_offset_s} s)")
+    majority = f"{WITHIN} * 2 > {HOSTS} and {HOSTS} >= {min_hosts}"
+    record = [
+        {"record": MEDIAN, "expr": "quantile(0.5, timekit_clock_offset_seconds)"},
+        {"record": HOSTS, "expr": "count(timekit_clock_offset_seconds)"},
+        {"record": SKEW, "expr": f"scalar({MEDIAN}) - timekit_clock_offset_seconds"},
+        {"record": EXCESS, "expr": f"abs({SKEW}) - timekit_clock_uncertainty_seconds"},
+        {"record": WITHIN, "expr": f"count({EXCESS} <= {_num(max_offset_s)}) or vector(0)"},
+    ]
+    host = "{{ $labels.instance }}"
+    alerts: list[dict[str, Any]] = []
+    for level, limit in (("warning", warn_offset_s), ("critical", max_offset_s)):
+        alerts.append({
+            "alert": f"TimekitFleetHostSkew{level.title()}",
+            "expr": f"{EXCESS} > {_num(limit)} and on() ({majority})",
+            "for": for_, "labels": {"severity": level, "check": "fleet_skew"},
+            "annotations": {"summary": f"{host}'s clock is off the fleet's majority",
+                            "description": f"{host} is {{{{ $value }}}} s beyond its own uncertainty from "
+                                           f"the fleet's median offset (threshold {_num(limit)} s)."}})
+    alerts.append({
+        "alert": "TimekitFleetNoMajority",
+        "expr": f"{WITHIN} * 2 <= {HOSTS} and {HOSTS} >= {min_hosts}",
+        "for": for_, "labels": {"severity": "critical", "check": "fleet_skew"},
+        "annotations": {"summary": "no majority of the fleet's clocks agree",
+                        "description": f"at most half the hosts are within {_num(max_offset_s)} s of the "
+                                       "median: no host is judged; look at the clusters of offsets."}})
+    alerts.append({
+        "alert": "TimekitFleetNodeQuarantined", "expr": "timekit_fleet_node_quarantined == 1",
+        "for": "0s", "labels": {"severity": "critical", "check": "fleet_sweep"},
+        "annotations": {"summary": "{{ $labels.node }} is quarantined by the fleet sweeper",
+                        "description": "{{ $labels.node }} was beyond max from the fleet's median for enough "
+                                       "sweeps (timekit fleet sweep, {{ $labels.instance }})."}})
+    alerts.append({
+        "alert": "TimekitFleetSweeperStale",
+        "expr": f"time() - timekit_fleet_last_sweep_timestamp_seconds > {_num(sweep_stale_s)}",
+        "for": "0s", "labels": {"severity": "warning", "check": "fleet_sweep"},
+        "annotations": {"summary": "fleet sweeper {{ $labels.instance }} has not swept lately",
+                        "description": f"its last sweep is more than {_num(sweep_stale_s)} s old: its "
+                                       "shard's nodes are not judged."}})
+    return {"groups": [{"name": "timekit-fleet-record", "rules": record},
+                       {"name": "timekit-fleet-alerts", "rules": alerts}]}
+
+
+def fleet_rules_yaml(**kw: Any) -> str:
+    """The fleet rule file as YAML (for `promtool check rules` and Prometheus' rule_files)."""
+    head = ["# Prometheus recording and alerting rules for a fleet of timekit hosts, generated by",
+            "# `timekit rules --fleet`: each host against the fleet's median offset, beyond its uncertainty."]
+    return "\n".join([*head, *_yaml(fleet_rules_document(**kw), 0)]) + "\n"
