@@ -25,6 +25,7 @@ from benchmarks import (
     bench_drift,
     bench_drift_lab,
     bench_fanout,
+    bench_fleet,
     bench_interval,
     bench_now,
     bench_precision,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "store": bench_store.run,
     "sweep": bench_sweep.run,
     "stability": bench_stability.run,
+    "fleet": bench_fleet.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
