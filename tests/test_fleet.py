@@ -172,7 +172,8 @@ def test_nodes_file_mistakes_are_one_clear_error(tmp_path: Path) -> None:
     cases = {"empty": ("# nothing\n\n", "names no node"),
              "three": ("a b c\n", "line 1: expected 'HOST[:PORT]' or 'NAME HOST[:PORT]'"),
              "dup": ("n1 127.0.0.1:1\nn1 127.0.0.1:2\n", "line 2: node 'n1' already named on line 1"),
-             "port": ("n1 127.0.0.1:99999\n", "line 1:")}
+             "port": ("n1 127.0.0.1:99999\n", "line 1:"),
+             "same": ("a 127.0.0.1:5\nb 127.0.0.1:5\n", "line 2: 127.0.0.1:5 is already node 'a' (line 1)")}
     for name, (text, msg) in cases.items():
         p = tmp_path / f"{name}.txt"
         p.write_text(text)

@@ -81,6 +81,7 @@ def read_nodes(path: Path) -> list[FleetNode]:
         raise UsageError(f"cannot read nodes file {path}: {e}") from e
     nodes: list[FleetNode] = []
     seen: dict[str, int] = {}
+    where: dict[str, tuple[str, int]] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         fields = raw.split("#", 1)[0].split()
         if not fields:
@@ -96,7 +97,11 @@ def read_nodes(path: Path) -> list[FleetNode]:
         if name in seen:
             raise UsageError(f"nodes file {path} line {lineno}: node {name!r} already named on line "
                              f"{seen[name]}")
+        if address.name in where:  # one endpoint is one node: two names would split its verdicts
+            raise UsageError(f"nodes file {path} line {lineno}: {address.name} is already node "
+                             f"{where[address.name][0]!r} (line {where[address.name][1]})")
         seen[name] = lineno
+        where[address.name] = (name, lineno)
         nodes.append(FleetNode(name, address))
     if not nodes:
         raise UsageError(f"nodes file {path} names no node")
