@@ -212,7 +212,7 @@ def test_white_phase_noise_measured_within_its_interval_of_the_known_level(  # F
 
 def test_holdover_prediction_comes_true_and_contains_the_truth(scenario: Scenario) -> None:  # FAULTS H2
     """While the references are silent the interval is what was predicted for that age, it holds every
-    silenced reference's truth and what the survivor measures, and it is narrower than at 15 ppm."""
+    silenced reference's truth and what the survivor measures, and it is never wider than at 15 ppm."""
     assert all(abs(e) < 20e-6 for e in scenario.ref_errors_s.values()), scenario.ref_errors_s  # the lab
     checks = scenario.checks
     assert checks and max(c.ahead_s for c in checks) >= P2_S - 5
@@ -227,11 +227,13 @@ def test_holdover_prediction_comes_true_and_contains_the_truth(scenario: Scenari
         worst_ratio = min(worst_ratio, half / max(needed, 1e-9))
         assert c.survivor_s is not None and c.survivor_rd_s is not None
         assert abs(c.survivor_s - centre) <= half + c.survivor_rd_s, (c.ahead_s, c.survivor_s, centre, half)
-    # where the stability was measured it narrows the growth; beyond, its extrapolation (all of ADEV⁺ at
-    # the longest τ taken as random-walk frequency noise) may not beat 15 ppm, and is then not used
+    # the measured stability never widens the growth past 15 ppm (min of the two); whether it narrows it
+    # depends on how noisy the lab's answers were (idle: 63-76 µs against 85-88 at 5 s; in one loaded
+    # full run equal), so only "never wider" is asserted here; that it is used where the evidence
+    # supports it is test_stability.py's (test_interval_growth_uses_measured_stability_where_supported)
     g = {k: v * 1e6 for k, v in scenario.growth.items()}
     short, long = f"@{SHORT_AHEAD_S:g}s", f"@{P2_S:g}s"
-    assert g["stability" + short] < g["wander_15ppm" + short] < g["max_drift_200ppm" + short], g
+    assert g["stability" + short] <= g["wander_15ppm" + short] < g["max_drift_200ppm" + short], g
     assert g["stability" + long] <= g["wander_15ppm" + long] < g["max_drift_200ppm" + long], g
     last = checks[-1]
     record_figure("stability lab", f"holdover: after {last.ahead_s:.0f} s silent the interval is "
