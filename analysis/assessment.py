@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from timekit.analysis.clock_state import ClockState
+from timekit.analysis.cluster import PeerReading
 from timekit.analysis.drift import CI_LEVEL, DriftFit, reported_status
 from timekit.analysis.holdover import Holdover, find_holdover
 from timekit.analysis.interval import (
@@ -100,6 +101,8 @@ class Evidence:
     raw_ns: int | None = None  # the interval then follows the kernel's slews since the evidence
     daemon: DaemonSample | None = None  # the host's time daemon's newest reading (None: none stored)
     leap_seconds_ns: tuple[int, ...] = ()  # the leap seconds the system knows, as the instants they end
+    peers: Sequence[PeerReading] = ()  # each cluster peer's newest reading ([cluster] peers)
+    cluster_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # self, peers: against the peers
 
     @property
     def servers(self) -> list[str]:
@@ -172,6 +175,14 @@ class Assessment:
     daemon: DaemonVerdict | None = None  # the host's time daemon, checked against this assessment
     holdover: Holdover | None = None  # how long until the interval is wider than the policy's width
     leap: LeapSplit | None = None  # a leap second splitting the references (explains a missing majority)
+    peers: Sequence[PeerReading] = ()  # each cluster peer's newest reading
+    cluster_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # stored, against the peers
+
+    @property
+    def cluster_self_health(self) -> NodeStatus | None:
+        """This host against its cluster peers' majority (None: never judged)."""
+        h = self.cluster_health.get(SELF_NODE)
+        return h.status if h else None
 
     @property
     def point_offset_s(self) -> float | None:
@@ -436,7 +447,7 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
                      skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon, holdover=holdover,
-                     leap=leap)
+                     leap=leap, peers=ev.peers, cluster_health=ev.cluster_health)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
 

@@ -310,13 +310,18 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
                                       f"±{fmt_s(hold.width_s, signed=False)} (below {fmt_duration(limit)})"))
                 break
 
-    # quarantine (sticky state kept by `timekit analyze skew`)
-    if fleet.self_health == "quarantined":
-        reasons.append(Reason(CRITICAL, "quarantine", "this host is quarantined: its clock disagrees with "
-                              "the majority (timekit analyze skew)"))
-    elif fleet.self_health == "suspect":
-        reasons.append(Reason(WARNING, "quarantine", "this host is suspect: its offset from the majority "
-                              "is beyond the skew warning"))
+    # quarantine (sticky state kept by the skew checks): against the references, and the cluster's peers
+    for health, quarantined_words, suspect_words in (
+            (fleet.self_health, "this host is quarantined: its clock disagrees with the majority "
+             "(timekit analyze skew)", "this host is suspect: its offset from the majority is beyond the "
+             "skew warning"),
+            (fleet.cluster_self_health, "this host is quarantined from its cluster: its clock disagrees "
+             "with the majority of its peers ([cluster] peers)", "this host is suspect in its cluster: its "
+             "offset from its peers' majority is beyond the skew warning")):
+        if health == "quarantined":
+            reasons.append(Reason(CRITICAL, "quarantine", quarantined_words))
+        elif health == "suspect":
+            reasons.append(Reason(WARNING, "quarantine", suspect_words))
     quarantined = sorted(s.server for s in fleet.servers if s.health == "quarantined")
     if quarantined:
         reasons.append(Reason(WARNING, "quarantine", "reference(s) quarantined: " + ", ".join(quarantined)))
@@ -332,7 +337,8 @@ def judge(fleet: Assessment | None, t: Thresholds = DEFAULT_THRESHOLDS, *, mode:
                "servers_total": len(fleet.servers) + len(failures),
                "truechimers": list(sel.truechimers) if quorum and sel is not None else [],
                "falsetickers": list(sel.falsetickers) if quorum and sel is not None else [],
-               "self_health": fleet.self_health, "quarantined": quarantined, "pause_max_s": pause_max,
+               "self_health": fleet.self_health, "cluster_self_health": fleet.cluster_self_health,
+               "quarantined": quarantined, "pause_max_s": pause_max,
                "daemon": daemon.daemon if daemon else None,
                "daemon_status": daemon.status if daemon else None,
                "holdover_s": holdover_s, "holdover_width_s": hold.width_s if hold is not None else None,

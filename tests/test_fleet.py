@@ -84,6 +84,7 @@ def _median_truth(servers: list[LabServer], t_ns: int) -> float:
 
 
 def test_exactly_the_skewed_nodes_are_quarantined_within_the_configured_sweeps(fleet_run: FleetRun) -> None:
+    # FAULTS F7
     with Store.open(fleet_run.db) as st:
         sweeps = st.fleet_sweeps()
         events = st.fleet_events()
@@ -121,7 +122,7 @@ def test_exactly_the_skewed_nodes_are_quarantined_within_the_configured_sweeps(f
                   f"sweep wall time {statistics.median(s[7] for s in sweeps):.2f} s median")
 
 
-def test_a_recovered_node_is_released_and_the_others_stay(fleet_run: FleetRun) -> None:
+def test_a_recovered_node_is_released_and_the_others_stay(fleet_run: FleetRun) -> None:  # F7
     with Store.open(fleet_run.db) as st:
         events = st.fleet_events()
         health = {r.node: r.status for r in st.fleet_health_rows()}
@@ -168,7 +169,7 @@ def test_hook_and_metrics_say_what_the_store_says(fleet_run: FleetRun) -> None:
     assert statuses[:len(fleet_run.doc["quarantined"])] == ["quarantined"] * len(fleet_run.doc["quarantined"])
 
 
-def test_nodes_file_mistakes_are_one_clear_error(tmp_path: Path) -> None:
+def test_nodes_file_mistakes_are_one_clear_error(tmp_path: Path) -> None:  # F8
     cases = {"empty": ("# nothing\n\n", "names no node"),
              "three": ("a b c\n", "line 1: expected 'HOST[:PORT]' or 'NAME HOST[:PORT]'"),
              "dup": ("n1 127.0.0.1:1\nn1 127.0.0.1:2\n", "line 2: node 'n1' already named on line 1"),
@@ -193,7 +194,7 @@ PROM_HOSTS = 120
 PROM_WAIT_S = 60.0
 
 
-def test_prometheus_judges_the_fleet_with_the_generated_rules(tmp_path: Path) -> None:
+def test_prometheus_judges_the_fleet_with_the_generated_rules(tmp_path: Path) -> None:  # F10
     """A real Prometheus scrapes 120 simulated hosts' metrics (what `timekit collect` + the exporter
     export), loads `timekit rules --fleet` (promtool-checked) and fires the skew alert for exactly the
     hosts whose truth is beyond max from the fleet's median; its recorded skew is the truth's."""
@@ -284,7 +285,7 @@ def test_prometheus_judges_the_fleet_with_the_generated_rules(tmp_path: Path) ->
         log.close()
 
 
-def test_servers_queued_behind_the_in_flight_limit_get_their_whole_timeout(tmp_path: Path) -> None:
+def test_servers_queued_behind_the_in_flight_limit_get_their_whole_timeout(tmp_path: Path) -> None:  # F9
     """12 servers each answering after 100 ms, 2 in flight at once, a 0.3 s timeout: the last ones
     wait 0.5 s for a slot, which is not their silence; every one answers (the deadline once started
     before the queue: the queued ones failed unasked as 'no usable address', 881 of 5,000 in a sweep)."""

@@ -68,6 +68,30 @@ def parse_servers(texts: Iterable[str], default_port: int = DEFAULT_NTP_PORT) ->
     return list(unique.values())
 
 
+NODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}")  # a node's name: a label, a hook's argument
+
+
+@dataclass(frozen=True, slots=True)
+class NamedServer:
+    """A node of a cluster or fleet: its name (the hook's TIMEKIT_NODE, a metric's label) and its NTP
+    endpoint (in real clusters each node's chronyd serves its peers)."""
+
+    name: str
+    address: ServerAddress
+
+
+def parse_named_server(text: str) -> NamedServer:
+    """`HOST[:PORT]` (named by its endpoint) or `NAME HOST[:PORT]`; raise UsageError."""
+    fields = text.split()
+    if not 1 <= len(fields) <= 2:
+        raise UsageError(f"expected 'HOST[:PORT]' or 'NAME HOST[:PORT]', got {text.strip()!r}")
+    address = parse_server(fields[-1])
+    name = fields[0] if len(fields) == 2 else address.name
+    if not NODE_NAME.fullmatch(name):
+        raise UsageError(f"node name {name!r}: use letters, digits and _.:@- (at most 128)")
+    return NamedServer(name, address)
+
+
 def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:
     """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT`, a bare IPv6 literal, or `lab:NAME` (a running lab
     server, by its name); raise UsageError."""

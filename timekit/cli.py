@@ -1049,10 +1049,23 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
                                       "20,000 ppm fast or slow.")] = 0,
                   recovering: Annotated[int, typer.Option("--recovering", min=0, help="Fleet nodes that step "
                                         "at 5 s and come back at 15 s.")] = 0,
+                  cluster: Annotated[int | None, typer.Option("--cluster", min=3, max=50, help="Instead: a "
+                                     "cluster of N nodes, each a chronyd on its own clock serving its peers, "
+                                     "with a config and a `timekit` wrapper on that clock per node, and 3 "
+                                     "references.")] = None,
+                  skewed: Annotated[int, typer.Option("--skewed", min=0, help="Cluster nodes whose clock is "
+                                      "--skew off.")] = 1,
+                  skew: Annotated[float, typer.Option("--skew", min=-1000.0, max=1000.0, help="How far the "
+                                  "skewed cluster nodes' clocks are off, s.")] = 0.8,
                   as_json: JsonOpt = False) -> None:
-    """Start chronyd servers (known offset and drift) and the fault-injection server, or a fleet."""
+    """Start chronyd servers (known offset and drift) and the fault-injection server, a fleet, or a
+    cluster."""
     from timekit.errors import UsageError
     from timekit.lab.manager import SCENARIOS, start_lab
+
+    if cluster is not None:
+        _lab_start_cluster(lab_dir, cluster, skewed, skew, as_json)
+        return
 
     if fleet is not None:
         from timekit.lab.fleet import FleetPlan, fleet_ports, write_nodes_file
@@ -1076,6 +1089,46 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
     servers, ports, faults = SCENARIOS[scenario]
     lab = start_lab(lab_dir, chrony=servers if chrony else None, good_ports=ports, fault_kinds=faults)
     _lab_status(lab, as_json)
+
+
+def _lab_start_cluster(lab_dir: Path | None, n: int, skewed: int, skew_s: float, as_json: bool) -> None:
+    """`lab start --cluster N`: references at true time and N node chronyds at their skews; per node a
+    collect config (its peers, the references) and a wrapper running timekit on its clock."""
+    from timekit.errors import UsageError
+    from timekit.lab.cluster import (
+        REFERENCES,
+        cluster_skews,
+        node_env,
+        write_cluster_config,
+        write_node_wrapper,
+    )
+    from timekit.lab.manager import ChronySpec, start_lab
+
+    try:
+        skews = cluster_skews(n, skewed, skew_s)
+    except ValueError as e:
+        raise UsageError(f"--cluster: {e}") from None
+    refs = tuple(ChronySpec(f"ref-{i + 1}", 0.0, 0.0) for i in range(REFERENCES))
+    lab = start_lab(lab_dir, chrony=(*refs, *(ChronySpec(k, v, 0.0) for k, v in skews.items())),
+                    good_ports=(), fault_kinds=())
+    by_name = {s.name: s for s in lab.servers}
+    nodes = []
+    for name, node_skew in skews.items():
+        d = lab.directory / "nodes" / name
+        peers = [f"{p} {by_name[p].address}" for p in skews if p != name]
+        config = write_cluster_config(d / "timekit.toml", peers, [by_name[r.name].address for r in refs])
+        wrapper = write_node_wrapper(d / "timekit", name, node_env(node_skew, d))
+        nodes.append({"node": name, "skew_s": node_skew, "address": by_name[name].address,
+                      "config": str(config), "timekit": str(wrapper), "db": str(d / "timekit.db")})
+    if as_json:
+        emit_json({"lab": str(lab.directory), "references": [by_name[r.name].address for r in refs],
+                   "nodes": nodes})
+        return
+    print(f"cluster lab: {n} nodes ({skewed} skewed by {skew_s:+g} s) and {REFERENCES} references in "
+          f"{lab.directory}")
+    for node in nodes:
+        print(f"  {node['node']}: clock {node['skew_s']:+.6f} s, chronyd {node['address']}; run "
+              f"{node['timekit']} collect --config {node['config']} --db {node['db']}")
 
 
 @lab_app.command("status")

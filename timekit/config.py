@@ -43,6 +43,12 @@
     pause_guard_s = 0.5
     hook = "/usr/local/bin/on-quarantine"   # run per transition, env TIMEKIT_NODE, TIMEKIT_TO_STATUS, ...
 
+    [cluster]            # this host's cluster peers: their NTP endpoints (each node's chronyd serves them)
+    peers = ["db-2 10.0.0.2", "db-3 10.0.0.3:123", "10.0.0.4"]   # NAME HOST[:PORT] or HOST[:PORT]
+                         # sampled every run (no min_poll), never used as references; `self` judged
+                         # against their majority ("off from the cluster") apart from the references
+                         # ("off from UTC"), at [skew]'s thresholds, hysteresis, hook and pause guard
+
     [store]
     keep_days = 90       # collect deletes samples older than this (in batches); default: keep all
 
@@ -61,10 +67,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from timekit.address import ServerAddress, parse_server
+from timekit.address import NamedServer, ServerAddress, parse_named_server, parse_server
 from timekit.errors import UsageError
 
 MIN_POLL_FLOOR_S = 15.0
+MAX_PEERS = 1000  # a cluster judged from each node; a fleet of thousands is `fleet sweep`'s
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class CollectConfig:
     """A validated collect config. Durations in seconds."""
 
     servers: tuple[ServerAddress, ...] = ()
+    peers: tuple[NamedServer, ...] = ()  # [cluster] peers: judged against, never references
     count: int = 4
     interval_s: float | None = None
     timeout_s: float = 2.0
@@ -106,6 +114,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "holdover_width_s": (int, float)},
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
              "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
+    "cluster": {"peers": list},
     "store": {"keep_days": (int, float)},
     "daemon": {"kind": str, "chronyc_socket": str},
 }
@@ -189,8 +198,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
     if not MIN_POLL_FLOOR_S <= min_poll <= 86_400:  # (nan fails this too)
         raise UsageError(f"{source}: ntp.min_poll_s = {min_poll} is outside {MIN_POLL_FLOOR_S:.0f}-86400 s "
                          "(the floor keeps us kind to NTP servers)")
+    parsed = tuple(parse_server(s) for s in servers)
     return CollectConfig(
-        servers=tuple(parse_server(s) for s in servers),
+        servers=parsed,
+        peers=_peers(source, raw.get("cluster", {}).get("peers", []), parsed),
         count=count,
         interval_s=None if interval is None else _positive(source, "ntp.interval_s", interval, hi=3600),
         timeout_s=_positive(source, "ntp.timeout_s", ntp.get("timeout_s", 2.0), hi=60),
@@ -230,6 +241,40 @@ def _checked(source: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, UsageError) as exc:
         raise UsageError(f"{source}: [{section}] {exc}") from None
     return dict(body)
+
+
+def _peers(source: str, texts: list[Any], references: tuple[ServerAddress, ...]) -> tuple[NamedServer, ...]:
+    """The [cluster] peers, validated: unique names and endpoints, none of them a reference (a server
+    judged as UTC and as a cluster member would vote twice), none named `self`."""
+    if not all(isinstance(t, str) for t in texts):
+        raise UsageError(f"{source}: cluster.peers must be a list of strings "
+                         "('NAME HOST[:PORT]' or 'HOST[:PORT]')")
+    if len(texts) > MAX_PEERS:
+        raise UsageError(f"{source}: cluster.peers names {len(texts)} peers; at most {MAX_PEERS} "
+                         "(judge a larger fleet from a sweeper: timekit fleet sweep)")
+    refs = {r.name for r in references}
+    peers: list[NamedServer] = []
+    names: set[str] = set()
+    endpoints: dict[str, str] = {}
+    for text in texts:
+        try:
+            peer = parse_named_server(text)
+        except UsageError as e:
+            raise UsageError(f"{source}: cluster.peers {text!r}: {e}") from None
+        if peer.name == "self":
+            raise UsageError(f"{source}: cluster.peers {text!r}: 'self' is this host, not a peer")
+        if peer.name in names:
+            raise UsageError(f"{source}: cluster.peers names {peer.name!r} twice")
+        if peer.address.name in endpoints:
+            raise UsageError(f"{source}: cluster.peers {text!r}: {peer.address.name} is already peer "
+                             f"{endpoints[peer.address.name]!r}")
+        if peer.address.name in refs:
+            raise UsageError(f"{source}: cluster.peers {text!r}: {peer.address.name} is also in ntp.servers "
+                             "(a reference is UTC's witness, a peer the cluster's: name it once)")
+        names.add(peer.name)
+        endpoints[peer.address.name] = peer.name
+        peers.append(peer)
+    return tuple(peers)
 
 
 def _jitter(source: str, value: float) -> float:

@@ -143,7 +143,31 @@ def _node_metrics(fleet: Assessment) -> list[Metric]:
         quarantined.add_metric([node], float(health == "quarantined"))
         for name in NODE_STATUSES:
             status.add_metric([node, name], float(health == name))
-    return [quarantined, status]
+    return [quarantined, status, *_cluster_metrics(fleet)]
+
+
+def _cluster_metrics(fleet: Assessment) -> list[Metric]:
+    """This host and its cluster peers against the peers' majority ([cluster] peers), and each peer's
+    newest reading: off from the cluster, apart from off from UTC."""
+    quarantined = _gauge("cluster_node_quarantined", "1 when the cluster check holds the node in quarantine "
+                         "against the peers' majority (node: self, or a peer's name), else 0.", ("node",))
+    status = _gauge("cluster_node_status", "1 for the node's current cluster-check status (ok, suspect, "
+                    "quarantined), 0 for the others.", ("node", "status"))
+    offset = _gauge("cluster_peer_offset_seconds", "The peer's newest reading: peer - this clock, seconds "
+                    "(positive: this clock is behind the peer).", ("peer",))
+    delay = _gauge("cluster_peer_delay_seconds", "Round trip of that reading, seconds (its bound is half).",
+                   ("peer",))
+    up = _gauge("cluster_peer_up", "1 when the peer answered its newest query, else 0.", ("peer",))
+    for node, h in sorted(fleet.cluster_health.items()):
+        quarantined.add_metric([node], float(h.status == "quarantined"))
+        for name in NODE_STATUSES:
+            status.add_metric([node, name], float(h.status == name))
+    for r in fleet.peers:
+        up.add_metric([r.peer], float(r.ok))
+        if r.ok and r.offset_s is not None and r.delay_s is not None:
+            offset.add_metric([r.peer], r.offset_s)
+            delay.add_metric([r.peer], r.delay_s)
+    return [quarantined, status, offset, delay, up]
 
 
 def _daemon_metrics(fleet: Assessment) -> list[Metric]:
@@ -506,6 +530,11 @@ def alert_rules(th: Thresholds = DEFAULT_THRESHOLDS) -> list[AlertRule]:
                   "critical", f"timekit: {on} is quarantined: its clock disagrees with the majority",
                   "the skew check holds this host in quarantine until it has been healthy long enough.",
                   "quarantine"),
+        AlertRule("TimekitSelfQuarantinedFromCluster",
+                  f'timekit_cluster_node_quarantined{{node="{SELF_NODE}"}} == 1', "critical",
+                  f"timekit: {on} is quarantined from its cluster: its clock disagrees with its peers",
+                  "the cluster check (timekit collect with [cluster] peers) holds this host in quarantine: "
+                  "it is off from the majority of its peers, whatever UTC says.", "quarantine"),
         AlertRule("TimekitDaemonFollowsFalseticker",
                   'timekit_daemon_status{status="following_falseticker"} == 1', "critical",
                   f"timekit: the time daemon ({{{{ $labels.daemon }}}}) on {on} follows a falseticker",

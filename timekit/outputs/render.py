@@ -82,6 +82,15 @@ def collect_text(result: Any) -> str:
         for t in doc["transitions"]:
             words += f"; {t['node']}: {t['from']} -> {t['to']}"
         lines.append(f"skew check: {words}")
+        c = doc.get("cluster")
+        if c is not None:
+            judged = sum(p["judged"] for p in c["peers"])
+            words = f"{judged}/{len(c['peers'])} peers judged; self {c['diagnosis']}"
+            if c["quarantined"]:
+                words += "; quarantined: " + ", ".join(c["quarantined"])
+            for t in c["transitions"]:
+                words += f"; {t['node']}: {t['from']} -> {t['to']}"
+            lines.append(f"cluster check: {words}")
     if result.daemon is not None:
         d = result.daemon
         lines.append(f"time daemon: {d.daemon}, {'synchronized' if d.synchronized else 'not synchronized'}"
@@ -262,6 +271,29 @@ def skew_table(doc: dict[str, Any]) -> RenderableType:
                   n["status"], f"{n['bad_streak']}/{n['good_streak']}")
     for name in doc["stale"]:
         t.add_row(name, "-", "-", "stale" + notes.ref("no fresh evidence"), "-", "-")
+    cluster = doc.get("cluster")
+    if cluster is None:
+        return notes.under(t)
+    return Group(notes.under(t), _cluster_table(cluster))
+
+
+def _cluster_table(c: dict[str, Any]) -> RenderableType:
+    """`self` and each peer against the peers' majority, under the diagnosis (cluster vs UTC)."""
+    notes = _Notes()
+    quorum = "quorum" if c["quorum"] else "NO QUORUM"
+    title = (f"Against the cluster's peers ({quorum}; offset = consensus - node)"
+             + (notes.ref(f"held: {c['reason']}") if c["held"] else "") + f"\nself: {c['diagnosis']}")
+    t = _table(title, ("node", "offset", "±", "verdict", "status", "bad/good"), right=("offset", "±"))
+    me = c["self"]
+    t.add_row("self", fmt_s(me["offset_s"]), fmt_s(0.0, signed=False),
+              (me["verdict"] or "-") + notes.ref(me["reason"] if me["verdict"] not in (None, "ok") else None),
+              me["status"], f"{me['bad_streak']}/{me['good_streak']}")
+    for p in c["peers"]:
+        why = (p["error"] if p["error"] else "reading too old or from another boot" if p["stale"]
+               else p["reason"] if p["verdict"] not in (None, "ok") else None)
+        verdict = "no_reply" if p["error"] else "stale" if p["stale"] else (p["verdict"] or "-")
+        t.add_row(p["peer"], fmt_s(p["offset_s"]), fmt_s(p["uncertainty_s"], signed=False),
+                  verdict + notes.ref(why), p["status"], f"{p['bad_streak']}/{p['good_streak']}")
     return notes.under(t)
 
 

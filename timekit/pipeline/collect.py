@@ -38,6 +38,7 @@ class CollectResult:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"samples": self.ntp.samples, "skipped": self.ntp.skipped,
+                               "peers": [vars(r) for r in self.ntp.peers],
                                "budget_exceeded": self.budget_exceeded, "start_delay_s": self.start_delay_s}
         if self.clocks is not None:
             doc["clocks"] = self.clocks.report
@@ -62,8 +63,9 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
     with run_lock(store_path, wait_s), Store.open(store_path) as store:
         due, skipped = due_servers(store, config, realtime_ns())
         plan = QueryPlan(count=config.count, interval_s=config.interval_s, timeout_s=config.timeout_s)
-        ntp = (sample_ntp(store, due, plan, command="collect", budget_s=config.budget_s)
-               if due else NtpRun())
+        # the cluster's peers every run (no poll floor: they are the cluster's own servers)
+        ntp = (sample_ntp(store, due, plan, command="collect", budget_s=config.budget_s, peers=config.peers)
+               if due or config.peers else NtpRun())
         ntp.skipped = skipped
         clocks = None
         pauses: list[Any] = []
@@ -90,7 +92,7 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
             except CollectorError as e:  # auto: a host without a daemon is no error (it is in the JSON)
                 daemon_error = str(e) if config.daemon_kind != "auto" else None
         skew = None
-        if ntp.samples:
+        if ntp.samples or ntp.peers:
             from timekit.pipeline.assess import publish_quietly
             from timekit.pipeline.skewcheck import run_skew_check
             from timekit.settings import policy

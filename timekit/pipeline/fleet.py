@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from timekit.address import ServerAddress, parse_server
+from timekit.address import NamedServer, parse_named_server
 from timekit.analysis.quarantine import (
     STATUS_QUARANTINED,
     FleetUpdate,
@@ -39,7 +39,7 @@ from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
 from timekit.config import check_hook
 from timekit.errors import UsageError
-from timekit.pipeline.skewcheck import _run_hook
+from timekit.pipeline.skewcheck import SCOPE_FLEET, _run_hook
 from timekit.samples import NtpSample
 
 if TYPE_CHECKING:
@@ -48,12 +48,7 @@ if TYPE_CHECKING:
 MAX_NODES = 100_000
 
 
-@dataclass(frozen=True)
-class FleetNode:
-    """One node: its name (the hook's TIMEKIT_NODE, the metrics' `node` label) and NTP endpoint."""
-
-    name: str
-    address: ServerAddress
+FleetNode = NamedServer  # a node: its name and NTP endpoint
 
 
 @dataclass(frozen=True)
@@ -83,17 +78,14 @@ def read_nodes(path: Path) -> list[FleetNode]:
     seen: dict[str, int] = {}
     where: dict[str, tuple[str, int]] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
-        fields = raw.split("#", 1)[0].split()
-        if not fields:
+        line = raw.split("#", 1)[0]
+        if not line.strip():
             continue
-        if len(fields) > 2:
-            raise UsageError(f"nodes file {path} line {lineno}: expected 'HOST[:PORT]' or "
-                             f"'NAME HOST[:PORT]', got {raw.strip()!r}")
         try:
-            address = parse_server(fields[-1])
+            node = parse_named_server(line)
         except UsageError as e:
             raise UsageError(f"nodes file {path} line {lineno}: {e}") from None
-        name = fields[0] if len(fields) == 2 else address.name
+        name, address = node.name, node.address
         if name in seen:
             raise UsageError(f"nodes file {path} line {lineno}: node {name!r} already named on line "
                              f"{seen[name]}")
@@ -102,7 +94,7 @@ def read_nodes(path: Path) -> list[FleetNode]:
                              f"{where[address.name][0]!r} (line {where[address.name][1]})")
         seen[name] = lineno
         where[address.name] = (name, lineno)
-        nodes.append(FleetNode(name, address))
+        nodes.append(node)
     if not nodes:
         raise UsageError(f"nodes file {path} names no node")
     if len(nodes) > MAX_NODES:
@@ -209,7 +201,7 @@ def sweep(store: Store, nodes: Sequence[FleetNode], policy: FleetPolicy, *, plan
         if on_transition is not None:
             on_transition(t.node)
         if hook:
-            failure = _run_hook(hook, t.node, t.from_status, t.to_status, t.offset_s, t.reason)
+            failure = _run_hook(hook, t.node, t.from_status, t.to_status, t.offset_s, t.reason, SCOPE_FLEET)
             if failure:
                 result.hook_failures.append(failure)
     return result

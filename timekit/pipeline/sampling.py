@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from timekit.address import ServerAddress
+from timekit.address import NamedServer, ServerAddress
+from timekit.analysis.cluster import PeerReading
 from timekit.collectors.clocks import realtime_ns
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
@@ -40,6 +41,7 @@ class NtpRun:
     samples: list[NtpSample] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # servers skipped by the cron poll floor
     budget_exceeded: bool = False
+    peers: list[PeerReading] = field(default_factory=list)  # one per cluster peer: stored apart
 
     @property
     def unresolved(self) -> list[str]:
@@ -95,17 +97,52 @@ async def _sampling(coro: Any, committer: _Committer, budget_s: float | None) ->
         ticker.cancel()
 
 
+class _PeerBest:
+    """Each cluster peer's lowest-delay good reply of the run, else its last attempt's error."""
+
+    def __init__(self, peers: Sequence[NamedServer]) -> None:
+        self.by_address = {p.address.name: p.name for p in peers}
+        self.best: dict[str, NtpSample] = {}
+        self.failed: dict[str, NtpSample] = {}
+
+    def add(self, sample: NtpSample) -> None:
+        name = self.by_address[sample.server]
+        if sample.ok and sample.offset_s is not None and sample.delay_s is not None:
+            old = self.best.get(name)
+            if old is None or (old.delay_s is not None and sample.delay_s < old.delay_s):
+                self.best[name] = sample
+        else:
+            self.failed[name] = sample
+
+    def readings(self) -> list[PeerReading]:
+        out = []
+        for address, name in self.by_address.items():
+            s = self.best.get(name) or self.failed.get(name)
+            if s is None:
+                continue  # never asked (Ctrl-C, the budget): no reading, not a failure
+            out.append(PeerReading(name, address, s.t_local_ns, s.boottime_ns, s.boot_id,
+                                   s is self.best.get(name), s.offset_s, s.delay_s,
+                                   None if s is self.best.get(name) else (s.error or "error")))
+        return out
+
+
 def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, *,
                command: str = "sample ntp", budget_s: float | None = None,
-               on_sample: Callable[[NtpSample], None] | None = None) -> NtpRun:
+               on_sample: Callable[[NtpSample], None] | None = None,
+               peers: Sequence[NamedServer] = ()) -> NtpRun:
     """Query `servers` per `plan`; commit the attempts as they complete (in batches, `_Committer`);
-    persist server state with them."""
+    persist server state with them. `peers` (the cluster's, `[cluster] peers`) are queried in the
+    same run by the same client, but never stored as references: one reading each (`_PeerBest`)."""
     run = NtpRun()
     states = store.server_states()
     run_id = store.begin_run(command, realtime_ns())
     committer = _Committer(store, run_id)
+    peer_best = _PeerBest(peers)
 
     def emit(sample: NtpSample, state: ServerState) -> None:
+        if sample.server in peer_best.by_address:
+            peer_best.add(sample)
+            return
         if not unknown_host(sample):  # a name that does not exist is a typo, never stored
             committer.add(sample, state)  # the sample and its server's state, one transaction
         run.samples.append(sample)
@@ -115,9 +152,12 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
     status = "failed"
     try:
         try:
-            asyncio.run(_sampling(sample_servers(servers, plan, states, emit), committer, budget_s))
+            everyone = [*servers, *(p.address for p in peers)]
+            asyncio.run(_sampling(sample_servers(everyone, plan, states, emit), committer, budget_s))
         finally:
             committer.commit()  # what completed before Ctrl-C, a budget abort or an error is kept
+            run.peers = peer_best.readings()
+            store.add_peer_readings(run.peers, run_id)
         status = "ok"
     except TimeoutError:
         run.budget_exceeded, status = True, "budget_exceeded"

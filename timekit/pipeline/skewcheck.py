@@ -4,6 +4,11 @@ One check = the skew verdicts of the one assessment (pure, `analysis.assessment`
 bound against the majority, and the pause guard) folded into the stored node health (pure,
 `analysis.quarantine`), then persisted with its transitions in one transaction, and each
 transition handed to the user's hook command. Nodes are the references and `self`.
+
+With cluster peers (`[cluster] peers`, sampled by `collect`), the same check judges `self` and each
+peer against the peers' majority too (pure, `analysis.cluster`), with its own stored state (off from
+the cluster is not off from UTC), the same thresholds, hysteresis and pause guard, in the same
+transaction; its transitions reach the hook with TIMEKIT_SCOPE=cluster.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from timekit.analysis.assessment import Policy, stale_references
-from timekit.analysis.quarantine import FleetUpdate, QuarantinePolicy, update_fleet
-from timekit.analysis.skew import SkewAssessment
+from timekit.analysis.assessment import Policy, skew_hold_reason, stale_references
+from timekit.analysis.cluster import ClusterAssessment, PeerReading, assess_cluster, diagnose
+from timekit.analysis.quarantine import FleetUpdate, NodeHealth, QuarantinePolicy, update_fleet
+from timekit.analysis.skew import SELF_NODE, SkewAssessment
 from timekit.config import check_hook
 from timekit.pipeline.assess import assess_store
 
@@ -27,6 +33,46 @@ if TYPE_CHECKING:
     from timekit.store.database import Store
 
 HOOK_TIMEOUT_S = 30.0
+SCOPE_REFERENCES, SCOPE_CLUSTER, SCOPE_FLEET = "references", "cluster", "fleet"  # the hook's TIMEKIT_SCOPE
+
+
+@dataclass
+class ClusterReport:
+    """`self` and each peer against the peers' majority: what this check decided."""
+
+    assessment: ClusterAssessment
+    update: FleetUpdate
+    readings: list[PeerReading]
+    diagnosis: str  # which fault self has: off from the cluster, from UTC, both, neither
+
+    def to_json(self) -> dict[str, Any]:
+        health = self.update.as_dict()
+        verdicts = {v.node: v for v in self.assessment.skew.nodes}
+        me, my = verdicts.get(SELF_NODE), health.get(SELF_NODE)
+        peers = []
+        for r in sorted(self.readings, key=lambda r: r.peer):
+            v, h = verdicts.get(r.peer), health.get(r.peer)
+            peers.append({"peer": r.peer, "address": r.address, "reading_offset_s": r.offset_s,
+                          "delay_s": r.delay_s, "error": r.error,
+                          "judged": r.peer in self.assessment.judged,
+                          "stale": r.peer in self.assessment.stale,
+                          "offset_s": v.offset_s if v else None,
+                          "uncertainty_s": v.uncertainty_s if v else None,
+                          "verdict": v.verdict if v else None, "status": h.status if h else "ok",
+                          "bad_streak": h.bad_streak if h else 0, "good_streak": h.good_streak if h else 0,
+                          "reason": v.reason if v else None})
+        sk = self.assessment.skew
+        return {"quorum": sk.quorum, "consensus_s": sk.consensus_s, "spread_s": sk.spread_s,
+                "held": self.update.held, "reason": self.update.reason or sk.reason,
+                "diagnosis": self.diagnosis,
+                "self": {"offset_s": me.offset_s if me else None, "verdict": me.verdict if me else None,
+                         "status": my.status if my else "ok", "bad_streak": my.bad_streak if my else 0,
+                         "good_streak": my.good_streak if my else 0, "reason": me.reason if me else None},
+                "peers": peers,
+                "quarantined": sorted(n for n, h in health.items() if h.status == "quarantined"),
+                "transitions": [{"node": t.node, "from": t.from_status, "to": t.to_status,
+                                 "offset_s": t.offset_s, "reason": t.reason}
+                                for t in self.update.transitions]}
 
 
 @dataclass
@@ -38,6 +84,7 @@ class SkewReport:
     stale: list[str] = field(default_factory=list)
     hook_failures: list[str] = field(default_factory=list)
     committed: bool = True  # False: a look (`analyze skew` without --commit), nothing was saved
+    cluster: ClusterReport | None = None  # against the cluster's peers (None: no peer reading stored)
 
     def to_json(self) -> dict[str, Any]:
         health = self.update.as_dict()
@@ -56,7 +103,38 @@ class SkewReport:
                 "quarantined": sorted(n for n, h in health.items() if h.status == "quarantined"),
                 "transitions": [{"node": t.node, "from": t.from_status, "to": t.to_status,
                                  "offset_s": t.offset_s, "reason": t.reason}
-                                for t in self.update.transitions]}
+                                for t in self.update.transitions],
+                "cluster": self.cluster.to_json() if self.cluster is not None else None}
+
+
+def _health(rows: Any) -> dict[str, NodeHealth]:
+    return {r.node: NodeHealth(r.node, r.status, r.bad_streak, r.good_streak, r.since_ns, r.last_offset_s)
+            for r in rows}
+
+
+def _cluster_check(store: Store, policy: Policy, as_of_ns: int, boottime_ns: int, refs_hold: str | None,
+                   self_from_refs: str | None) -> ClusterReport | None:
+    """`self` and each peer against the peers' majority, from each peer's newest stored reading."""
+    from timekit.collectors.clocks import boot_id
+
+    readings = store.newest_peer_readings()
+    if not readings:
+        return None
+    skew = policy.skew
+    found = assess_cluster(readings, now_realtime_ns=as_of_ns, now_boottime_ns=boottime_ns, boot_id=boot_id(),
+                           warn_offset_s=skew.warn_offset_s, max_offset_s=skew.max_offset_s,
+                           max_age_s=skew.max_age_s)
+    previous = _health(store.cluster_health_rows())
+    # the pause guard: the references' (this host stalled or was suspended; a leap second splits
+    # timescales for peers too), or most peers' own replies too slow to be trusted
+    hold = refs_hold or skew_hold_reason(found.delays_s, skew, judged_before=False, suspend_s=None,
+                                         pause_max_s=0.0)
+    update = update_fleet(previous, found.skew, now_ns=as_of_ns,
+                          policy=QuarantinePolicy(enter_after=skew.enter_after, leave_after=skew.leave_after),
+                          hold_reason=hold)
+    me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
+          if found.skew.quorum else None)
+    return ClusterReport(found, update, readings, diagnose(self_from_refs, me))
 
 
 def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | None = None,
@@ -77,20 +155,31 @@ def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | No
     rows = [(h.node, h.status, h.bad_streak, h.good_streak, h.since_ns, h.last_offset_s, found.as_of_ns)
             for h in update.health]
     events = [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason) for t in update.transitions]
-    report = SkewReport(found.skew, update, stale=stale_references(found, skew), committed=commit)
+    me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
+          if found.skew.quorum else None)
+    cluster = _cluster_check(store, policy, found.as_of_ns, found.boottime_ns, found.skew_hold, me)
+    report = SkewReport(found.skew, update, stale=stale_references(found, skew), committed=commit,
+                        cluster=cluster)
     if not commit:
         return report
-    store.save_node_health(rows, events)
+    c_rows = [] if cluster is None else [
+        (h.node, h.status, h.bad_streak, h.good_streak, h.since_ns, h.last_offset_s, found.as_of_ns)
+        for h in cluster.update.health]
+    c_events = [] if cluster is None else [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason)
+                                           for t in cluster.update.transitions]
+    store.save_node_health(rows, events, c_rows, c_events)
     if hook:
-        for t in update.transitions:
-            failure = _run_hook(hook, t.node, t.from_status, t.to_status, t.offset_s, t.reason)
+        moves = [(SCOPE_REFERENCES, t) for t in update.transitions]
+        moves += [(SCOPE_CLUSTER, t) for t in (cluster.update.transitions if cluster is not None else ())]
+        for scope, t in moves:
+            failure = _run_hook(hook, t.node, t.from_status, t.to_status, t.offset_s, t.reason, scope)
             if failure:
                 report.hook_failures.append(failure)
     return report
 
 
 def _run_hook(hook: str, node: str, from_status: str, to_status: str, offset_s: float | None,
-              reason: str) -> str | None:
+              reason: str, scope: str = SCOPE_REFERENCES) -> str | None:
     """Run the user's hook for one transition; None when it exited 0, else why it failed.
 
     The hook runs in a session of its own with stdin and stdout closed and stderr to a temp file:
@@ -98,7 +187,7 @@ def _run_hook(hook: str, node: str, from_status: str, to_status: str, offset_s: 
     group is killed), never for a background process it started (which once held the check 25 s).
     """
     env = {**os.environ, "TIMEKIT_NODE": node, "TIMEKIT_FROM_STATUS": from_status,
-           "TIMEKIT_TO_STATUS": to_status, "TIMEKIT_REASON": reason,
+           "TIMEKIT_TO_STATUS": to_status, "TIMEKIT_REASON": reason, "TIMEKIT_SCOPE": scope,
            "TIMEKIT_OFFSET_S": "" if offset_s is None else repr(offset_s)}
     with tempfile.TemporaryFile() as err:
         try:

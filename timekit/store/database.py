@@ -21,6 +21,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from timekit.analysis.cluster import PeerReading
 from timekit.collectors.server_policy import ServerState
 from timekit.daemon_samples import SAMPLE_COLUMNS, SOURCE_COLUMNS, DaemonSample, DaemonSource
 from timekit.errors import StoreError
@@ -129,6 +130,19 @@ MIGRATIONS: list[str] = [
     "CREATE TABLE fleet_sweeps (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, nodes INTEGER NOT NULL,"
     " answered INTEGER NOT NULL, quorum INTEGER NOT NULL, quarantined INTEGER NOT NULL,"
     " median_offset_s REAL, spread_s REAL, wall_s REAL NOT NULL, reason TEXT NOT NULL);\n",
+    # v12: this host's cluster peers (`[cluster] peers`): each run's reading of each (its lowest-delay
+    # reply, or its error), and the quarantine state of `self` and each peer against the peers'
+    # majority, apart from the references' (off from the cluster is not off from UTC)
+    "CREATE TABLE peer_samples (id INTEGER PRIMARY KEY, run_id INTEGER, peer TEXT NOT NULL,"
+    " address TEXT NOT NULL, t_local_ns INTEGER NOT NULL, boottime_ns INTEGER, boot_id TEXT,"
+    " ok INTEGER NOT NULL, offset_s REAL, delay_s REAL, error TEXT);\n"
+    "CREATE INDEX peer_samples_peer ON peer_samples(peer, id);\n"
+    "CREATE INDEX peer_samples_t ON peer_samples(t_local_ns);\n"
+    "CREATE TABLE cluster_health (node TEXT PRIMARY KEY, status TEXT NOT NULL,"
+    " bad_streak INTEGER NOT NULL, good_streak INTEGER NOT NULL, since_ns INTEGER NOT NULL,"
+    " last_offset_s REAL, updated_ns INTEGER NOT NULL);\n"
+    "CREATE TABLE cluster_events (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, node TEXT NOT NULL,"
+    " from_status TEXT NOT NULL, to_status TEXT NOT NULL, offset_s REAL, reason TEXT NOT NULL);\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -528,7 +542,8 @@ class Store:
         holds the store for long; rows deleted. A server's newest-sample row goes with its sample."""
         tables = (("ntp_samples", "t_local_ns"), ("clock_samples", "t_local_ns"),
                   ("clock_events", "t_local_ns"), ("pause_intervals", "t_local_ns"),
-                  ("health_events", "t_ns"), ("daemon_samples", "t_local_ns"), ("runs", "started_ns"))
+                  ("health_events", "t_ns"), ("daemon_samples", "t_local_ns"), ("peer_samples", "t_local_ns"),
+                  ("cluster_events", "t_ns"), ("runs", "started_ns"))
         total = 0
         for table, column in tables:
             extra = " AND status != 'running'" if table == "runs" else ""
@@ -660,14 +675,58 @@ class Store:
                 "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
                 " FROM node_health ORDER BY node")]
 
-    def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]]) -> None:
-        """Persist node health rows and their transition log (t_ns, node, from, to, offset_s, reason)
-        in one transaction, so a check's verdict and its evidence land together."""
+    def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]],
+                         cluster_rows: Iterable[tuple[Any, ...]] = (),
+                         cluster_events: Iterable[tuple[Any, ...]] = ()) -> None:
+        """Persist node health rows and their transition log (t_ns, node, from, to, offset_s, reason),
+        and the cluster check's (against the peers), in one transaction, so a check's verdicts and
+        their evidence land together."""
         with self.write() as c:
-            c.executemany("INSERT OR REPLACE INTO node_health(node, status, bad_streak, good_streak,"
-                          " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
-            c.executemany("INSERT INTO health_events(t_ns, node, from_status, to_status, offset_s, reason)"
-                          " VALUES (?, ?, ?, ?, ?, ?)", list(events))
+            for table, table_rows, log, log_rows in (("node_health", rows, "health_events", events),
+                                                     ("cluster_health", cluster_rows, "cluster_events",
+                                                      cluster_events)):
+                c.executemany(f"INSERT OR REPLACE INTO {table}(node, status, bad_streak, good_streak,"
+                              " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              list(table_rows))
+                c.executemany(f"INSERT INTO {log}(t_ns, node, from_status, to_status, offset_s, reason)"
+                              " VALUES (?, ?, ?, ?, ?, ?)", list(log_rows))
+
+    # --- cluster peers (`[cluster] peers`: this host against its peers' majority) -------------------
+    def add_peer_readings(self, readings: Iterable[PeerReading], run_id: int | None = None) -> int:
+        """One reading per peer per run (its lowest-delay reply or its error), in one transaction."""
+        rows = [(run_id, r.peer, r.address, r.t_local_ns, r.boottime_ns, r.boot_id, int(r.ok), r.offset_s,
+                 r.delay_s, r.error) for r in readings]
+        if rows:
+            with self.write() as c:
+                c.executemany("INSERT INTO peer_samples(run_id, peer, address, t_local_ns, boottime_ns,"
+                              " boot_id, ok, offset_s, delay_s, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              rows)
+        return len(rows)
+
+    def newest_peer_readings(self) -> list[PeerReading]:
+        """Each peer's newest reading (answered or not), by name."""
+        with self.reading() as c:
+            rows = c.execute(
+                "SELECT p.peer, p.address, p.t_local_ns, p.boottime_ns, p.boot_id, p.ok, p.offset_s,"
+                " p.delay_s, p.error FROM peer_samples p"
+                " JOIN (SELECT max(id) AS id FROM peer_samples GROUP BY peer) m ON p.id = m.id"
+                " ORDER BY p.peer")
+            return [PeerReading(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8]) for r in rows]
+
+    def cluster_health_rows(self) -> list[NodeHealthRow]:
+        """The stored health of `self` and each peer against the peers' majority, by name."""
+        with self.reading() as c:
+            return [NodeHealthRow(*r) for r in c.execute(
+                "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
+                " FROM cluster_health ORDER BY node")]
+
+    def cluster_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
+        """The cluster check's transitions (t_ns, node, from_status, to_status, offset_s, reason), oldest
+        first."""
+        with self.reading() as c:
+            where, args = (" WHERE node = ?", (node,)) if node is not None else ("", ())
+            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason FROM cluster_events"
+                             + where + " ORDER BY id", args).fetchall()
 
     def health_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
         """(t_ns, node, from_status, to_status, offset_s, reason), oldest first."""

@@ -119,6 +119,8 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
     current_boot = boot_id()
     attempt_rows: list[tuple[Any, ...]] = []
     health_rows: list[Any] = []
+    cluster_rows: list[Any] = []
+    peers: list[Any] = []
     pauses: list[dict[str, Any]] = []
     suspends: list[Any] = []
     last_check = None
@@ -140,6 +142,8 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
             attempt_rows = store.attempt_rows(["server", "ok", "error"], server=one, since_ns=window_start,
                                               by_time=True)
             health_rows = store.node_health_rows()
+            cluster_rows = store.cluster_health_rows()
+            peers = store.newest_peer_readings()
             last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
             pause_from = window_start if last_check is None else min(window_start, last_check)
             pauses = store.pause_rows(since_ns=pause_from)
@@ -178,4 +182,6 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
         pause_max_since_check_s=max((float(p["max_s"]) for p in since_check), default=0.0),
         suspend_since_check_s=suspends[-1].magnitude_s if suspends else None,
         candidates=tuple(candidates), interval_only=interval_only, monotonic_ns=mono_ns, raw_ns=raw_ns,
-        daemon=daemon, leap_seconds_ns=known_leaps())
+        daemon=daemon, leap_seconds_ns=known_leaps(), peers=tuple(peers),
+        cluster_health={r.node: NodeHealth(r.node, r.status, r.bad_streak, r.good_streak, r.since_ns,
+                                           r.last_offset_s) for r in cluster_rows})
