@@ -311,3 +311,88 @@ def test_servers_queued_behind_the_in_flight_limit_get_their_whole_timeout(tmp_p
         reap(pid)
     assert len(out) == 12
     assert all(s.ok for s in out), [(s.server, s.error, s.detail) for s in out if not s.ok]
+
+
+def _alerts(doc: dict, name: str, firing: list[dict[str, str]], value: str | None = None) -> list[dict]:
+    """promtool's expected alerts for `name`: each firing series' labels, the rule's labels and its
+    annotations rendered for them ($labels.*, and $value where the rule shows it)."""
+    rule = next(r for g in doc["groups"] for r in g["rules"] if r.get("alert") == name)
+    out = []
+    for labels in firing:
+        notes = {}
+        for k, text in rule["annotations"].items():
+            for lk, lv in labels.items():
+                text = text.replace(f"{{{{ $labels.{lk} }}}}", lv)
+            notes[k] = text.replace("{{ $value }}", value or "")
+        out.append({"exp_labels": {**rule["labels"], **labels}, "exp_annotations": notes})
+    return out
+
+
+def test_promtool_unit_tests_of_the_fleet_rules(tmp_path: Path) -> None:  # F10
+    """promtool's rule unit tests: which hosts each fleet alert names, on series whose values are exact
+    in binary (so the rendered $value is too): skewed hosts alert only after `for`, exactly those beyond
+    each threshold by more than their own uncertainty; a split fleet alerts no host but NoMajority; the
+    sweepers' quarantines and a stopped sweeper are passed on."""
+    import shutil
+    import subprocess
+
+    from timekit.outputs.fleet_rules import fleet_rules_document, fleet_rules_yaml
+
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool not installed (scripts/setup installs the Debian package prometheus)")
+    kw = {"warn_offset_s": 0.1, "max_offset_s": 0.5, "for_": "5m", "min_hosts": 3, "sweep_stale_s": 180.0}
+    doc = fleet_rules_document(**kw)  # type: ignore[arg-type]
+    (tmp_path / "rules.yml").write_text(fleet_rules_yaml(**kw))
+
+    def host(name: str, offset: float, unc: float) -> list[dict[str, str]]:
+        return [{"series": f'timekit_clock_offset_seconds{{instance="{name}"}}',
+                 "values": f"{offset}+0x20"},
+                {"series": f'timekit_clock_uncertainty_seconds{{instance="{name}"}}',
+                 "values": f"{unc}+0x20"}]
+
+    # 7 healthy hosts at 0 (median 0), two 0.75 s beyond max's reach and one only beyond the warning
+    fleet = [s for i in range(7) for s in host(f"ok{i}", 0.0, 0.001)]
+    fleet += host("behind", 1.0, 0.25) + host("ahead", -0.875, 0.125) + host("warned", -0.5, 0.25)
+    sweeps = "timekit_fleet_last_sweep_timestamp_seconds"
+    fleet += [{"series": 'timekit_fleet_node_quarantined{instance="sw1",node="n3"}', "values": "1+0x20"},
+              {"series": 'timekit_fleet_node_quarantined{instance="sw1",node="n4"}', "values": "0+0x20"},
+              {"series": sweeps + '{instance="sw1"}', "values": "0+60x20"},  # sweeping every minute
+              {"series": sweeps + '{instance="sw2"}', "values": "0+60x2 120+0x17"}]  # stopped at 2 min
+    far = [{"instance": "ahead"}, {"instance": "behind"}]
+    crit = _alerts(doc, "TimekitFleetHostSkewCritical", far, "0.75")
+    warn = (_alerts(doc, "TimekitFleetHostSkewWarning", far, "0.75")
+            + _alerts(doc, "TimekitFleetHostSkewWarning", [{"instance": "warned"}], "0.25"))
+    # a split fleet: two hosts at 0, two 2 s behind: the median sits between, nobody within max
+    split = [s for i, off in enumerate((0.0, 0.0, 2.0, 2.0)) for s in host(f"s{i}", off, 0.001)]
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [
+        {"name": "fleet", "interval": "1m", "input_series": fleet, "alert_rule_test": [
+            {"eval_time": "4m", "alertname": "TimekitFleetHostSkewCritical", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TimekitFleetHostSkewCritical", "exp_alerts": crit},
+            {"eval_time": "10m", "alertname": "TimekitFleetHostSkewWarning", "exp_alerts": warn},
+            {"eval_time": "10m", "alertname": "TimekitFleetNoMajority", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TimekitFleetNodeQuarantined",
+             "exp_alerts": _alerts(doc, "TimekitFleetNodeQuarantined", [{"instance": "sw1", "node": "n3"}])},
+            {"eval_time": "10m", "alertname": "TimekitFleetSweeperStale",
+             "exp_alerts": _alerts(doc, "TimekitFleetSweeperStale", [{"instance": "sw2"}])}],
+         "promql_expr_test": [
+            {"expr": "timekit:fleet_clock_offset_seconds:median", "eval_time": "10m",
+             "exp_samples": [{"labels": "timekit:fleet_clock_offset_seconds:median", "value": 0}]},
+            {"expr": 'timekit:fleet_clock_skew_seconds{instance="behind"}', "eval_time": "10m",
+             "exp_samples": [{"labels": 'timekit:fleet_clock_skew_seconds{instance="behind"}',
+                              "value": -1.0}]},
+            {"expr": "timekit:fleet_hosts_within_max:count", "eval_time": "10m",
+             "exp_samples": [{"labels": "timekit:fleet_hosts_within_max:count", "value": 8}]}]},
+        {"name": "split", "interval": "1m", "input_series": split, "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "TimekitFleetHostSkewCritical", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TimekitFleetHostSkewWarning", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TimekitFleetNoMajority",
+             "exp_alerts": _alerts(doc, "TimekitFleetNoMajority", [{}])}]}]}
+    (tmp_path / "tests.yml").write_text(json.dumps(tests))  # JSON is YAML
+    r = subprocess.run(["promtool", "test", "rules", str(tmp_path / "tests.yml")], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # and the tests can fail: the same file against rules with a lower max fails
+    (tmp_path / "rules.yml").write_text(fleet_rules_yaml(**{**kw, "max_offset_s": 0.2}))
+    bad = subprocess.run(["promtool", "test", "rules", str(tmp_path / "tests.yml")], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=60)
+    assert bad.returncode != 0 and "warned" in bad.stdout + bad.stderr
