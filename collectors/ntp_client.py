@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import struct
 import threading
@@ -32,6 +33,7 @@ from timekit.collectors.ntp_packet import (
     new_nonce,
     validate_reply,
 )
+from timekit.collectors.nts import UID_LEN, NtsError, NtsSession, key_exchange, nts_request, verify_nts_reply
 from timekit.collectors.rto import RtoEstimator
 from timekit.collectors.server_policy import ServerState
 from timekit.samples import NtpSample
@@ -68,6 +70,7 @@ class QueryPlan:
     count: int = BURST_COUNT
     interval_s: float | None = None  # None: chrony-like default spacing
     timeout_s: float = 2.0
+    nts_ca: str | None = None  # NTS-KE trust anchors (a PEM file); None: the system's store / SSL_CERT_FILE
 
     def spacing_s(self, attempt: int, server: ServerAddress) -> float:
         """Seconds between the start of attempt `attempt` and the next one."""
@@ -211,11 +214,14 @@ async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> li
 
 
 async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
-                     timeout_s: float) -> NtpSample:
-    """One validated request/reply exchange with an absolute deadline of `timeout_s`."""
+                     timeout_s: float, nts: NtsSession | None = None) -> NtpSample:
+    """One validated request/reply exchange with an absolute deadline of `timeout_s`. With an NTS
+    session the request carries a fresh unique identifier, one of its cookies and an authenticator,
+    and a reply is believed only once those verify (`collectors.nts`), before any other check."""
     loop = asyncio.get_running_loop()
     address = format_hostport(sockaddr[0], sockaddr[1])
     att = _Attempt(nonce=new_nonce())
+    uid = os.urandom(UID_LEN) if nts is not None else b""
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         try:
@@ -233,6 +239,11 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
             return _fail(server, "network", f"connect: {exc.strerror or exc}", address, timeout_s)
         done: asyncio.Future[NtpSample | None] = loop.create_future()  # None: deadline passed
         request = build_request(att.nonce)
+        if nts is not None:
+            try:
+                request = nts_request(request, nts, uid)  # takes one cookie: never sent twice
+            except NtsError as exc:
+                return _fail(server, exc.code, exc.detail, address, timeout_s)
 
         def on_readable() -> None:
             if att.tx_stamps:  # a transmit stamp that came late wakes us with EPOLLERR: take it
@@ -267,6 +278,15 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                         address, timeout_s))
                     return
                 t1_ns, t1_from, tx_latency_ns = att.t1_for_sample()
+                if nts is not None:  # authenticity first: nothing else of an unverified reply is believed
+                    try:
+                        nts.cookies.extend(verify_nts_reply(data, nts, uid))
+                    except NtsError as exc:
+                        if exc.code == "nts_nak":  # the server cannot read our cookie: re-key
+                            done.set_result(_fail(server, exc.code, exc.detail, address, timeout_s))
+                            return
+                        att.rejected.append((exc.code, exc.detail))  # forged or not ours: keep waiting
+                        continue
                 v = validate_reply(data, nonce=att.nonce, t1_ns=t1_ns, t4_ns=t4_ns,
                                    truncated=bool(flags & socket.MSG_TRUNC))
                 if not v.final:
@@ -283,7 +303,7 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                     # same for monotonic and raw (the kernel's slews since: monotonic - raw)
                     boottime_ns=boot_rx_ns - (user_rx_ns - t4_ns), boot_id=boot_id(),
                     monotonic_ns=mono_rx_ns - (user_rx_ns - t4_ns),
-                    raw_ns=raw_rx_ns - (user_rx_ns - t4_ns)))
+                    raw_ns=raw_rx_ns - (user_rx_ns - t4_ns), authenticated=nts is not None))
 
         loop.add_reader(sock.fileno(), on_readable)
         try:
@@ -329,9 +349,23 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
         if held is not None:
             emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"), state)
         else:
+            if server.nts and (state.nts is None or not state.nts.cookies):
+                try:  # keys and cookies first: an NTS server is never asked in the clear
+                    state.nts = await key_exchange_async(server, plan)
+                except NtsError as exc:
+                    emit(_fail(server, exc.code, exc.detail), state)
+                    return
+                except (OSError, TimeoutError) as exc:
+                    code: ErrorCode = "timeout" if isinstance(exc, TimeoutError) else "network"
+                    emit(_fail(server, code, f"NTS-KE with {server.host}:{server.port}: "
+                               f"{getattr(exc, 'strerror', None) or exc or 'timed out'}"), state)
+                    return
+                addrs = None  # NTP goes where the key exchange said
             if addrs is None:
+                target = (ServerAddress(state.nts.ntp_host, state.nts.ntp_port) if server.nts and state.nts
+                          else server)
                 try:
-                    addrs = await resolve(server)
+                    addrs = await resolve(target)
                 except socket.gaierror as exc:
                     emit(_fail(server, "network", _dns_detail(server, exc)), state)
                     return
@@ -339,7 +373,9 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
                     emit(_fail(server, "network", f"DNS lookup of {server.host} failed: "
                                f"{getattr(exc, 'strerror', None) or 'timed out'}"), state)
                     return
-            sample = await _query_any(server, addrs, rto, limiter)
+            sample = await _query_any(server, addrs, rto, limiter, state.nts if server.nts else None)
+            if sample.error == "nts_nak":
+                state.nts = None  # the keys are no good any more: the next attempt keys again
             state.last_query_ns = sample.t_local_ns
             if sample.ok and sample.t1_ns is not None and sample.t4_ns is not None:
                 rto.observe((sample.t4_ns - sample.t1_ns) / NS_PER_S)
@@ -356,6 +392,32 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
                 await asyncio.sleep(pause_s)
 
 
+KE_MIN_TIMEOUT_S = 5.0  # a TLS handshake across the internet takes a few round trips
+
+
+async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSession:
+    """`collectors.nts.key_exchange` in a daemon thread (pyOpenSSL blocks), as a DNS lookup is: a hung
+    server costs at most its timeout and never delays exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[NtsSession] = loop.create_future()
+    timeout_s = max(plan.timeout_s, KE_MIN_TIMEOUT_S)
+
+    def settle(result: NtsSession | None, exc: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            session = key_exchange(server.host, server.port, timeout_s=timeout_s, cafile=plan.nts_ca)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting task as it is
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, session, None)
+
+    threading.Thread(target=run, name=f"nts-ke-{server.host}", daemon=True).start()
+    return await asyncio.wait_for(fut, timeout_s + 1.0)
+
+
 def _dns_detail(server: ServerAddress, exc: socket.gaierror) -> str:
     """'cannot resolve' only for a name that does not exist (bad input); else transient."""
     if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
@@ -364,7 +426,7 @@ def _dns_detail(server: ServerAddress, exc: socket.gaierror) -> str:
 
 
 async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto: RtoEstimator,
-                     limiter: asyncio.Semaphore) -> NtpSample:
+                     limiter: asyncio.Semaphore, nts: NtsSession | None = None) -> NtpSample:
     """Query the first address; on a network error try the next ones within the same deadline. The
     deadline starts once a slot of `limiter` is ours: time spent queued behind other servers is not
     this server's silence (with thousands of servers and an adapted 0.25 s timeout, queued ones
@@ -378,7 +440,7 @@ async def _query_any(server: ServerAddress, addrs: list[tuple[int, tuple]], rto:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            sample = await query_once(server, family, sockaddr, remaining)
+            sample = await query_once(server, family, sockaddr, remaining, nts)
             if sample.error != "network":
                 return sample
     return sample or _fail(server, "network", "no usable address", timeout_s=timeout_s)

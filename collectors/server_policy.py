@@ -8,9 +8,12 @@ A KoD with a bad origin never reaches here (the packet check rejects it first).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from timekit.units import NS_PER_S
+
+if TYPE_CHECKING:
+    from timekit.collectors.nts import NtsSession
 
 KOD_MIN_BACKOFF_S = 16.0
 KOD_MAX_BACKOFF_S = float(2**13)
@@ -30,6 +33,7 @@ class ServerState:
     hold_reason: str | None = None  # 'kod_rate' | 'kod_deny' | 'kod_rstr'
     kod_backoff_s: float = 0.0
     last_query_ns: int = 0
+    nts: NtsSession | None = None  # an NTS server's keys and cookies (stored apart: table nts_sessions)
 
     def held(self, now_ns: int) -> Literal["rate_limited", "denied"] | None:
         """Error code to record instead of querying now ('rate_limited'/'denied'), or None."""

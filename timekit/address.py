@@ -27,12 +27,13 @@ class ServerAddress:
     """A server as the user named it, normalised to host and port."""
 
     host: str
-    port: int
+    port: int  # NTP's; for an NTS server its key-exchange port (NTP's is the KE's answer)
+    nts: bool = False  # `nts://HOST[:KE_PORT]`: authenticated (RFC 8915), never plain
 
     @property
     def name(self) -> str:
-        """Normalised `host:port` (`[v6]:port` for IPv6 literals)."""
-        return format_hostport(self.host, self.port)
+        """Normalised `host:port` (`[v6]:port` for IPv6 literals); `nts://host:ke_port` for NTS."""
+        return ("nts://" if self.nts else "") + format_hostport(self.host, self.port)
 
     @property
     def is_loopback(self) -> bool:
@@ -92,11 +93,22 @@ def parse_named_server(text: str) -> NamedServer:
     return NamedServer(name, address)
 
 
+NTS_SCHEME = "nts://"
+NTS_KE_DEFAULT_PORT = 4460
+
+
 def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:
-    """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT`, a bare IPv6 literal, or `lab:NAME` (a running lab
-    server, by its name); raise UsageError."""
-    original = text
+    """Parse `HOST`, `HOST:PORT`, `[IPv6]:PORT`, a bare IPv6 literal, `lab:NAME` (a running lab
+    server, by its name), or any of the first four as `nts://...` (an NTS server, its key-exchange
+    port defaulting to 4460); raise UsageError."""
     text = text.strip()
+    if text.lower().startswith(NTS_SCHEME):
+        rest = text[len(NTS_SCHEME):].rstrip("/")
+        if rest.startswith(LAB_PREFIX) or "/" in rest:
+            raise UsageError(f"malformed NTS server {text!r} (use nts://HOST[:KE_PORT])")
+        plain = parse_server(rest, NTS_KE_DEFAULT_PORT)
+        return ServerAddress(plain.host, plain.port, nts=True)
+    original = text
     if not text:
         raise UsageError("empty server address")
     if text.startswith(LAB_PREFIX):

@@ -224,15 +224,36 @@ def fleet_sweep_cmd(
 
 
 # ----------------------------------------------------------------------------- sample
+NtsCaOpt = Annotated[Path | None, typer.Option("--nts-ca", help="PEM file of the CA(s) an NTS server's "
+                                               "certificate must chain to (default: the system's trust "
+                                               "store, or SSL_CERT_FILE).")]
+
+
+def _nts_ca(path: Path | None) -> str | None:
+    """The --nts-ca file, checked to be a readable PEM file (UsageError in one line otherwise)."""
+    from timekit.errors import UsageError
+
+    if path is None:
+        return None
+    try:
+        text = path.read_bytes()[:1 << 20]
+    except OSError as e:
+        raise UsageError(f"--nts-ca {path}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(f"--nts-ca {path}: no PEM certificate in it")
+    return str(path)
+
 @sample_app.command("ntp")
 def sample_ntp_cmd(
-    servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT or [IPv6]:PORT.")],
+    servers: Annotated[list[str], typer.Argument(help="HOST, HOST:PORT, [IPv6]:PORT, or nts://HOST[:KE_PORT] "
+                                                 "(authenticated, RFC 8915).")],
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Attempts per server.")] = 4,
     interval: Annotated[float | None, typer.Option(
         min=0.0, max=86_400.0, help="Seconds between attempts to one server (default: a 4-query burst, "
         "2 s apart, then 64 s; 0.1 s / 1 s for loopback).")] = None,
     timeout: Annotated[float, typer.Option(
         min=0.001, max=60.0, help="Cap of the per-server adaptive timeout, seconds.")] = 2.0,
+    nts_ca: NtsCaOpt = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
@@ -241,7 +262,7 @@ def sample_ntp_cmd(
     from timekit.pipeline.sampling import sample_ntp
 
     targets = _parse_servers(servers)
-    plan = QueryPlan(count=count, interval_s=interval, timeout_s=timeout)
+    plan = QueryPlan(count=count, interval_s=interval, timeout_s=timeout, nts_ca=_nts_ca(nts_ca))
     with _open_store(db) as store:
         prog = _progress(count * len(targets), "sampling")
         try:

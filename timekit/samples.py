@@ -41,6 +41,7 @@ class NtpSample:
     tx_latency_ns: int | None = None  # kernel transmit stamp minus the user-space read before send
     monotonic_ns: int | None = None  # CLOCK_MONOTONIC at T4 (slewed by the kernel, as realtime is)
     raw_ns: int | None = None  # CLOCK_MONOTONIC_RAW at T4 (never slewed): monotonic - raw moves by slews
+    authenticated: bool = False  # NTS-verified (RFC 8915): its identifier and authenticator checked
 
     @property
     def root_distance_s(self) -> float | None:

@@ -15,4 +15,7 @@ FitStatus = Literal["ok", "insufficient_samples", "model_misfit", "cannot_tell"]
 # why an attempt gave no usable sample (DESIGN.md; the codes after `kod_other` are additions)
 ErrorCode = Literal["timeout", "network", "malformed", "bogus_origin", "bad_mode", "bad_version",
                     "zero_transmit", "unsynchronized", "kod_rate", "kod_deny", "kod_rstr", "kod_other",
-                    "bad_root_distance", "rate_limited", "denied", "invalid", "clock_stepped"]
+                    "bad_root_distance", "rate_limited", "denied", "invalid", "clock_stepped",
+                    # NTS (RFC 8915): never a fallback to unauthenticated time
+                    "nts_tls", "nts_ke_error", "nts_ke_warning", "nts_unknown_critical", "nts_no_cookies",
+                    "nts_bad_auth", "nts_nak"]

@@ -52,7 +52,8 @@ class CsvKind:
 
 
 CSV_KINDS: dict[str, CsvKind] = {
-    "ntp": CsvKind("ntp", "ntp_samples", tuple(NtpSample.column_names()), frozenset({"ok"}), has_server=True),
+    "ntp": CsvKind("ntp", "ntp_samples", tuple(NtpSample.column_names()), frozenset({"ok", "authenticated"}),
+                   has_server=True),
     "clocks": CsvKind("clocks", "clock_samples", (
         "t_local_ns", "monotonic_ns", "raw_ns", "boottime_ns", "tai_ns", "bracket_ns", "kernel_state",
         "kernel_unsynchronized", "kernel_offset_s", "kernel_frequency_ppm", "kernel_maxerror_s",

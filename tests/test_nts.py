@@ -1,0 +1,255 @@
+"""NTS (RFC 8915) against real chronyd serving NTS-KE with a certificate from a CA the lab makes, and
+against fault servers: authenticated offsets as true as plain NTP from the same server; every NTS
+failure caught with its own code and never used; an on-path rewrite measured as a false offset over
+plain NTP and rejected over NTS, side by side; cookies never sent twice; sessions kept in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import record_figure, require_lab, run_cli
+from timekit.address import parse_server
+from timekit.collectors.ntp_client import QueryPlan, sample_servers
+from timekit.collectors.server_policy import ServerState
+from timekit.errors import UsageError
+from timekit.lab.chrony import ChronyServer, lab_prerequisites
+from timekit.lab.nts_lab import (
+    FaultKeServer,
+    LabCa,
+    OnPathProxy,
+    issue,
+    make_ca,
+    nts_conf,
+    nts_path_conf,
+    start_nts_chronyd,
+)
+from timekit.samples import NtpSample
+
+SLACK_S = 50e-6  # the lab's truth check: an answer within delay/2 + this of its anchored line
+SHIFT_S = 0.5  # what the on-path attacker adds to the server's timestamps
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NtsLab:
+    ca: LabCa
+    good: ChronyServer  # NTS chronyd, NTP straight to it
+    good_ke: int
+    path: ChronyServer  # NTS chronyd whose KE answers send NTP to 127.0.0.2: the proxy
+    path_ke: int
+    proxy: OnPathProxy
+    cert: Path
+    key: Path
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def nts_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NtsLab]:
+    require_lab(lab_prerequisites())
+    tmp = tmp_path_factory.mktemp("nts")
+    ca = make_ca(tmp / "ca")
+    cert, key = issue(ca, tmp / "srv", ("localhost", "127.0.0.1"))
+    good_ke, path_ke = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM)
+    good = start_nts_chronyd(_free_port(socket.SOCK_DGRAM), 0.050, 0.0, tmp / "good", cert, key, good_ke)
+    path = None
+    try:
+        path_port = _free_port(socket.SOCK_DGRAM)
+        path = ChronyServer.start(path_port, -0.030, 0.0, tmp / "path",
+                                  extra_conf=nts_conf(cert, key, path_ke, tmp / "path" / "ntsdump")
+                                  + nts_path_conf("127.0.0.2"))
+        proxy = OnPathProxy(("127.0.0.2", path_port), ("127.0.0.1", path_port))
+        yield NtsLab(ca, good, good_ke, path, path_ke, proxy, cert, key, tmp)
+        proxy.stop()
+    finally:
+        good.stop()
+        if path is not None:
+            path.stop()
+
+
+def run(addresses: list[str], ca: Path, *, count: int = 6, states: dict[str, ServerState] | None = None,
+        timeout_s: float = 1.0) -> list[NtpSample]:
+    out: list[NtpSample] = []
+    plan = QueryPlan(count=count, interval_s=0.05, timeout_s=timeout_s, nts_ca=str(ca))
+    asyncio.run(sample_servers([parse_server(a) for a in addresses], plan, {} if states is None else states,
+                               lambda s, _st: out.append(s)))
+    return out
+
+
+def _best(samples: list[NtpSample], server: str) -> NtpSample:
+    return min((s for s in samples if s.server == server and s.ok), key=lambda s: s.delay_s or 0.0)
+
+
+def test_nts_offsets_are_authenticated_and_as_true_as_plain_ntp(nts_lab: NtsLab) -> None:
+    g = nts_lab.good
+    plain, by_name, by_ip = g.address, f"nts://localhost:{nts_lab.good_ke}", f"nts://127.0.0.1:{nts_lab.good_ke}"
+    samples = run([plain, by_name, by_ip], nts_lab.ca.cert_path, count=8)
+    figures = []
+    for server in (plain, by_name, by_ip):
+        mine = [s for s in samples if s.server == server]
+        assert len(mine) == 8 and all(s.ok for s in mine), [(s.error, s.detail) for s in mine]
+        assert all(s.authenticated == server.startswith("nts://") for s in mine)
+        best = _best(samples, server)
+        assert best.delay_s is not None and best.offset_s is not None
+        error = best.offset_s - g.truth.offset_at(best.t_local_ns)
+        assert abs(error) <= best.delay_s / 2 + SLACK_S, (server, error, best.delay_s)
+        figures.append(f"{server} {error * 1e6:+.1f} µs (delay {best.delay_s * 1e6:.0f} µs)")
+    record_figure("nts", "offset minus truth, same chronyd: " + "; ".join(figures))
+
+
+def test_cookies_are_sent_once_each_and_replenished(nts_lab: NtsLab) -> None:
+    nts_lab.proxy.mode = "pass"
+    nts_lab.proxy.cookies_seen.clear()
+    states: dict[str, ServerState] = {}
+    server = f"nts://127.0.0.1:{nts_lab.path_ke}"
+    first = run([server], nts_lab.ca.cert_path, count=10, states=states)
+    session = states[server].nts
+    assert session is not None
+    ke_ns = session.ke_ns
+    second = run([server], nts_lab.ca.cert_path, count=10, states=states)  # the same session: no new KE
+    both = first + second
+    assert all(s.ok and s.authenticated for s in both), [(s.error, s.detail) for s in both]
+    assert states[server].nts is session and session.ke_ns == ke_ns
+    seen = nts_lab.proxy.cookies_seen
+    assert len(seen) == 20 and len(set(seen)) == 20  # every request one cookie, none twice
+    assert len(session.cookies) == 8 and not set(session.cookies) & set(seen)
+
+
+def test_an_on_path_rewrite_moves_plain_ntp_and_is_rejected_over_nts(nts_lab: NtsLab) -> None:
+    p = nts_lab.path
+    plain_via_path = f"127.0.0.2:{p.port}"
+    nts_server = f"nts://127.0.0.1:{nts_lab.path_ke}"  # its KE sends NTP to 127.0.0.2: the proxy
+    nts_lab.proxy.mode = "rewrite"
+    try:
+        samples = run([plain_via_path, nts_server], nts_lab.ca.cert_path, count=6)
+    finally:
+        nts_lab.proxy.mode = "pass"
+    best = _best(samples, plain_via_path)
+    assert best.offset_s is not None and best.delay_s is not None
+    truth = p.truth.offset_at(best.t_local_ns)
+    # plain NTP believes the attacker: the offset moved by the shift, within NTP's own bound
+    assert abs(best.offset_s - (truth + SHIFT_S)) <= best.delay_s / 2 + SLACK_S + 1e-3, (best.offset_s, truth)
+    nts_samples = [s for s in samples if s.server == nts_server]
+    assert len(nts_samples) == 6
+    assert all(not s.ok and s.error == "nts_bad_auth" and s.offset_s is None for s in nts_samples), \
+        [(s.error, s.detail) for s in nts_samples]
+    record_figure("nts", f"on-path +{SHIFT_S} s rewrite: plain NTP measured {best.offset_s:+.6f} s (truth "
+                  f"{truth:+.6f} s); NTS: {len(nts_samples)}/{len(nts_samples)} attempts rejected "
+                  f"(nts_bad_auth), no offset")
+
+
+@pytest.mark.parametrize(("mode", "plain_code"), [("forge", None), ("replay", "bogus_origin")])
+def test_forged_or_replayed_replies_are_never_used(nts_lab: NtsLab, mode: str,
+                                                   plain_code: str | None) -> None:
+    p = nts_lab.path
+    nts_server = f"nts://127.0.0.1:{nts_lab.path_ke}"
+    nts_lab.proxy.mode = mode
+    try:
+        samples = run([nts_server, f"127.0.0.2:{p.port}"], nts_lab.ca.cert_path, count=4)
+    finally:
+        nts_lab.proxy.mode = "pass"
+    nts_samples = [s for s in samples if s.server == nts_server]
+    assert nts_samples and all(s.error == "nts_bad_auth" and not s.authenticated for s in nts_samples[1:])
+    if mode == "replay":  # the first request has nothing to replay yet; every later one is rejected
+        plain = [s for s in samples if s.server != nts_server][1:]
+        assert plain and all(s.error == plain_code for s in plain)
+    else:
+        assert nts_samples[0].error == "nts_bad_auth"
+
+
+@pytest.mark.parametrize(("mode", "code"), [
+    ("error", "nts_ke_error"), ("warning", "nts_ke_warning"), ("critical", "nts_unknown_critical"),
+    ("no_cookies", "nts_no_cookies"), ("nak", "nts_nak")])
+def test_every_ke_fault_has_its_code_and_is_never_used(nts_lab: NtsLab, mode: str, code: str) -> None:
+    fault = FaultKeServer(mode, nts_lab.cert, nts_lab.key)
+    try:
+        states: dict[str, ServerState] = {}
+        server = f"nts://127.0.0.1:{fault.port}"
+        samples = run([server], nts_lab.ca.cert_path, count=3, states=states)
+    finally:
+        fault.stop()
+    assert samples and all(s.error == code and not s.ok and s.offset_s is None and not s.authenticated
+                           for s in samples), [(s.error, s.detail) for s in samples]
+    if mode == "nak":  # a NAK drops the keys: every later attempt keys again
+        assert len(samples) == 3 and fault.ke_count == 3 and states[server].nts is None
+    else:  # a failed key exchange ends the server's run: no NTP packet, no retry storm
+        assert len(samples) == 1 and fault.ke_count == 1
+
+
+def test_a_certificate_for_another_name_or_from_another_ca_is_refused(nts_lab: NtsLab) -> None:
+    wrong_cert, wrong_key = issue(nts_lab.ca, nts_lab.tmp / "wrong", ("wrong.example",))
+    other_ca = make_ca(nts_lab.tmp / "other-ca")
+    stranger_cert, stranger_key = issue(other_ca, nts_lab.tmp / "stranger", ("localhost", "127.0.0.1"))
+    cases = ((wrong_cert, wrong_key, "does not name"), (stranger_cert, stranger_key, "verify"))
+    for cert, key, words in cases:
+        fault = FaultKeServer("ok", cert, key)
+        try:
+            samples = run([f"nts://localhost:{fault.port}", f"nts://127.0.0.1:{fault.port}"],
+                          nts_lab.ca.cert_path, count=2)
+        finally:
+            fault.stop()
+        refused = all(s.error == "nts_tls" and words in (s.detail or "") for s in samples)
+        assert len(samples) == 2 and refused, [(s.error, s.detail) for s in samples]
+
+
+def test_sample_ntp_cli_stores_authenticated_samples_and_reuses_the_session(nts_lab: NtsLab,
+                                                                             tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    server = f"nts://localhost:{nts_lab.good_ke}"
+    args = ("sample", "ntp", "--count", "3", "--interval", "0.05", "--nts-ca", str(nts_lab.ca.cert_path),
+            "--json", server)
+    first = run_cli(*args, db=db)
+    assert first.returncode == 0, first.stderr
+    assert all(s["authenticated"] and s["ok"] for s in json.loads(first.stdout)["samples"])
+    with closing(sqlite3.connect(db)) as c:
+        ke_ns, cookies = c.execute("SELECT ke_ns, length(cookies) FROM nts_sessions WHERE server = ?",
+                                   (server,)).fetchone()
+    assert cookies > 0
+    second = run_cli(*args, db=db)
+    assert second.returncode == 0, second.stderr
+    with closing(sqlite3.connect(db)) as c:
+        (ke_again,) = c.execute("SELECT ke_ns FROM nts_sessions WHERE server = ?", (server,)).fetchone()
+        rows = c.execute("SELECT authenticated FROM ntp_samples WHERE server = ?", (server,)).fetchall()
+    assert ke_again == ke_ns  # the stored keys and cookies carried over: no second key exchange
+    assert rows == [(1,)] * 6
+    export = run_cli("export", "csv", "--out", str(tmp_path / "s.csv"), db=db)
+    assert export.returncode == 0, export.stderr
+    head, *lines = (tmp_path / "s.csv").read_text().splitlines()
+    col = head.split(",").index("authenticated")
+    assert [ln.split(",")[col] for ln in lines] == ["true"] * 6
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("nts://time.example.org", "nts://time.example.org:4460"), ("nts://127.0.0.1:24460", "nts://127.0.0.1:24460"),
+    ("NTS://[::1]", "nts://[::1]:4460")])
+def test_nts_server_names(text: str, name: str) -> None:
+    a = parse_server(text)
+    assert a.nts and a.name == name
+
+
+@pytest.mark.parametrize("text", ["nts://", "nts://lab:chrony-near", "nts://a/b", "nts://host:0"])
+def test_bad_nts_server_names_are_one_line(text: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_server(text)
+    assert "\n" not in str(e.value)
+
+
+def test_a_bad_nts_ca_file_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    r = run_cli("sample", "ntp", "--nts-ca", str(bad), "nts://127.0.0.1:1", db=tmp_path / "db")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no PEM certificate" in r.stderr, r.stderr
+    assert not (tmp_path / "db").exists()
