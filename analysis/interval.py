@@ -77,6 +77,9 @@ class IntervalPolicy:
     # also lean on the host's time daemon's claim, as ClockBound does (`now --with-daemon`): timekit's
     # interval narrowed to the daemon's bound when timekit's check of the daemon found nothing wrong
     use_daemon: bool = False
+    # only authenticated references (NTS, `nts://`: never a fallback to plain time) feed the interval,
+    # the skew verdicts and the check; the others are still sampled and stored
+    authenticated_only: bool = False
     fresh_s: float = 300.0  # newest evidence younger than this: synchronized
     void_after_s: float = 14_400.0  # older than this: not evidence any more (status unknown)
     max_root_distance_s: float = 1.5  # samples vouching for less than this are not used (N26)

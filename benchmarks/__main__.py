@@ -28,6 +28,7 @@ from benchmarks import (
     bench_fleet,
     bench_interval,
     bench_now,
+    bench_nts,
     bench_precision,
     bench_qps,
     bench_stability,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Callable[[bool, Path], BenchResult]] = {
     "sweep": bench_sweep.run,
     "stability": bench_stability.run,
     "fleet": bench_fleet.run,
+    "nts": bench_nts.run,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -216,6 +216,8 @@ def key_exchange(host: str, port: int = NTS_KE_PORT, *, timeout_s: float = 5.0,
         ip = None
     sock = socket.create_connection((host, port), timeout=max(0.001, deadline - time.monotonic()))
     try:
+        # small TLS records both ways: without NODELAY, Nagle waits for the delayed ACK (40 ms on Linux)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         conn = SSL.Connection(ctx, sock)
         if ip is None:

@@ -110,7 +110,7 @@ def test_nts_offsets_are_authenticated_and_as_true_as_plain_ntp(nts_lab: NtsLab)
     record_figure("nts", "offset minus truth, same chronyd: " + "; ".join(figures))
 
 
-def test_cookies_are_sent_once_each_and_replenished(nts_lab: NtsLab) -> None:
+def test_cookies_are_sent_once_each_and_replenished(nts_lab: NtsLab) -> None:  # A8
     nts_lab.proxy.mode = "pass"
     nts_lab.proxy.cookies_seen.clear()
     states: dict[str, ServerState] = {}
@@ -128,7 +128,7 @@ def test_cookies_are_sent_once_each_and_replenished(nts_lab: NtsLab) -> None:
     assert len(session.cookies) == 8 and not set(session.cookies) & set(seen)
 
 
-def test_an_on_path_rewrite_moves_plain_ntp_and_is_rejected_over_nts(nts_lab: NtsLab) -> None:
+def test_an_on_path_rewrite_moves_plain_ntp_and_is_rejected_over_nts(nts_lab: NtsLab) -> None:  # A1
     p = nts_lab.path
     plain_via_path = f"127.0.0.2:{p.port}"
     nts_server = f"nts://127.0.0.1:{nts_lab.path_ke}"  # its KE sends NTP to 127.0.0.2: the proxy
@@ -153,7 +153,7 @@ def test_an_on_path_rewrite_moves_plain_ntp_and_is_rejected_over_nts(nts_lab: Nt
 
 @pytest.mark.parametrize(("mode", "plain_code"), [("forge", None), ("replay", "bogus_origin")])
 def test_forged_or_replayed_replies_are_never_used(nts_lab: NtsLab, mode: str,
-                                                   plain_code: str | None) -> None:
+                                                   plain_code: str | None) -> None:  # A2, A3
     p = nts_lab.path
     nts_server = f"nts://127.0.0.1:{nts_lab.path_ke}"
     nts_lab.proxy.mode = mode
@@ -173,7 +173,8 @@ def test_forged_or_replayed_replies_are_never_used(nts_lab: NtsLab, mode: str,
 @pytest.mark.parametrize(("mode", "code"), [
     ("error", "nts_ke_error"), ("warning", "nts_ke_warning"), ("critical", "nts_unknown_critical"),
     ("no_cookies", "nts_no_cookies"), ("nak", "nts_nak")])
-def test_every_ke_fault_has_its_code_and_is_never_used(nts_lab: NtsLab, mode: str, code: str) -> None:
+def test_every_ke_fault_has_its_code_and_is_never_used(nts_lab: NtsLab, mode: str,
+                                                       code: str) -> None:  # A5, A6, A7
     fault = FaultKeServer(mode, nts_lab.cert, nts_lab.key)
     try:
         states: dict[str, ServerState] = {}
@@ -189,7 +190,7 @@ def test_every_ke_fault_has_its_code_and_is_never_used(nts_lab: NtsLab, mode: st
         assert len(samples) == 1 and fault.ke_count == 1
 
 
-def test_a_certificate_for_another_name_or_from_another_ca_is_refused(nts_lab: NtsLab) -> None:
+def test_a_certificate_for_another_name_or_from_another_ca_is_refused(nts_lab: NtsLab) -> None:  # A4
     wrong_cert, wrong_key = issue(nts_lab.ca, nts_lab.tmp / "wrong", ("wrong.example",))
     other_ca = make_ca(nts_lab.tmp / "other-ca")
     stranger_cert, stranger_key = issue(other_ca, nts_lab.tmp / "stranger", ("localhost", "127.0.0.1"))
@@ -206,7 +207,7 @@ def test_a_certificate_for_another_name_or_from_another_ca_is_refused(nts_lab: N
 
 
 def test_sample_ntp_cli_stores_authenticated_samples_and_reuses_the_session(nts_lab: NtsLab,
-                                                                             tmp_path: Path) -> None:
+                                                                             tmp_path: Path) -> None:  # A8
     db = tmp_path / "db"
     server = f"nts://localhost:{nts_lab.good_ke}"
     args = ("sample", "ntp", "--count", "3", "--interval", "0.05", "--nts-ca", str(nts_lab.ca.cert_path),
@@ -247,9 +248,61 @@ def test_bad_nts_server_names_are_one_line(text: str) -> None:
     assert "\n" not in str(e.value)
 
 
-def test_a_bad_nts_ca_file_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
+def test_a_bad_nts_ca_file_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:  # A10
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
     r = run_cli("sample", "ntp", "--nts-ca", str(bad), "nts://127.0.0.1:1", db=tmp_path / "db")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no PEM certificate" in r.stderr, r.stderr
     assert not (tmp_path / "db").exists()
+
+
+def _check(db: Path, *args: str) -> tuple[int, dict]:
+    r = run_cli("check", "--json", *args, db=db)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_require_nts_judges_only_authenticated_sources(nts_lab: NtsLab, tmp_path: Path) -> None:  # A9
+    """A store holding a plain server moved 0.5 s by an on-path attacker and an NTS server: by default
+    the check sees two references that disagree; with --require-nts (or [interval] authenticated_only)
+    only the NTS server is judged, and its offset is the truth's; without any NTS source it is CRITICAL."""
+    p = nts_lab.path
+    ca = str(nts_lab.ca.cert_path)
+    nts_server = f"nts://127.0.0.1:{nts_lab.path_ke}"
+    db = tmp_path / "db"
+    nts_lab.proxy.mode = "rewrite"
+    try:
+        r = run_cli("sample", "ntp", "--count", "4", "--interval", "0.05", "--nts-ca", ca,
+                    f"127.0.0.2:{p.port}", db=db)  # the attacker's plain answers
+    finally:
+        nts_lab.proxy.mode = "pass"
+    assert r.returncode == 0, r.stderr
+    code, doc = _check(db, "--require-nts")
+    assert code == 2 and "no NTS server" in doc["summary"], doc  # only plain samples so far
+    r = run_cli("sample", "ntp", "--count", "4", "--interval", "0.05", "--nts-ca", ca, nts_server, db=db)
+    assert r.returncode == 0, r.stderr
+    _, both = _check(db)
+    assert {s for s in both["metrics"]["falsetickers"] + both["metrics"]["truechimers"]} <= {
+        f"127.0.0.2:{p.port}", nts_server}
+    code, doc = _check(db, "--require-nts", "--warn-offset", "1", "--crit-offset", "2")
+    assert code == 0, doc
+    offset = doc["metrics"]["offset_s"]
+    from timekit.collectors.clocks import realtime_ns
+
+    assert abs(offset - p.truth.offset_at(realtime_ns())) < 0.001, (offset, p.truth)  # not the +0.47 s
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[interval]\nauthenticated_only = true\n")
+    now = run_cli("now", "--json", "--config", str(cfg), db=db)
+    assert now.returncode == 0, now.stderr
+    used = json.loads(now.stdout)
+    text = json.dumps(used)
+    assert nts_server in text and f"127.0.0.2:{p.port}" not in text
+    prom = tmp_path / "m.prom"
+    assert run_cli("export", "prometheus", "--out", str(prom), db=db).returncode == 0
+    lines = [ln for ln in prom.read_text().splitlines() if ln.startswith("timekit_server_authenticated{")]
+    assert sorted(lines) == sorted([f'timekit_server_authenticated{{server="{nts_server}"}} 1.0',
+                                    f'timekit_server_authenticated{{server="127.0.0.2:{p.port}"}} 0.0'])
+
+
+def test_require_nts_with_a_plain_server_named_is_critical_without_measuring(tmp_path: Path) -> None:  # A9
+    code, doc = _check(tmp_path / "db", "--require-nts", "127.0.0.1:9")
+    assert code == 2 and "127.0.0.1:9 not NTS" in doc["summary"], doc

@@ -231,17 +231,9 @@ NtsCaOpt = Annotated[Path | None, typer.Option("--nts-ca", help="PEM file of the
 
 def _nts_ca(path: Path | None) -> str | None:
     """The --nts-ca file, checked to be a readable PEM file (UsageError in one line otherwise)."""
-    from timekit.errors import UsageError
+    from timekit.config import check_nts_ca
 
-    if path is None:
-        return None
-    try:
-        text = path.read_bytes()[:1 << 20]
-    except OSError as e:
-        raise UsageError(f"--nts-ca {path}: {e.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in text:
-        raise UsageError(f"--nts-ca {path}: no PEM certificate in it")
-    return str(path)
+    return None if path is None else check_nts_ca(str(path), "--nts-ca")
 
 @sample_app.command("ntp")
 def sample_ntp_cmd(
@@ -978,6 +970,10 @@ def check_cmd(
     unknown_unreachable: Annotated[bool, typer.Option("--unknown-unreachable", "-q",
                                                       help="No reply from any named server is UNKNOWN, "
                                                       "not CRITICAL (check_ntp_time's -q).")] = False,
+    require_nts: Annotated[bool, typer.Option("--require-nts", help="Judge only authenticated (NTS, "
+                                              "nts://HOST) sources; none, or a plain server named: "
+                                              "CRITICAL.")] = False,
+    nts_ca: NtsCaOpt = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config (collect's); its [interval] "
                                                 "section sets the interval policy, as for `now`.")] = None,
     as_json: JsonOpt = False,
@@ -994,7 +990,9 @@ def check_cmd(
                         max_age=max_age, config=config, default_port=port,
                         unreachable="unknown" if unknown_unreachable else "critical",
                         warn_holdover=warn_holdover, crit_holdover=crit_holdover,
-                        holdover_width=holdover_width, **_threshold_kwargs(locals()))
+                        holdover_width=holdover_width, require_nts=require_nts,
+                        nts_ca=None if nts_ca is None else str(nts_ca),
+                        **_threshold_kwargs(locals()))
     print_verdict(verdict, as_json)
     raise typer.Exit(verdict.exit_code)
 

@@ -2,7 +2,8 @@
 
     [ntp]
     servers = ["127.0.0.1:11123", "time.example.org"]
-    count = 4            # attempts per server per run
+    count = 4            # attempts per server per run (a server may be nts://HOST[:KE_PORT]: authenticated)
+    nts_ca = "/etc/timekit/ca.pem"   # optional: NTS-KE trust anchors (default: the system's store)
     interval_s = 2.0     # optional; default: chrony-like spacing (fast for loopback)
     timeout_s = 2.0      # cap of the adaptive per-server timeout
     min_poll_s = 64      # cron rule: skip a server queried less than this ago (floor 15 s)
@@ -27,6 +28,7 @@
     wander_ppm = 15      # ... or at this once the drift is measured and the kernel's slews followed
     use_daemon = false   # narrow it to the host's time daemon's claim when timekit finds the daemon ok
     use_stability = true # ... and at most what the measured stability (ADEV's upper 95 % bound) allows
+    authenticated_only = false  # only NTS references feed the interval, the skew verdicts and check
     stability_floor_ppm = 1.0  # never below this (chrony's maxclockerror)
     stability_sigmas = 3 # the time error bound: this many times tau * ADEV(tau)
     holdover_width_s = 0.01    # `now`, `check`, `analyze stability`: how long until the interval is wider
@@ -80,6 +82,7 @@ class CollectConfig:
 
     servers: tuple[ServerAddress, ...] = ()
     peers: tuple[NamedServer, ...] = ()  # [cluster] peers: judged against, never references
+    nts_ca: str | None = None  # [ntp] nts_ca: NTS-KE trust anchors (PEM); None: the system's store
     count: int = 4
     interval_s: float | None = None
     timeout_s: float = 2.0
@@ -103,7 +106,7 @@ class CollectConfig:
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ntp": {"servers": list, "count": int, "interval_s": (int, float), "timeout_s": (int, float),
-            "min_poll_s": (int, float)},
+            "min_poll_s": (int, float), "nts_ca": str},
     "clocks": {"enabled": bool, "duration_s": (int, float), "rate_hz": (int, float)},
     "run": {"budget_s": (int, float), "start_jitter_s": (int, float)},
     "pauses": {"enabled": bool, "duration_s": (int, float), "resolution_s": (int, float),
@@ -111,7 +114,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "interval": {"max_drift_ppm": (int, float), "wander_ppm": (int, float), "fresh_s": (int, float),
                  "void_after_s": (int, float), "max_root_distance_s": (int, float), "use_daemon": bool,
                  "use_stability": bool, "stability_floor_ppm": (int, float), "stability_sigmas": (int, float),
-                 "holdover_width_s": (int, float)},
+                 "holdover_width_s": (int, float), "authenticated_only": bool},
     "skew": {"warn_offset_s": (int, float), "max_offset_s": (int, float), "enter_after": int,
              "leave_after": int, "max_age_s": (int, float), "pause_guard_s": (int, float), "hook": str},
     "cluster": {"peers": list},
@@ -202,6 +205,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> CollectConf
     return CollectConfig(
         servers=parsed,
         peers=_peers(source, raw.get("cluster", {}).get("peers", []), parsed),
+        nts_ca=_nts_ca(source, ntp.get("nts_ca")),
         count=count,
         interval_s=None if interval is None else _positive(source, "ntp.interval_s", interval, hi=3600),
         timeout_s=_positive(source, "ntp.timeout_s", ntp.get("timeout_s", 2.0), hi=60),
@@ -275,6 +279,23 @@ def _peers(source: str, texts: list[Any], references: tuple[ServerAddress, ...])
         endpoints[peer.address.name] = peer.name
         peers.append(peer)
     return tuple(peers)
+
+
+def _nts_ca(source: str, path: str | None) -> str | None:
+    return None if path is None else check_nts_ca(path, f"{source}: ntp.nts_ca")
+
+
+def check_nts_ca(path: str, where: str) -> str:
+    """An NTS trust-anchor file: readable, with a PEM certificate in it (UsageError in one line naming
+    `where` otherwise)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+    except OSError as e:
+        raise UsageError(f"{where} {path}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise UsageError(f"{where} {path}: no PEM certificate in it")
+    return path
 
 
 def _jitter(source: str, value: float) -> float:

@@ -14,6 +14,7 @@ traceback (`run_check`; usage errors in `timekit.cli.CheckCommand`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -90,9 +91,14 @@ def unresolvable(servers: Sequence[ServerAddress]) -> list[str]:
     return sorted({d for d in asyncio.run(every()) if d is not None})
 
 
+def not_authenticated(mode: CheckMode, words: str) -> CheckVerdict:
+    """CRITICAL: authentication was required (--require-nts) and `words` say why there is none."""
+    return CheckVerdict("critical", words, mode=mode, reasons=(Reason("critical", "authentication", words),))
+
+
 def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy, *,
                   count: int = DEFAULT_COUNT, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  unreachable: CheckStatus = "critical") -> CheckVerdict:
+                  unreachable: CheckStatus = "critical", nts_ca: str | None = None) -> CheckVerdict:
     """Measure `servers` now (a short burst, stored like `sample ntp`), then judge those servers.
 
     `timeout_s`: the whole check's deadline (`burst_plan`). Names that do not resolve are bad input
@@ -105,7 +111,12 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
     bad = unresolvable(servers)
     if bad:
         return unknown_verdict("bad input: " + "; ".join(bad), mode="measure", thresholds=t)
-    run = sample_ntp(store, servers, burst_plan(timeout_s, count, servers), command="check")
+    plain = [s.name for s in servers if not s.nts]
+    if policy.interval.authenticated_only and plain:
+        return not_authenticated("measure", "not authenticated: " + ", ".join(plain)
+                                 + " not NTS (nts://HOST), and --require-nts asks for authenticated time")
+    plan = dataclasses.replace(burst_plan(timeout_s, count, servers), nts_ca=nts_ca)
+    run = sample_ntp(store, servers, plan, command="check")
     if run.unresolved:  # the name vanished between the two look-ups
         return unknown_verdict("bad input: " + "; ".join(run.unresolved), mode="measure", thresholds=t)
     by_server: dict[str, list[Any]] = {}
@@ -121,8 +132,12 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
 def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = None) -> CheckVerdict:
     """Judge what the store holds now (every server in it); stale beyond `max_age_s`: the verdict of
     the one assessment (`Assessment.verdict`)."""
+    from timekit.address import NTS_SCHEME
     from timekit.pipeline.assess import assess_store
 
+    if policy.interval.authenticated_only and not any(s.startswith(NTS_SCHEME) for s in store.servers()):
+        return not_authenticated("store", "not authenticated: the store holds no NTS server's samples, and "
+                                 "--require-nts asks for authenticated time")
     found = assess_store(store, policy, now=now, window_s=max(DEFAULT_WINDOW_S, policy.thresholds.max_age_s))
     assert found.verdict is not None
     return found.verdict
@@ -133,6 +148,7 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
               now: tuple[int, int] | None = None, unreachable: CheckStatus = "critical",
               default_port: int | None = None, warn_holdover: str | None = None,
               crit_holdover: str | None = None, holdover_width: float | None = None,
+              require_nts: bool = False, nts_ca: str | None = None,
               **threshold_flags: float | str | None) -> CheckVerdict:
     """The whole check; never raises: every failure is an UNKNOWN verdict with the reason.
 
@@ -143,6 +159,8 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
     `now`: (CLOCK_REALTIME, CLOCK_BOOTTIME) ns to judge the store at (default: the clocks now).
     `warn_holdover`/`crit_holdover`: durations (1h, 30m): a holdover to ± `holdover_width` s (default:
     the config's, else 0.01) shorter than these warns / is critical.
+    `require_nts`: only authenticated (NTS) sources are judged; none is CRITICAL. `nts_ca`: their
+    trust anchors (PEM; default the system's store).
     """
     mode: CheckMode = "measure" if servers else "store"
     try:
@@ -155,7 +173,12 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
             raise ValueError(f"--timeout {timeout_s} s is outside 0 < value <= {MAX_TIMEOUT_S:g} s")
         if unreachable not in ("critical", "unknown", "warning"):
             raise ValueError(f"unreachable verdict {unreachable!r} is not critical, warning or unknown")
-        policy = settings.policy(config, thresholds=t, interval={"holdover_width_s": holdover_width})
+        if nts_ca is not None:
+            from timekit.config import check_nts_ca
+
+            check_nts_ca(nts_ca, "--nts-ca")
+        policy = settings.policy(config, thresholds=t, interval={
+            "holdover_width_s": holdover_width, "authenticated_only": True if require_nts else None})
         with _deadline(timeout_s):
             from timekit.store.database import Store
 
@@ -165,7 +188,7 @@ def run_check(servers: Sequence[str], db: Path | None = None, *, count: int = DE
                 targets = parse_servers(servers, default_port or DEFAULT_NTP_PORT)
                 with Store.open(db) as store:
                     return check_servers(store, targets, policy, count=count, timeout_s=timeout_s,
-                                         unreachable=unreachable)
+                                         unreachable=unreachable, nts_ca=nts_ca)
             with Store.open(db, create=False, readonly=True) as store:
                 return check_store(store, policy, now=now)
     except PluginTimeout:

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from timekit.address import NTS_SCHEME
 from timekit.analysis.assessment import Assessment, Policy
 from timekit.analysis.skew import SELF_NODE
 from timekit.analysis.thresholds import DEFAULT_THRESHOLDS, DRIFT_GATE_FRACTION, Thresholds
@@ -121,7 +122,12 @@ def fleet_metrics(fleet: Assessment, *, version: str | None = None) -> list[Metr
                 adev.add_metric(label, float(b.adev[j]))
             if b.tdev_s is not None and math.isfinite(float(b.tdev_s[j])):
                 tdev.add_metric(label, float(b.tdev_s[j]))
-    out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok, adev, adev_upper, tdev]
+    authenticated = _gauge("server_authenticated", "1 for an NTS server (nts://): its samples are "
+                           "authenticated (RFC 8915), never plain; 0 for plain NTP.", ("server",))
+    for st in fleet.servers:
+        authenticated.add_metric([st.server], float(st.server.startswith(NTS_SCHEME)))
+    out: list[Metric] = [*families.values(), drift, drift_half, chimer, last_ok, adev, adev_upper, tdev,
+                         authenticated]
     out += _node_metrics(fleet)
     out += _host_metrics(fleet)
     out += _daemon_metrics(fleet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from timekit.address import NTS_SCHEME
 from timekit.analysis.assessment import Assessment, Policy, assess
 from timekit.analysis.verdict import DEFAULT_WINDOW_S
 from timekit.store.evidence import FIT_WINDOW, read_evidence, read_now, read_now_with_kernel
@@ -30,6 +31,8 @@ def assess_store(store: Store, policy: Policy | None = None, *, servers: Sequenc
     `interval_only`: just the interval and the state (no per-server figures), in time bounded by
     the interval's candidates, not by the number of servers."""
     policy = policy or Policy()
+    if policy.interval.authenticated_only:  # NTS servers only: their samples are all authenticated
+        servers = [s for s in (store.servers() if servers is None else servers) if s.startswith(NTS_SCHEME)]
     ev = read_evidence(store, policy.interval, window_s=window_s, since_ns=since_ns, servers=servers, now=now,
                        per_server=per_server, interval_only=interval_only)
     return assess(ev, policy)

@@ -62,7 +62,8 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
     started = time.monotonic()
     with run_lock(store_path, wait_s), Store.open(store_path) as store:
         due, skipped = due_servers(store, config, realtime_ns())
-        plan = QueryPlan(count=config.count, interval_s=config.interval_s, timeout_s=config.timeout_s)
+        plan = QueryPlan(count=config.count, interval_s=config.interval_s, timeout_s=config.timeout_s,
+                         nts_ca=config.nts_ca)
         # the cluster's peers every run (no poll floor: they are the cluster's own servers)
         ntp = (sample_ntp(store, due, plan, command="collect", budget_s=config.budget_s, peers=config.peers)
                if due or config.peers else NtpRun())
