@@ -177,6 +177,8 @@ class Assessment:
     leap: LeapSplit | None = None  # a leap second splitting the references (explains a missing majority)
     peers: Sequence[PeerReading] = ()  # each cluster peer's newest reading
     cluster_health: Mapping[str, NodeHealth] = field(default_factory=dict)  # stored, against the peers
+    pause_max_since_check_s: float = 0.0  # the pause meter's worst stall since the previous skew check
+    suspend_since_check_s: float | None = None  # the newest suspend since it (None: none)
 
     @property
     def cluster_self_health(self) -> NodeStatus | None:
@@ -447,7 +449,9 @@ def assess(ev: Evidence, policy: Policy | None = None) -> Assessment:
                      _pause_summary(ev.pauses),
                      boottime_ns=ev.boottime_ns, window_s=ev.window_s, newest_ok_age_s=newest_age,
                      skew=skew, skew_hold=hold, node_health=ev.health, daemon=daemon, holdover=holdover,
-                     leap=leap, peers=ev.peers, cluster_health=ev.cluster_health)
+                     leap=leap, peers=ev.peers, cluster_health=ev.cluster_health,
+                     pause_max_since_check_s=ev.pause_max_since_check_s,
+                     suspend_since_check_s=ev.suspend_since_check_s)
     return replace(out, verdict=judge(out, policy.thresholds, mode="store", newest_ok_age_s=newest_age,
                                       window_s=ev.window_s))
 

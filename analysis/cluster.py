@@ -8,9 +8,9 @@ majority of the peers within max, self never the deciding vote).
 
 Each peer brings one reading per run: its lowest-delay reply (value_s = peer clock − local clock,
 NTP's offset, with NTP's own bound delay/2 as its uncertainty; a peer's root distance to UTC says
-nothing about its distance from us). A reading is carried to now across this clock's steps and
-slews since it was taken (the change of realtime − boottime), and is not judged when older than
-`max_age_s`, from another boot, or failed.
+nothing about its distance from us). A reading is carried to now across this clock's steps since it
+was taken (the change of realtime − boottime; a slew moves both, so it is not followed: a reading is
+at most `max_age_s` old), and is not judged when older than that, from another boot, or failed.
 
 Instants are int ns, durations float s. Offsets keep NTP's sign (peer − local; positive: this
 clock is behind the peer).

@@ -164,8 +164,10 @@ def test_the_hook_hears_the_cluster_transitions(cluster_run: ClusterRun) -> None
     for name in SKEWS:
         if name != SKEWED:
             assert f"cluster {SKEWED} suspect quarantined" in lines[name], (name, lines[name])
-    # the references' check runs its own transitions with its own scope
-    assert "references self suspect quarantined" in lines[SKEWED]
+    # the references' check runs its own transitions with its own scope, and only on new samples: the
+    # references were sampled in the first round only (min_poll_s), so it warned and never quarantined
+    assert "references self ok suspect" in lines[SKEWED]
+    assert not any(line.startswith("references self suspect quarantined") for line in lines[SKEWED])
 
 
 def test_check_and_analyze_skew_say_it_on_the_node(cluster_run: ClusterRun) -> None:  # F1
@@ -198,11 +200,12 @@ def test_diagnosis_names_each_fault_apart() -> None:
 @pytest.mark.parametrize(("peers", "servers", "message"), [
     (["a 127.0.0.1:1123", "a 127.0.0.1:1124"], [], "names 'a' twice"),
     (["a 127.0.0.1:1123", "b 127.0.0.1:1123"], [], "is already peer 'a'"),
-    (["a 127.0.0.1:1123"], ["127.0.0.1:1123"], "is also in ntp.servers"),
-    (["self 127.0.0.1:1123"], [], "'self' is this host"),
-    (["a b 127.0.0.1:1123"], [], "expected 'HOST[:PORT]' or 'NAME HOST[:PORT]'"),
-    (["a 127.0.0.1:99999"], [], "port"),
-    ([3], [], "must be a list of strings"),
+    (["a 127.0.0.1:1123", "b 127.0.0.1:1124"], ["127.0.0.1:1123"], "is also in ntp.servers"),
+    (["a 127.0.0.1:1123"], [], "names one peer"),
+    (["self 127.0.0.1:1123", "c 127.0.0.1:1124"], [], "'self' is this host"),
+    (["a b 127.0.0.1:1123", "c 127.0.0.1:1124"], [], "expected 'HOST[:PORT]' or 'NAME HOST[:PORT]'"),
+    (["a 127.0.0.1:99999", "c 127.0.0.1:1124"], [], "port"),
+    ([3, 4], [], "must be a list of strings"),
 ])
 def test_peer_config_mistakes_are_one_line(peers: list, servers: list, message: str) -> None:  # F6
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
@@ -259,7 +262,7 @@ def test_off_from_the_peers_quarantines_self_and_a_clean_streak_releases_it(tmp_
         moves = [(e[1], e[2], e[3]) for e in st.cluster_events()]
         assert moves == [("self", "ok", "suspect"), ("self", "suspect", "quarantined"),
                          ("self", "quarantined", "ok")]
-        assert st.node_health_rows() == [] or all(r.node == "self" for r in st.node_health_rows())
+        assert st.node_health_rows() == []  # no reference: the references' check kept no state
 
 
 def test_the_pause_guard_holds_the_cluster_check(tmp_path: Path) -> None:  # F4
@@ -295,3 +298,52 @@ def test_a_reading_is_carried_across_a_step_of_this_clock() -> None:
     assert stepped == pytest.approx(-0.25)
     steady = carried_value_s(r, now_realtime_ns=12 * NS_PER_S, now_boottime_ns=7 * NS_PER_S)
     assert steady == pytest.approx(0.25)
+
+
+def test_a_suspend_since_the_previous_check_holds_a_peers_only_host(tmp_path: Path) -> None:  # F4
+    """A host with peers and no reference: the pause guard still sees its suspend (the last check is
+    the cluster's), and the check is held instead of counting evidence taken across it."""
+    from timekit.store import Store
+    from timekit.store.evidence import read_now
+
+    db = tmp_path / "db"
+    off = {"p1": -0.8, "p2": -0.8, "p3": -0.8}
+    assert _check(db, _readings(off), enter_after=2)["self"]["bad_streak"] == 1
+    with Store.open(db) as st:
+        st.add_clock_rows([], [dict(kind="suspend", t_local_ns=read_now()[0], magnitude_s=5.0)])
+    doc = _check(db, _readings(off), enter_after=2)
+    assert doc["held"] and "suspended" in doc["reason"], doc
+    assert doc["self"]["status"] == "suspect" and doc["self"]["bad_streak"] == 1  # not advanced
+
+
+def test_no_new_peer_reading_holds_and_unconfigured_peers_are_retired(tmp_path: Path) -> None:  # F5
+    from timekit.analysis.assessment import Policy
+    from timekit.analysis.skew import SkewPolicy
+    from timekit.pipeline.skewcheck import run_skew_check
+    from timekit.store import Store
+
+    db = tmp_path / "db"
+    off = {"p1": -0.8, "p2": -0.8, "p3": -0.8}
+    _check(db, _readings(off), enter_after=1)
+    pol = Policy(skew=SkewPolicy(enter_after=1))
+    with Store.open(db) as st:
+        assert {r.node: r.status for r in st.cluster_health_rows()}["self"] == "quarantined"
+        held = run_skew_check(st, pol, commit=True, peers_sampled=False)  # a run that reached no peer
+        assert held.cluster is not None and held.cluster.update.held
+        assert "no peer reading this run" in (held.cluster.update.reason or "")
+        # p3 leaves the config: its state goes, the others stay
+        run_skew_check(st, pol, commit=True, peers=["p1", "p2"], peers_sampled=False)
+        assert sorted(r.node for r in st.cluster_health_rows()) == ["p1", "p2", "self"]
+        # the cluster goes from the config: no state, so no CRITICAL left behind
+        report = run_skew_check(st, pol, commit=True, peers=[])
+        assert report.cluster is None and st.cluster_health_rows() == []
+    r = run_cli("check", "--json", db=db)
+    assert "quarantined from its cluster" not in json.loads(r.stdout)["summary"]
+
+
+@pytest.mark.parametrize(("text", "name"), [("::1", "[::1]:123"), ("[2001:db8::1]:124", "[2001:db8::1]:124"),
+                                            ("db-2 [::1]:124", "db-2")])
+def test_unnamed_ipv6_nodes_are_named_by_their_endpoint(text: str, name: str) -> None:
+    from timekit.address import parse_named_server
+
+    assert parse_named_server(text).name == name

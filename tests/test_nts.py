@@ -306,3 +306,31 @@ def test_require_nts_judges_only_authenticated_sources(nts_lab: NtsLab, tmp_path
 def test_require_nts_with_a_plain_server_named_is_critical_without_measuring(tmp_path: Path) -> None:  # A9
     code, doc = _check(tmp_path / "db", "--require-nts", "127.0.0.1:9")
     assert code == 2 and "127.0.0.1:9 not NTS" in doc["summary"], doc
+
+
+def test_lab_start_nts_serves_authenticated_time_on_its_truth(tmp_path: Path) -> None:
+    """`timekit lab start --nts`: a chronyd serving NTS with a certificate from the lab's own CA, named
+    in the lab (`lab:chrony-nts`), whose authenticated samples `lab compare` finds on its truth."""
+    import os
+
+    require_lab(lab_prerequisites())
+    env = {**os.environ, "TIMEKIT_LAB_DIR": str(tmp_path / "lab")}
+    r = run_cli("lab", "start", "--nts", "--no-chrony", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    try:
+        nts = next(s for s in json.loads(r.stdout)["servers"] if s["name"] == "chrony-nts")
+        assert nts["address"].startswith("nts://127.0.0.1:")
+        ca = tmp_path / "lab" / "nts-ca" / "ca.pem"
+        s = run_cli("sample", "ntp", "--count", "4", "--interval", "0.05", "--nts-ca", str(ca), "--json",
+                    "lab:chrony-nts", db=tmp_path / "db", env=env)
+        assert s.returncode == 0, s.stderr
+        samples = json.loads(s.stdout)["samples"]
+        assert len(samples) == 4 and all(x["ok"] and x["authenticated"] for x in samples)
+        c = run_cli("lab", "compare", "--json", db=tmp_path / "db", env=env)
+        assert c.returncode == 0, c.stderr
+        row = next(x for x in json.loads(c.stdout)["servers"] if x["name"] == "chrony-nts")
+        # every sample on the truth line within NTP's bound (plus the lab's slack)
+        bound = max(x["delay_s"] for x in samples) / 2 + SLACK_S
+        assert row["n_ok"] == 4 and row["error_max_abs_s"] <= bound, row
+    finally:
+        run_cli("lab", "stop", env=env)

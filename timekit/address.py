@@ -87,10 +87,11 @@ def parse_named_server(text: str) -> NamedServer:
     if not 1 <= len(fields) <= 2:
         raise UsageError(f"expected 'HOST[:PORT]' or 'NAME HOST[:PORT]', got {text.strip()!r}")
     address = parse_server(fields[-1])
-    name = fields[0] if len(fields) == 2 else address.name
-    if not NODE_NAME.fullmatch(name):
-        raise UsageError(f"node name {name!r}: use letters, digits and _.:@- (at most 128)")
-    return NamedServer(name, address)
+    if len(fields) == 1:
+        return NamedServer(address.name, address)  # named by its endpoint ([v6]:port as well)
+    if not NODE_NAME.fullmatch(fields[0]):
+        raise UsageError(f"node name {fields[0]!r}: use letters, digits and _.:@- (at most 128)")
+    return NamedServer(fields[0], address)
 
 
 NTS_SCHEME = "nts://"
@@ -115,6 +116,8 @@ def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddre
         from timekit.lab_names import lab_address
 
         text = lab_address(text[len(LAB_PREFIX):])
+        if text.lower().startswith(NTS_SCHEME):  # the lab's NTS server
+            return parse_server(text)
     if text.startswith("["):
         m = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", text)
         if not m:

@@ -558,12 +558,15 @@ def analyze_skew_cmd(
 
     pol = policy(config, skew={"max_offset_s": max_offset, "warn_offset_s": warn_offset,
                                "enter_after": enter_after, "leave_after": leave_after})
-    if hook is None and config is not None:
+    peers = None  # without a config: every stored peer's newest reading
+    if config is not None:
+        from timekit.config import load_config
         from timekit.settings import config_section
 
-        hook = config_section(config, "skew").get("hook")
+        hook = hook if hook is not None else config_section(config, "skew").get("hook")
+        peers = [p.name for p in load_config(config).peers]
     with _open_store(db) if commit else _read_store(db) as store:
-        report = run_skew_check(store, pol, hook=hook, commit=commit)
+        report = run_skew_check(store, pol, hook=hook, commit=commit, peers=peers)
     doc = report.to_json()
     if as_json:
         emit_json(doc)
@@ -1076,6 +1079,9 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
                                       "--skew off.")] = 1,
                   skew: Annotated[float, typer.Option("--skew", min=-1000.0, max=1000.0, help="How far the "
                                   "skewed cluster nodes' clocks are off, s.")] = 0.8,
+                  nts: Annotated[bool, typer.Option("--nts", help="Also a chronyd serving NTS (RFC 8915), "
+                                 "its certificate from a CA made now (nts-ca/ca.pem in the lab directory: "
+                                 "give it to --nts-ca).")] = False,
                   as_json: JsonOpt = False) -> None:
     """Start chronyd servers (known offset and drift) and the fault-injection server, a fleet, or a
     cluster."""
@@ -1106,8 +1112,15 @@ def lab_start_cmd(lab_dir: LabDirOpt = None,
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
     servers, ports, faults = SCENARIOS[scenario]
-    lab = start_lab(lab_dir, chrony=servers if chrony else None, good_ports=ports, fault_kinds=faults)
+    from timekit.lab.manager import NTS_SPEC
+
+    lab = start_lab(lab_dir, chrony=servers if chrony else None, good_ports=ports, fault_kinds=faults,
+                    nts=NTS_SPEC if nts else None)
     _lab_status(lab, as_json)
+    if nts and not as_json:
+        from timekit.lab.manager import NTS_CA_FILE
+
+        print(f"NTS: the lab's CA is {lab.directory / NTS_CA_FILE} (sample ntp --nts-ca FILE nts://...)")
 
 
 def _lab_start_cluster(lab_dir: Path | None, n: int, skewed: int, skew_s: float, as_json: bool) -> None:

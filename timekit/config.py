@@ -253,6 +253,9 @@ def _peers(source: str, texts: list[Any], references: tuple[ServerAddress, ...])
     if not all(isinstance(t, str) for t in texts):
         raise UsageError(f"{source}: cluster.peers must be a list of strings "
                          "('NAME HOST[:PORT]' or 'HOST[:PORT]')")
+    if len(texts) == 1:
+        raise UsageError(f"{source}: cluster.peers names one peer: this host and one peer can never make a "
+                         "majority against either (name at least 2)")
     if len(texts) > MAX_PEERS:
         raise UsageError(f"{source}: cluster.peers names {len(texts)} peers; at most {MAX_PEERS} "
                          "(judge a larger fleet from a sweeper: timekit fleet sweep)")

@@ -59,6 +59,8 @@ DEFAULT_GOOD_FAULT_PORTS = (
     PortSpec(name="lossy", offset_s=-0.010, loss=0.3),
 )
 
+NTS_SPEC = ChronySpec("chrony-nts", 0.015, 10.0)  # `lab start --nts`: authenticated, near the others
+
 # The "majority" lab: what a healthy fleet looks like. Three chronyd servers and a jittery one agree
 # (20 ms ahead of this host, 30 ppm slow), one liar is 2.5 s off: the majority is found, the liar
 # caught, and `timekit now` answers with an interval that contains the group's truth. A few faults
@@ -260,8 +262,13 @@ def start_fault_server(directory: Path, specs: list[PortSpec], detach: bool = Tr
 
 def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] | None = DEFAULT_CHRONY,
               good_ports: tuple[PortSpec, ...] = DEFAULT_GOOD_FAULT_PORTS,
-              fault_kinds: tuple[str, ...] | None = None, detach: bool = True) -> Lab:
+              fault_kinds: tuple[str, ...] | None = None, detach: bool = True,
+              nts: ChronySpec | None = None) -> Lab:
     """Start chronyd servers and the fault server; write lab.json; return the Lab.
+
+    `nts`: also a chronyd serving NTS-KE (named `nts://127.0.0.1:KE_PORT` in the lab), its certificate
+    (for localhost and 127.0.0.1) signed by a CA made now, in `nts-ca/ca.pem` under the lab directory:
+    the trust anchor to give clients (`--nts-ca`).
 
     `fault_kinds` defaults to every kind in FAULT_KINDS except `good`, one port each.
     On any failure, whatever was started is stopped again (no stray processes).
@@ -297,6 +304,8 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
                     offset_s=srv.truth.offset_s, server_drift_ppm=srv.truth.drift_ppm,
                     start_ns=srv.truth.start_ns))
                 lab.save()
+        if nts is not None:
+            _start_nts(lab, directory, nts, t0_ns, detach)
         kinds = [k for k in FAULT_KINDS if k != "good"] if fault_kinds is None else list(fault_kinds)
         specs = [PortSpec(**{**asdict(p), "kind": "good"}) for p in good_ports]
         specs += [PortSpec(kind=k, name=k) for k in kinds]
@@ -315,6 +324,32 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
         lab.stop()
         raise
     return lab
+
+
+NTS_CA_FILE = Path("nts-ca") / "ca.pem"
+
+
+def _start_nts(lab: Lab, directory: Path, spec: ChronySpec, t0_ns: int, detach: bool) -> None:
+    """The lab's NTS server: a CA, a certificate for localhost and 127.0.0.1, chronyd serving NTS-KE."""
+    import socket
+
+    from timekit.lab.chrony import ChronyServer
+    from timekit.lab.nts_lab import issue, make_ca, nts_conf
+
+    ca = make_ca(directory / NTS_CA_FILE.parent)
+    cert, key = issue(ca, directory / spec.name / "cert", ("localhost", "127.0.0.1"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ke_port = int(s.getsockname()[1])
+    since_t0_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - t0_ns) / NS_PER_S
+    srv = ChronyServer.start(_free_udp_port(), spec.offset_s + spec.server_drift_ppm * PPM * since_t0_s,
+                             spec.server_drift_ppm, directory / spec.name, detach=detach,
+                             extra_conf=nts_conf(cert, key, ke_port, directory / spec.name / "ntsdump"))
+    _CHILDREN[srv.pid] = srv
+    lab.servers.append(LabServer(spec.name, f"nts://127.0.0.1:{ke_port}", "chrony", srv.pid,
+                                 offset_s=srv.truth.offset_s, server_drift_ppm=srv.truth.drift_ppm,
+                                 start_ns=srv.truth.start_ns))
+    lab.save()
 
 
 def _free_udp_port() -> int:

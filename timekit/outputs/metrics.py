@@ -164,16 +164,19 @@ def _cluster_metrics(fleet: Assessment) -> list[Metric]:
     delay = _gauge("cluster_peer_delay_seconds", "Round trip of that reading, seconds (its bound is half).",
                    ("peer",))
     up = _gauge("cluster_peer_up", "1 when the peer answered its newest query, else 0.", ("peer",))
+    age = _gauge("cluster_peer_reading_age_seconds", "Age of the peer's newest reading, seconds (the check "
+                 "judges readings younger than [skew] max_age_s).", ("peer",))
     for node, h in sorted(fleet.cluster_health.items()):
         quarantined.add_metric([node], float(h.status == "quarantined"))
         for name in NODE_STATUSES:
             status.add_metric([node, name], float(h.status == name))
     for r in fleet.peers:
         up.add_metric([r.peer], float(r.ok))
+        age.add_metric([r.peer], max(0.0, (fleet.as_of_ns - r.t_local_ns) / NS_PER_S))
         if r.ok and r.offset_s is not None and r.delay_s is not None:
             offset.add_metric([r.peer], r.offset_s)
             delay.add_metric([r.peer], r.delay_s)
-    return [quarantined, status, offset, delay, up]
+    return [quarantined, status, offset, delay, up, age]
 
 
 def _daemon_metrics(fleet: Assessment) -> list[Metric]:

@@ -100,7 +100,9 @@ def collect(config_path: Path, db: Path | None, wait_s: float = 0.0) -> CollectR
 
             pol = policy(config_path)
             # the scheduled job is where quarantine state advances (`analyze skew` only looks)
-            skew = run_skew_check(store, pol, hook=config.skew.get("hook"), commit=True)
+            skew = run_skew_check(store, pol, hook=config.skew.get("hook"), commit=True,
+                                  references_sampled=bool(ntp.samples),
+                                  peers=[p.name for p in config.peers], peers_sampled=bool(ntp.peers))
             publish_quietly(store, pol)
         deleted = 0
         if config.keep_days is not None:  # retention, in bounded batches (Store.delete_older_than)

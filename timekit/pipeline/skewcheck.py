@@ -19,10 +19,11 @@ import shlex
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from timekit.analysis.assessment import Policy, skew_hold_reason, stale_references
+from timekit.analysis.assessment import Assessment, Policy, skew_hold_reason, stale_references
 from timekit.analysis.cluster import ClusterAssessment, PeerReading, assess_cluster, diagnose
 from timekit.analysis.quarantine import FleetUpdate, NodeHealth, QuarantinePolicy, update_fleet
 from timekit.analysis.skew import SELF_NODE, SkewAssessment
@@ -112,24 +113,28 @@ def _health(rows: Any) -> dict[str, NodeHealth]:
             for r in rows}
 
 
-def _cluster_check(store: Store, policy: Policy, as_of_ns: int, boottime_ns: int, refs_hold: str | None,
-                   self_from_refs: str | None) -> ClusterReport | None:
-    """`self` and each peer against the peers' majority, from each peer's newest stored reading."""
+def _cluster_check(store: Store, policy: Policy, a: Assessment, self_from_refs: str | None,
+                   peers: Sequence[str] | None, peers_sampled: bool) -> ClusterReport | None:
+    """`self` and each peer against the peers' majority, from each peer's newest stored reading (of the
+    configured `peers` only, when they are known)."""
     from timekit.collectors.clocks import boot_id
 
-    readings = store.newest_peer_readings()
+    readings = [r for r in store.newest_peer_readings() if peers is None or r.peer in peers]
     if not readings:
         return None
     skew = policy.skew
-    found = assess_cluster(readings, now_realtime_ns=as_of_ns, now_boottime_ns=boottime_ns, boot_id=boot_id(),
-                           warn_offset_s=skew.warn_offset_s, max_offset_s=skew.max_offset_s,
-                           max_age_s=skew.max_age_s)
-    previous = _health(store.cluster_health_rows())
-    # the pause guard: the references' (this host stalled or was suspended; a leap second splits
-    # timescales for peers too), or most peers' own replies too slow to be trusted
-    hold = refs_hold or skew_hold_reason(found.delays_s, skew, judged_before=False, suspend_s=None,
-                                         pause_max_s=0.0)
-    update = update_fleet(previous, found.skew, now_ns=as_of_ns,
+    found = assess_cluster(readings, now_realtime_ns=a.as_of_ns, now_boottime_ns=a.boottime_ns,
+                           boot_id=boot_id(), warn_offset_s=skew.warn_offset_s,
+                           max_offset_s=skew.max_offset_s, max_age_s=skew.max_age_s)
+    previous = {n: h for n, h in a.cluster_health.items() if peers is None or n in (*peers, SELF_NODE)}
+    # the pause guard, the cluster's own: this host suspended or stalled since the previous check, or
+    # most peers' replies too slow to be trusted; and a leap second splitting timescales (for peers too).
+    # The references' slow replies are theirs: they do not hold the cluster.
+    hold = (f"leap guard: {a.leap.words}" if a.leap is not None and a.leap.split else
+            None if peers_sampled else "no peer reading this run: nothing new to judge")
+    hold = hold or skew_hold_reason(found.delays_s, skew, judged_before=bool(previous),
+                                    suspend_s=a.suspend_since_check_s, pause_max_s=a.pause_max_since_check_s)
+    update = update_fleet(previous, found.skew, now_ns=a.as_of_ns,
                           policy=QuarantinePolicy(enter_after=skew.enter_after, leave_after=skew.leave_after),
                           hold_reason=hold)
     me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
@@ -137,12 +142,21 @@ def _cluster_check(store: Store, policy: Policy, as_of_ns: int, boottime_ns: int
     return ClusterReport(found, update, readings, diagnose(self_from_refs, me))
 
 
+NO_NEW_REFERENCE_SAMPLE = ("no new reference sample this run (every reference was queried less than "
+                           "min_poll_s ago): the same evidence is not counted twice")
+
+
 def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | None = None,
-                   now: tuple[int, int] | None = None, commit: bool = True) -> SkewReport:
+                   now: tuple[int, int] | None = None, commit: bool = True, references_sampled: bool = True,
+                   peers: Sequence[str] | None = None, peers_sampled: bool = True) -> SkewReport:
     """Assess every reference with fresh evidence and `self`, and the quarantine state that follows.
 
     `commit`: persist that state and its transitions and run `hook` per transition (the scheduled
     job: collect, or `analyze skew --commit`); False only reports what a commit would do.
+    `references_sampled` / `peers_sampled` False (a collect run that took no new sample of them): their
+    check is held, so one sample is never counted in two checks' streaks. `peers`: the configured
+    cluster peers (None: not known, every stored peer's newest reading); the stored state of a node no
+    longer configured is deleted on commit.
     """
     policy = policy or Policy()
     check_hook(hook)
@@ -151,13 +165,14 @@ def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | No
     skew = policy.skew
     update = update_fleet(dict(found.node_health), found.skew, now_ns=found.as_of_ns,
                           policy=QuarantinePolicy(enter_after=skew.enter_after, leave_after=skew.leave_after),
-                          hold_reason=found.skew_hold)
+                          hold_reason=found.skew_hold or (None if references_sampled
+                                                          else NO_NEW_REFERENCE_SAMPLE))
     rows = [(h.node, h.status, h.bad_streak, h.good_streak, h.since_ns, h.last_offset_s, found.as_of_ns)
             for h in update.health]
     events = [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason) for t in update.transitions]
     me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
           if found.skew.quorum else None)
-    cluster = _cluster_check(store, policy, found.as_of_ns, found.boottime_ns, found.skew_hold, me)
+    cluster = _cluster_check(store, policy, found, me, peers, peers_sampled)
     report = SkewReport(found.skew, update, stale=stale_references(found, skew), committed=commit,
                         cluster=cluster)
     if not commit:
@@ -167,7 +182,9 @@ def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | No
         for h in cluster.update.health]
     c_events = [] if cluster is None else [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason)
                                            for t in cluster.update.transitions]
-    store.save_node_health(rows, events, c_rows, c_events)
+    keep = None if peers is None else {*peers, SELF_NODE} if peers else set()
+    retired = [n for n in found.cluster_health if keep is not None and n not in keep]
+    store.save_node_health(rows, events, c_rows, c_events, cluster_retired=retired)
     if hook:
         moves = [(SCOPE_REFERENCES, t) for t in update.transitions]
         moves += [(SCOPE_CLUSTER, t) for t in (cluster.update.transitions if cluster is not None else ())]

@@ -683,7 +683,8 @@ class Store:
 
     def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]],
                          cluster_rows: Iterable[tuple[Any, ...]] = (),
-                         cluster_events: Iterable[tuple[Any, ...]] = ()) -> None:
+                         cluster_events: Iterable[tuple[Any, ...]] = (),
+                         cluster_retired: Iterable[str] = ()) -> None:
         """Persist node health rows and their transition log (t_ns, node, from, to, offset_s, reason),
         and the cluster check's (against the peers), in one transaction, so a check's verdicts and
         their evidence land together."""
@@ -696,6 +697,8 @@ class Store:
                               list(table_rows))
                 c.executemany(f"INSERT INTO {log}(t_ns, node, from_status, to_status, offset_s, reason)"
                               " VALUES (?, ?, ?, ?, ?, ?)", list(log_rows))
+            # a peer no longer configured (or every node, when none is): its state goes, not its log
+            c.executemany("DELETE FROM cluster_health WHERE node = ?", [(n,) for n in cluster_retired])
 
     # --- cluster peers (`[cluster] peers`: this host against its peers' majority) -------------------
     def add_peer_readings(self, readings: Iterable[PeerReading], run_id: int | None = None) -> int:

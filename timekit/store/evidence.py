@@ -144,7 +144,8 @@ def read_evidence(store: Store, policy: IntervalPolicy | None = None, *, window_
             health_rows = store.node_health_rows()
             cluster_rows = store.cluster_health_rows()
             peers = store.newest_peer_readings()
-            last_check = max((r.updated_ns for r in health_rows), default=None)  # when the last check ran
+            # when the last skew check ran (against the references, or against the peers)
+            last_check = max((r.updated_ns for r in (*health_rows, *cluster_rows)), default=None)
             pause_from = window_start if last_check is None else min(window_start, last_check)
             pauses = store.pause_rows(since_ns=pause_from)
             suspends = ([e for e in store.clock_events(since_ns=last_check) if e.kind == "suspend"]
