@@ -346,6 +346,10 @@ def verify_nts_reply(data: bytes, session: NtsSession, uid: bytes) -> list[bytes
     if auth is None:
         raise NtsError("nts_bad_auth", "the reply carries no NTS authenticator")
     off, body = auth
+    # our identifier must be inside what the authenticator covers: one appended after it (to a reply
+    # authentic for another request) proves nothing
+    if not any(ftype == EF_UNIQUE_ID and b[:UID_LEN] == uid for at, ftype, b in fields if at < off):
+        raise NtsError("nts_bad_auth", "our unique identifier is not in the authenticated part of the reply")
     if len(body) < 4:
         raise NtsError("nts_bad_auth", "the NTS authenticator is too short")
     nonce_len, ct_len = struct.unpack_from(">HH", body, 0)

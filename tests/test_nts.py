@@ -334,3 +334,82 @@ def test_lab_start_nts_serves_authenticated_time_on_its_truth(tmp_path: Path) ->
         assert row["n_ok"] == 4 and row["error_max_abs_s"] <= bound, row
     finally:
         run_cli("lab", "stop", env=env)
+
+
+def _server_reply(session_key: bytes, uid: bytes, cookies: list[bytes], header: bytes = bytes(48)) -> bytes:
+    """An NTS reply as a server builds it: header, the client's identifier, then the authenticator over
+    both with the new cookies encrypted inside."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    from timekit.collectors import nts
+
+    ad = header + nts.extension_field(nts.EF_UNIQUE_ID, uid)
+    nonce = os.urandom(16)
+    sealed = AESSIV(session_key).encrypt(b"".join(nts.extension_field(nts.EF_COOKIE, c) for c in cookies),
+                                         [ad, nonce])
+    import struct
+
+    body = struct.pack(">HH", 16, len(sealed)) + nonce + sealed
+    return ad + nts.extension_field(nts.EF_AUTHENTICATOR, body)
+
+
+def test_reply_verification_rules() -> None:
+    """Pure: an authentic reply gives its cookies; a wrong key, a flipped bit, an identifier outside the
+    authenticated part, a missing authenticator are each `nts_bad_auth`; a NAK echoing our id is `nts_nak`."""
+    import os
+
+    from timekit.collectors import nts
+
+    s2c = os.urandom(32)
+    session = nts.NtsSession(os.urandom(32), s2c, "127.0.0.1", 123)
+    uid, other = os.urandom(32), os.urandom(32)
+    good = _server_reply(s2c, uid, [b"c" * 100, b"d" * 100])
+    assert nts.verify_nts_reply(good, session, uid) == [b"c" * 100, b"d" * 100]
+    cases = {
+        "wrong key": _server_reply(os.urandom(32), uid, [b"c" * 100]),
+        "flipped bit": bytes([good[0], good[1] ^ 1]) + good[2:],
+        "identifier outside": (_server_reply(s2c, other, [b"c" * 100])
+                               + nts.extension_field(nts.EF_UNIQUE_ID, uid)),
+        "no authenticator": bytes(48) + nts.extension_field(nts.EF_UNIQUE_ID, uid),
+        "not ours": _server_reply(s2c, other, [b"c" * 100]),
+    }
+    for what, data in cases.items():
+        with pytest.raises(nts.NtsError) as e:
+            nts.verify_nts_reply(data, session, uid)
+        assert e.value.code == "nts_bad_auth", what
+    nak = bytearray(48)
+    nak[12:16] = b"NTSN"
+    with pytest.raises(nts.NtsError) as e:
+        nts.verify_nts_reply(bytes(nak) + nts.extension_field(nts.EF_UNIQUE_ID, uid), session, uid)
+    assert e.value.code == "nts_nak"
+
+
+def test_ke_records_are_judged() -> None:
+    """Pure: the KE answer's rules, one code each; cookies and the negotiated server and port kept."""
+    import struct
+
+    from timekit.collectors import nts
+
+    rec = nts.encode_record
+    proto, aead = rec(1, struct.pack(">H", 0)), rec(4, struct.pack(">H", 15))
+    cookie = rec(5, b"k" * 64, critical=False)
+    ok, done = nts.split_records(proto + aead + cookie + rec(6, b"ntp.example", critical=True)
+                                 + rec(7, struct.pack(">H", 1234)) + rec(0))
+    assert done
+    answer = nts.interpret_ke_answer(ok)
+    assert answer.cookies == (b"k" * 64,) and answer.server == "ntp.example" and answer.port == 1234
+    faults = ((rec(2, struct.pack(">H", 1)), "nts_ke_error"),
+              (proto + aead + rec(3, b"\0\1") + cookie, "nts_ke_warning"),
+              (proto + aead + rec(99, b"") + cookie, "nts_unknown_critical"),
+              (proto + aead, "nts_no_cookies"),
+              (rec(1, struct.pack(">H", 1)) + aead + cookie, "nts_ke_error"),  # not NTPv4
+              (proto + rec(4, struct.pack(">H", 30)) + cookie, "nts_ke_error"))  # not AES-SIV
+    for body, code in faults:
+        with pytest.raises(nts.NtsError) as e:
+            nts.interpret_ke_answer(nts.split_records(body + rec(0))[0])
+        assert e.value.code == code
+    # an unknown record that is not critical is ignored (RFC 8915 §4)
+    assert nts.interpret_ke_answer(nts.split_records(proto + aead + rec(99, b"", critical=False) + cookie)[0])
+    assert nts.unpack_cookies(nts.pack_cookies([b"a", b"bc", b""])) == [b"a", b"bc", b""]
