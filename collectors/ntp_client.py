@@ -349,7 +349,8 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
         if held is not None:
             emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"), state)
         else:
-            if server.nts and (state.nts is None or not state.nts.cookies):
+            if server.nts and (state.nts is None or not state.nts.cookies
+                               or _realtime_ns() - state.nts.ke_ns > NTS_SESSION_MAX_AGE_S * NS_PER_S):
                 try:  # keys and cookies first: an NTS server is never asked in the clear
                     state.nts = await key_exchange_async(server, plan)
                 except NtsError as exc:
@@ -393,6 +394,9 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
 
 
 KE_MIN_TIMEOUT_S = 5.0  # a TLS handshake across the internet takes a few round trips
+# keys and cookies kept across runs are used for a day at most, then the server is keyed again: its
+# certificate (and the trust placed in it) is checked at least that often, not once for ever
+NTS_SESSION_MAX_AGE_S = 86_400.0
 
 
 async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSession:

@@ -413,3 +413,22 @@ def test_ke_records_are_judged() -> None:
     # an unknown record that is not critical is ignored (RFC 8915 §4)
     assert nts.interpret_ke_answer(nts.split_records(proto + aead + rec(99, b"", critical=False) + cookie)[0])
     assert nts.unpack_cookies(nts.pack_cookies([b"a", b"bc", b""])) == [b"a", b"bc", b""]
+
+
+def test_a_session_older_than_a_day_is_keyed_again(nts_lab: NtsLab) -> None:  # A8
+    """Kept keys are not trusted for ever: a session made more than a day ago is replaced by a new key
+    exchange (the certificate checked again) before the next query."""
+    from dataclasses import replace
+
+    from timekit.collectors.ntp_client import NTS_SESSION_MAX_AGE_S
+    from timekit.units import NS_PER_S
+
+    server = f"nts://localhost:{nts_lab.good_ke}"
+    states: dict[str, ServerState] = {}
+    assert all(s.ok for s in run([server], nts_lab.ca.cert_path, count=1, states=states))
+    old = states[server].nts
+    assert old is not None
+    states[server].nts = replace(old, ke_ns=old.ke_ns - round((NTS_SESSION_MAX_AGE_S + 60) * NS_PER_S))
+    assert all(s.ok and s.authenticated for s in run([server], nts_lab.ca.cert_path, count=2, states=states))
+    new = states[server].nts
+    assert new is not None and new.ke_ns > old.ke_ns and new.c2s_key != old.c2s_key
