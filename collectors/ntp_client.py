@@ -14,6 +14,7 @@ each server's measured RTTs (RFC 6298).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
@@ -33,7 +34,15 @@ from timekit.collectors.ntp_packet import (
     new_nonce,
     validate_reply,
 )
-from timekit.collectors.nts import UID_LEN, NtsError, NtsSession, key_exchange, nts_request, verify_nts_reply
+from timekit.collectors.nts import (
+    UID_LEN,
+    NtsError,
+    NtsSession,
+    key_exchange,
+    nts_request,
+    trust_of,
+    verify_nts_reply,
+)
 from timekit.collectors.rto import RtoEstimator
 from timekit.collectors.server_policy import ServerState
 from timekit.samples import NtpSample
@@ -196,12 +205,13 @@ async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> li
 
     def lookup() -> None:
         try:
-            infos = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
-                                       proto=socket.IPPROTO_UDP)
+            infos: list | None = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
+                                                    proto=socket.IPPROTO_UDP)
+            failure: BaseException | None = None
         except OSError as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, infos, None)
+            infos, failure = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop ended first (the run was over): nobody waits
+            loop.call_soon_threadsafe(settle, infos, failure)
 
     threading.Thread(target=lookup, name=f"dns-{server.host}", daemon=True).start()
     infos = await asyncio.wait_for(fut, timeout_s)
@@ -278,14 +288,15 @@ async def query_once(server: ServerAddress, family: int, sockaddr: tuple,
                         address, timeout_s))
                     return
                 t1_ns, t1_from, tx_latency_ns = att.t1_for_sample()
-                if nts is not None:  # authenticity first: nothing else of an unverified reply is believed
+                if nts is not None and not flags & socket.MSG_TRUNC:
+                    # authenticity first: nothing else of an unverified reply is believed
                     try:
-                        nts.cookies.extend(verify_nts_reply(data, nts, uid))
+                        nts.add_cookies(verify_nts_reply(data, nts, uid))
                     except NtsError as exc:
-                        if exc.code == "nts_nak":  # the server cannot read our cookie: re-key
-                            done.set_result(_fail(server, exc.code, exc.detail, address, timeout_s))
-                            return
-                        att.rejected.append((exc.code, exc.detail))  # forged or not ours: keep waiting
+                        # forged, not ours, or a NAK (unauthenticated: anyone who saw the request can
+                        # send one), so keep waiting for an authentic reply; a NAK re-keys only if
+                        # none comes (RFC 8915 §5.7)
+                        att.rejected.append((exc.code, exc.detail))
                         continue
                 v = validate_reply(data, nonce=att.nonce, t1_ns=t1_ns, t4_ns=t4_ns,
                                    truncated=bool(flags & socket.MSG_TRUNC))
@@ -343,14 +354,14 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
     loop = asyncio.get_running_loop()
     rto = RtoEstimator(plan.timeout_s, state.srtt_s, state.rttvar_s, state.rto_s)
     addrs: list[tuple[int, tuple]] | None = None
+    trust = trust_of(plan.nts_ca) if server.nts else ""  # read once: the CA file is hashed
     for attempt in range(plan.count):
         started = loop.time()
         held = state.held(_realtime_ns())
         if held is not None:
             emit(_fail(server, held, f"held back by our own {state.hold_reason} backoff"), state)
         else:
-            if server.nts and (state.nts is None or not state.nts.cookies
-                               or _realtime_ns() - state.nts.ke_ns > NTS_SESSION_MAX_AGE_S * NS_PER_S):
+            if server.nts and not _session_usable(state.nts, trust):
                 try:  # keys and cookies first: an NTS server is never asked in the clear
                     state.nts = await key_exchange_async(server, plan)
                 except NtsError as exc:
@@ -361,6 +372,10 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
                     emit(_fail(server, code, f"NTS-KE with {server.host}:{server.port}: "
                                f"{getattr(exc, 'strerror', None) or exc or 'timed out'}"), state)
                     return
+                except Exception as exc:  # noqa: BLE001 - one server's failure, never the whole run's
+                    emit(_fail(server, "nts_tls", f"NTS-KE with {server.host}:{server.port} failed: "
+                               f"{type(exc).__name__}: {exc}"), state)
+                    return
                 addrs = None  # NTP goes where the key exchange said
             if addrs is None:
                 target = (ServerAddress(state.nts.ntp_host, state.nts.ntp_port) if server.nts and state.nts
@@ -368,6 +383,10 @@ async def sample_server(server: ServerAddress, plan: QueryPlan, state: ServerSta
                 try:
                     addrs = await resolve(target)
                 except socket.gaierror as exc:
+                    if server.nts:  # the name is the key exchange's answer, not the user's input
+                        emit(_fail(server, "nts_ke_error", f"NTS-KE named NTP server {target.host}, which "
+                                   f"does not resolve ({exc.strerror or exc})"), state)
+                        return
                     emit(_fail(server, "network", _dns_detail(server, exc)), state)
                     return
                 except (OSError, TimeoutError) as exc:
@@ -399,6 +418,14 @@ KE_MIN_TIMEOUT_S = 5.0  # a TLS handshake across the internet takes a few round 
 NTS_SESSION_MAX_AGE_S = 86_400.0
 
 
+def _session_usable(session: NtsSession | None, trust: str) -> bool:
+    """A kept session is used while it has a cookie, was made under the trust anchors asked for now
+    (`trust`), and is less than NTS_SESSION_MAX_AGE_S old (from the future after a step back: not)."""
+    if session is None or not session.cookies or session.trust != trust:
+        return False
+    return 0 <= _realtime_ns() - session.ke_ns <= NTS_SESSION_MAX_AGE_S * NS_PER_S
+
+
 async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSession:
     """`collectors.nts.key_exchange` in a daemon thread (pyOpenSSL blocks), as a DNS lookup is: a hung
     server costs at most its timeout and never delays exit."""
@@ -412,11 +439,13 @@ async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSessi
 
     def run() -> None:
         try:
-            session = key_exchange(server.host, server.port, timeout_s=timeout_s, cafile=plan.nts_ca)
+            session: NtsSession | None = key_exchange(server.host, server.port, timeout_s=timeout_s,
+                                                      cafile=plan.nts_ca)
+            failure: BaseException | None = None
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting task as it is
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, session, None)
+            session, failure = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop ended first (the run was over): nobody waits
+            loop.call_soon_threadsafe(settle, session, failure)
 
     threading.Thread(target=run, name=f"nts-ke-{server.host}", daemon=True).start()
     return await asyncio.wait_for(fut, timeout_s + 1.0)

@@ -54,7 +54,8 @@ _HEADER = struct.Struct("!BBbbII4sQQQQ")
 # Error codes (DESIGN.md). Codes after `duplicate` are additions, documented in README.
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 # Errors that come from a packet we cannot attribute to our request: keep waiting for the real one.
-NON_FINAL_ERRORS = frozenset({"malformed", "bad_mode", "bad_version", "bogus_origin", "nts_bad_auth"})
+NON_FINAL_ERRORS = frozenset({"malformed", "bad_mode", "bad_version", "bogus_origin", "nts_bad_auth",
+                              "nts_nak"})
 
 
 def new_nonce() -> int:

@@ -75,29 +75,20 @@ class NtsSession:
     ntp_port: int
     cookies: list[bytes] = field(default_factory=list)
     ke_ns: int = 0  # CLOCK_REALTIME of the exchange
+    trust: str = ""  # the trust anchors that vouched for it (`trust_of`)
+
+    def add_cookies(self, cookies: Sequence[bytes]) -> None:
+        """New cookies from an authentic reply: each once, at most COOKIE_TARGET kept (a replayed reply
+        brings the same ones again; a server cannot grow the jar without bound)."""
+        for c in cookies:
+            if c not in self.cookies and len(self.cookies) < COOKIE_TARGET:
+                self.cookies.append(c)
 
     def take_cookie(self) -> bytes:
         """The oldest cookie, removed: a cookie is never sent twice (RFC 8915 §6: unlinkability)."""
         if not self.cookies:
             raise NtsError("nts_no_cookies", "no NTS cookie left: a new key exchange is needed")
         return self.cookies.pop(0)
-
-
-def pack_cookies(cookies: Sequence[bytes]) -> bytes:
-    """Cookies as one blob (each with a 16-bit length) for the store."""
-    return b"".join(struct.pack(">H", len(c)) + c for c in cookies)
-
-
-def unpack_cookies(blob: bytes) -> list[bytes]:
-    """The inverse of `pack_cookies` (a truncated tail is dropped)."""
-    out, i = [], 0
-    while i + 2 <= len(blob):
-        (n,) = struct.unpack_from(">H", blob, i)
-        if i + 2 + n > len(blob):
-            break
-        out.append(blob[i + 2:i + 2 + n])
-        i += 2 + n
-    return out
 
 
 # --- NTS-KE records --------------------------------------------------------------------------
@@ -180,11 +171,13 @@ def interpret_ke_answer(records: Sequence[tuple[bool, int, bytes]]) -> KeAnswer:
 
 
 def _tls_wait(sock: socket.socket, want_write: bool, deadline: float) -> None:
+    """Wait until the socket is readable (or writable) or the deadline passes (poll: any fd number)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise TimeoutError("NTS-KE timed out")
-    r, w, _ = select.select([] if want_write else [sock], [sock] if want_write else [], [], remaining)
-    if not r and not w:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if want_write else select.POLLIN)
+    if not poller.poll(remaining * 1000):
         raise TimeoutError("NTS-KE timed out")
 
 
@@ -192,6 +185,31 @@ def key_exchange(host: str, port: int = NTS_KE_PORT, *, timeout_s: float = 5.0,
                  cafile: str | None = None) -> NtsSession:
     """One NTS key exchange with `host`:`port` (blocking, at most `timeout_s`). Raises NtsError,
     OSError (connect) or TimeoutError."""
+    from OpenSSL import SSL
+    from service_identity import CertificateError
+
+    try:
+        return _key_exchange(host, port, timeout_s, cafile)
+    except (SSL.Error, CertificateError, ValueError, UnicodeError) as exc:  # never a traceback: a code
+        words = _ssl_words(exc) if isinstance(exc, SSL.Error) else str(exc) or type(exc).__name__
+        raise NtsError("nts_tls", f"NTS-KE with {host}:{port} failed: {words}") from None
+
+
+def trust_of(cafile: str | None) -> str:
+    """What vouched for a session's keys: the CA file's SHA-256, or the system's store (and
+    SSL_CERT_FILE). A session made under other trust anchors is not used (it is keyed again)."""
+    import hashlib
+
+    if cafile:
+        try:
+            with open(cafile, "rb") as fh:
+                return "ca:" + hashlib.sha256(fh.read(1 << 22)).hexdigest()
+        except OSError:
+            return "ca:unreadable:" + cafile
+    return "system:" + os.environ.get("SSL_CERT_FILE", "") + ":" + os.environ.get("SSL_CERT_DIR", "")
+
+
+def _key_exchange(host: str, port: int, timeout_s: float, cafile: str | None) -> NtsSession:
     import ipaddress
 
     from OpenSSL import SSL
@@ -205,9 +223,6 @@ def key_exchange(host: str, port: int = NTS_KE_PORT, *, timeout_s: float = 5.0,
         ctx.load_verify_locations(cafile)
     else:
         ctx.set_default_verify_paths()  # the system's store; OpenSSL honours SSL_CERT_FILE/SSL_CERT_DIR
-        env_ca = os.environ.get("SSL_CERT_FILE")
-        if env_ca:
-            ctx.load_verify_locations(env_ca)
     ctx.set_verify(SSL.VERIFY_PEER, lambda _c, _x, _e, _d, ok: bool(ok))
     ctx.set_alpn_protos([ALPN])
     try:
@@ -260,8 +275,9 @@ def key_exchange(host: str, port: int = NTS_KE_PORT, *, timeout_s: float = 5.0,
         raise NtsError("nts_tls", f"NTS-KE TLS with {host}:{port} failed: {_ssl_words(exc)}") from None
     finally:
         sock.close()
-    return NtsSession(keys[0], keys[1], answer.server or host, answer.port or 123, list(answer.cookies),
-                      time.clock_gettime_ns(time.CLOCK_REALTIME))
+    return NtsSession(keys[0], keys[1], answer.server or host, answer.port or 123,
+                      list(dict.fromkeys(answer.cookies))[:COOKIE_TARGET],
+                      time.clock_gettime_ns(time.CLOCK_REALTIME), trust_of(cafile))
 
 
 def _tls_loop(fn: Callable[[], T], sock: socket.socket, deadline: float) -> T:

@@ -66,7 +66,7 @@ def test_the_store_keeps_each_servers_newest_usable_sample(tmp_path: Path) -> No
                         "DROP TABLE daemon_sources; DROP TABLE daemon_samples; "
                         "DROP TABLE fleet_events; DROP TABLE fleet_health; DROP TABLE fleet_sweeps; "
                         "DROP TABLE peer_samples; DROP TABLE cluster_health; DROP TABLE cluster_events; "
-                        "ALTER TABLE ntp_samples DROP COLUMN authenticated; DROP TABLE nts_sessions; "
+                        "ALTER TABLE ntp_samples DROP COLUMN authenticated; "
                         "PRAGMA user_version = 5;")
     with Store.open(db) as st:
         assert {r.server: (r.t_local_ns, r.root_distance_s) for r in st.newest_ok_rows()} == got

@@ -298,6 +298,12 @@ def check_nts_ca(path: str, where: str) -> str:
         raise UsageError(f"{where} {path}: {e.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in head:
         raise UsageError(f"{where} {path}: no PEM certificate in it")
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(head)
+    except ValueError as e:
+        raise UsageError(f"{where} {path}: a certificate in it does not parse ({e})") from None
     return path
 
 

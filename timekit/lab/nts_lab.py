@@ -64,6 +64,7 @@ def make_ca(directory: Path) -> LabCa:
     cert_path = _readable(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
     key_path = _readable(directory / "ca.key", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)  # only `issue` reads it; chronyd never does
     return LabCa(cert_path, key_path)
 
 
@@ -105,8 +106,14 @@ def issue(ca: LabCa, directory: Path, names: tuple[str, ...]) -> tuple[Path, Pat
 def nts_conf(cert: Path, key: Path, ke_port: int, dump_dir: Path) -> str:
     """chronyd.conf lines serving NTS-KE on `ke_port` with `cert`/`key` (no helper processes: one
     chronyd process per lab server)."""
+    import pwd
+
+    from timekit.lab.chrony import _run_as
+
     dump_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(dump_dir, 0o777)
+    user = pwd.getpwnam(_run_as()[0])  # chronyd writes its server keys there after dropping root
+    os.chown(dump_dir, user.pw_uid, user.pw_gid)
+    os.chmod(dump_dir, 0o700)
     return (f"ntsserverkey {key}\nntsservercert {cert}\nntsport {ke_port}\nntsprocesses 0\n"
             f"ntsdumpdir {dump_dir}\n")
 

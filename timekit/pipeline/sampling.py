@@ -135,6 +135,7 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
     same run by the same client, but never stored as references: one reading each (`_PeerBest`)."""
     run = NtpRun()
     states = store.server_states()
+    everyone: list[ServerAddress] = []
     run_id = store.begin_run(command, realtime_ns())
     committer = _Committer(store, run_id)
     peer_best = _PeerBest(peers)
@@ -156,6 +157,7 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
             asyncio.run(_sampling(sample_servers(everyone, plan, states, emit), committer, budget_s))
         finally:
             committer.commit()  # what completed before Ctrl-C, a budget abort or an error is kept
+            store.save_nts_sessions(states[s.name] for s in everyone if s.nts and s.name in states)
             run.peers = peer_best.readings()
             store.add_peer_readings(run.peers, run_id)
         status = "ok"

@@ -143,11 +143,9 @@ MIGRATIONS: list[str] = [
     " last_offset_s REAL, updated_ns INTEGER NOT NULL);\n"
     "CREATE TABLE cluster_events (id INTEGER PRIMARY KEY, t_ns INTEGER NOT NULL, node TEXT NOT NULL,"
     " from_status TEXT NOT NULL, to_status TEXT NOT NULL, offset_s REAL, reason TEXT NOT NULL);\n",
-    # v13: NTS (RFC 8915): whether a sample was authenticated, and each NTS server's session (the keys
-    # of its key exchange, where NTP goes, the cookies left: each sent once, then deleted)
-    "ALTER TABLE ntp_samples ADD COLUMN authenticated INTEGER;\n"
-    "CREATE TABLE nts_sessions (server TEXT PRIMARY KEY, c2s_key BLOB NOT NULL, s2c_key BLOB NOT NULL,"
-    " ntp_host TEXT NOT NULL, ntp_port INTEGER NOT NULL, cookies BLOB NOT NULL, ke_ns INTEGER NOT NULL);\n",
+    # v13: NTS (RFC 8915): whether a sample was authenticated (the sessions' keys are kept apart, in a
+    # file only the owner reads: `store.nts_sessions`)
+    "ALTER TABLE ntp_samples ADD COLUMN authenticated INTEGER;\n",
 ]
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
@@ -871,18 +869,23 @@ class Store:
 
     # --- per-server state ------------------------------------------------------------------
     def server_states(self) -> dict[str, ServerState]:
-        """Every server's kept state, an NTS server's session with it."""
-        from timekit.collectors.nts import NtsSession, unpack_cookies
+        """Every server's kept state, an NTS server's session with it (from `<db>.nts`, 0600)."""
+        from timekit.store.nts_sessions import load_sessions, sessions_path_for
 
         with self.reading() as c:
             cur = c.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM server_state")
             states = {row[0]: ServerState(**dict(zip(_STATE_COLUMNS, row, strict=True))) for row in cur}
-            for server, c2s, s2c, host, port, cookies, ke_ns in c.execute(
-                    "SELECT server, c2s_key, s2c_key, ntp_host, ntp_port, cookies, ke_ns FROM nts_sessions"):
-                state = states.setdefault(server, ServerState(server))
-                state.nts = NtsSession(bytes(c2s), bytes(s2c), host, port, unpack_cookies(bytes(cookies)),
-                                       ke_ns)
+        for server, session in load_sessions(sessions_path_for(self.path)).items():
+            states.setdefault(server, ServerState(server)).nts = session
         return states
+
+    def save_nts_sessions(self, states: Iterable[ServerState]) -> None:
+        """Keep the NTS servers' sessions (a dropped one is forgotten) in `<db>.nts`, mode 0600."""
+        from timekit.store.nts_sessions import save_sessions, sessions_path_for
+
+        changed = {s.server: s.nts for s in states if s.server.startswith("nts://")}
+        if changed and not self.readonly:
+            save_sessions(sessions_path_for(self.path), changed)
 
     def forget_server(self, server: str) -> dict[str, int]:
         """Delete everything stored about `server` (its samples, state, newest-sample index, skew
@@ -890,10 +893,15 @@ class Store:
         deleted = {}
         with self.write() as c:
             for table, column in (("ntp_samples", "server"), ("newest_ok", "server"),
-                                  ("server_state", "server"), ("nts_sessions", "server"),
-                                  ("node_health", "node"),
+                                  ("server_state", "server"), ("node_health", "node"),
                                   ("health_events", "node")):
                 deleted[table] = c.execute(f"DELETE FROM {table} WHERE {column} = ?", (server,)).rowcount
+        if server.startswith("nts://"):  # its keys and cookies too
+            from timekit.store.nts_sessions import load_sessions, save_sessions, sessions_path_for
+
+            path = sessions_path_for(self.path)
+            deleted["nts_session"] = int(server in load_sessions(path))
+            save_sessions(path, {server: None})
         return deleted
 
     def save_server_states(self, states: Iterable[ServerState]) -> None:
@@ -902,19 +910,9 @@ class Store:
 
     @staticmethod
     def _put_states(c: sqlite3.Connection, states: Iterable[ServerState]) -> None:
-        from timekit.collectors.nts import pack_cookies
-
-        states = list(states)
         rows = [tuple(getattr(s, col) for col in _STATE_COLUMNS) for s in states]
         c.executemany(f"INSERT OR REPLACE INTO server_state({', '.join(_STATE_COLUMNS)}) "
                       f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))})", rows)
-        nts = [s for s in states if s.server.startswith("nts://")]
-        c.executemany("INSERT OR REPLACE INTO nts_sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      [(s.server, s.nts.c2s_key, s.nts.s2c_key, s.nts.ntp_host, s.nts.ntp_port,
-                        pack_cookies(s.nts.cookies), s.nts.ke_ns) for s in nts if s.nts is not None])
-        # a session the server refused (NAK) or that ran dry is gone: the next run keys again
-        c.executemany("DELETE FROM nts_sessions WHERE server = ?",
-                      [(s.server,) for s in nts if s.nts is None])
 
     def add_attempt(self, sample: NtpSample, state: ServerState, run_id: int | None = None) -> None:
         """Commit one attempt together with its server's state (a KoD hold lands with its sample)."""
