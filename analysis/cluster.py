@@ -55,7 +55,6 @@ class ClusterAssessment:
     skew: SkewAssessment
     judged: tuple[str, ...]  # peers with a fresh reading
     stale: tuple[str, ...]  # peers whose newest reading is too old or from another boot
-    unanswered: tuple[str, ...]  # peers whose newest reading is a failure
     delays_s: tuple[float, ...]  # the judged readings' round trips (the pause guard)
 
 
@@ -74,12 +73,10 @@ def assess_cluster(readings: Sequence[PeerReading], *, now_realtime_ns: int, now
     obs = [NodeObservation(SELF_NODE, 0.0, 0.0)]
     judged: list[str] = []
     stale: list[str] = []
-    unanswered: list[str] = []
     delays: list[float] = []
     for r in sorted(readings, key=lambda r: r.peer):
         if not r.ok or r.offset_s is None or r.delay_s is None:
-            unanswered.append(r.peer)
-            continue
+            continue  # a failure: its error is the reading's
         # its age on boottime (a wall-clock step does not age it), from this boot only
         age_s = None if r.boottime_ns is None else (now_boottime_ns - r.boottime_ns) / NS_PER_S
         if age_s is None or r.boot_id != boot_id or age_s > max_age_s:
@@ -94,7 +91,7 @@ def assess_cluster(readings: Sequence[PeerReading], *, now_realtime_ns: int, now
     if len(obs) == 1:
         skew = SkewAssessment(False, skew.consensus_s, skew.spread_s, skew.nodes,
                               "no quorum: no peer with a fresh reading", skew.clusters)
-    return ClusterAssessment(skew, tuple(judged), tuple(stale), tuple(unanswered), tuple(delays))
+    return ClusterAssessment(skew, tuple(judged), tuple(stale), tuple(delays))
 
 
 OFF = (VERDICT_BEYOND_MAX, VERDICT_SUSPECT)

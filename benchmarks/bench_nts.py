@@ -19,14 +19,9 @@ from timekit.address import parse_server
 from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.nts import key_exchange
 from timekit.collectors.server_policy import ServerState
+from timekit.lab.manager import free_port
 from timekit.lab.nts_lab import issue, make_ca, start_nts_chronyd
 from timekit.samples import NtpSample
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _burst(server: str, n: int, ca: str, states: dict[str, ServerState]) -> tuple[float, list[NtpSample]]:
@@ -42,7 +37,7 @@ def run(quick: bool, workdir: Path) -> BenchResult:
     handshakes, rounds, per_round = (10, 3, 100) if quick else (40, 7, 400)
     ca = make_ca(workdir / "ca")
     cert, key = issue(ca, workdir / "srv", ("localhost", "127.0.0.1"))
-    ke_port = _free_tcp_port()
+    ke_port = free_port(socket.SOCK_STREAM)
     srv = start_nts_chronyd(free_udp_port(), 0.0, 0.0, workdir / "chronyd", cert, key, ke_port)
     try:
         ke_s = []

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from timekit.address import ServerAddress, format_hostport
 from timekit.collectors.clocks import boot_id, read_bracketed, read_mono_raw
@@ -66,6 +67,7 @@ LOCAL_BURST_SPACING_S = 0.1  # loopback / lab servers are polled fast
 LOCAL_POLL_SPACING_S = 1.0
 DNS_TIMEOUT_S = 5.0
 MAX_IN_FLIGHT = 256
+T = TypeVar("T")
 STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic disagreement over one exchange
 
 _TIMESPEC = struct.Struct("@qq")
@@ -196,26 +198,12 @@ async def resolve(server: ServerAddress, timeout_s: float = DNS_TIMEOUT_S) -> li
     name = server.host.lower().rstrip(".")
     if name == "invalid" or name.endswith(".invalid"):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[list] = loop.create_future()
+    def lookup() -> list:
+        return socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
 
-    def settle(result: list | None, exc: BaseException | None) -> None:
-        if not fut.done():
-            fut.set_exception(exc) if exc is not None else fut.set_result(result or [])
-
-    def lookup() -> None:
-        try:
-            infos: list | None = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM,
-                                                    proto=socket.IPPROTO_UDP)
-            failure: BaseException | None = None
-        except OSError as exc:
-            infos, failure = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop ended first (the run was over): nobody waits
-            loop.call_soon_threadsafe(settle, infos, failure)
-
-    threading.Thread(target=lookup, name=f"dns-{server.host}", daemon=True).start()
-    infos = await asyncio.wait_for(fut, timeout_s)
-    seen, out = set(), []
+    infos = await in_daemon_thread(lookup, f"dns-{server.host}", timeout_s)
+    seen: set[tuple[int, tuple]] = set()
+    out: list[tuple[int, tuple]] = []
     for family, _t, _p, _c, sockaddr in infos:
         if (family, sockaddr) not in seen:
             seen.add((family, sockaddr))
@@ -426,29 +414,37 @@ def _session_usable(session: NtsSession | None, trust: str) -> bool:
     return 0 <= _realtime_ns() - session.ke_ns <= NTS_SESSION_MAX_AGE_S * NS_PER_S
 
 
-async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSession:
-    """`collectors.nts.key_exchange` in a daemon thread (pyOpenSSL blocks), as a DNS lookup is: a hung
-    server costs at most its timeout and never delays exit."""
+async def in_daemon_thread(fn: Callable[[], T], name: str, timeout_s: float) -> T:
+    """`fn()` in a daemon thread, awaited at most `timeout_s` (TimeoutError), its exception raised here:
+    a blocking call (the resolver, pyOpenSSL) that hangs costs at most the timeout and never delays
+    exit (asyncio's default executor would be joined at the end of asyncio.run)."""
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[NtsSession] = loop.create_future()
-    timeout_s = max(plan.timeout_s, KE_MIN_TIMEOUT_S)
+    fut: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: NtsSession | None, exc: BaseException | None) -> None:
+    def settle(result: T | None, exc: BaseException | None) -> None:
         if not fut.done():
             fut.set_exception(exc) if exc is not None else fut.set_result(result)  # type: ignore[arg-type]
 
     def run() -> None:
+        result: T | None = None
+        failure: BaseException | None = None
         try:
-            session: NtsSession | None = key_exchange(server.host, server.port, timeout_s=timeout_s,
-                                                      cafile=plan.nts_ca)
-            failure: BaseException | None = None
+            result = fn()
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting task as it is
-            session, failure = None, exc
+            failure = exc
         with contextlib.suppress(RuntimeError):  # the loop ended first (the run was over): nobody waits
-            loop.call_soon_threadsafe(settle, session, failure)
+            loop.call_soon_threadsafe(settle, result, failure)
 
-    threading.Thread(target=run, name=f"nts-ke-{server.host}", daemon=True).start()
-    return await asyncio.wait_for(fut, timeout_s + 1.0)
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await asyncio.wait_for(fut, timeout_s)
+
+
+async def key_exchange_async(server: ServerAddress, plan: QueryPlan) -> NtsSession:
+    """`collectors.nts.key_exchange` in a daemon thread (pyOpenSSL blocks)."""
+    timeout_s = max(plan.timeout_s, KE_MIN_TIMEOUT_S)
+    return await in_daemon_thread(lambda: key_exchange(server.host, server.port, timeout_s=timeout_s,
+                                                       cafile=plan.nts_ca),
+                                  f"nts-ke-{server.host}", timeout_s + 1.0)
 
 
 def _dns_detail(server: ServerAddress, exc: socket.gaierror) -> str:

@@ -24,6 +24,7 @@ identifier or authenticator does not verify), `nts_nak`. Nothing here falls back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -33,26 +34,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from timekit.address import DEFAULT_NTP_PORT, NTS_KE_DEFAULT_PORT
+from timekit.collectors.clocks import realtime_ns
+from timekit.collectors.ntp_packet import NTP_HEADER_LEN
 from timekit.vocabulary import ErrorCode
 
 T = TypeVar("T")
-NTS_KE_PORT = 4460
 ALPN = b"ntske/1"
 EXPORTER_LABEL = b"EXPORTER-network-time-security"
 PROTOCOL_NTPV4 = 0
 AEAD_AES_SIV_CMAC_256 = 15
-KEY_LEN = 32  # AES-SIV-CMAC-256: two AES-128 keys
+KEY_LEN = 32  # bytes; AES-SIV-CMAC-256: two AES-128 keys
 
 REC_END, REC_NEXT_PROTOCOL, REC_ERROR, REC_WARNING, REC_AEAD, REC_COOKIE, REC_SERVER, REC_PORT = range(8)
 CRITICAL_BIT = 0x8000
 KE_ERRORS = {0: "unrecognized critical record", 1: "bad request", 2: "internal server error"}
-MAX_KE_RESPONSE = 65536  # a KE answer is a few hundred bytes; a server that streams is not one
+MAX_KE_ANSWER_BYTES = 65536  # a KE answer is a few hundred bytes; a server that streams is not one
 
 EF_UNIQUE_ID, EF_COOKIE, EF_PLACEHOLDER, EF_AUTHENTICATOR = 0x0104, 0x0204, 0x0304, 0x0404
-UID_LEN = 32
-NONCE_LEN = 16
+UID_LEN = 32  # bytes
+NONCE_LEN = 16  # bytes
 COOKIE_TARGET = 8  # cookies a client keeps (RFC 8915 §5.7: as many as the KE gives, 8)
-NTP_HEADER_LEN = 48
 NAK_REFID = b"NTSN"
 
 
@@ -181,10 +183,10 @@ def _tls_wait(sock: socket.socket, want_write: bool, deadline: float) -> None:
         raise TimeoutError("NTS-KE timed out")
 
 
-def key_exchange(host: str, port: int = NTS_KE_PORT, *, timeout_s: float = 5.0,
+def key_exchange(host: str, port: int = NTS_KE_DEFAULT_PORT, *, timeout_s: float = 5.0,
                  cafile: str | None = None) -> NtsSession:
-    """One NTS key exchange with `host`:`port` (blocking, at most `timeout_s`). Raises NtsError,
-    OSError (connect) or TimeoutError."""
+    """One NTS key exchange with `host`:`port` (blocking, at most `timeout_s`). Raises NtsError (every
+    TLS, certificate or protocol failure, with its code), OSError (connect) or TimeoutError."""
     from OpenSSL import SSL
     from service_identity import CertificateError
 
@@ -251,7 +253,7 @@ def _key_exchange(host: str, port: int, timeout_s: float, cafile: str | None) ->
         _tls_loop(lambda: conn.sendall(ke_request()), sock, deadline)
         data = b""
         done = False
-        while not done and len(data) < MAX_KE_RESPONSE:
+        while not done and len(data) < MAX_KE_ANSWER_BYTES:
             try:
                 chunk = _tls_loop(lambda: conn.recv(4096), sock, deadline)
             except SSL.ZeroReturnError:
@@ -267,17 +269,12 @@ def _key_exchange(host: str, port: int, timeout_s: float, cafile: str | None) ->
         keys = [conn.export_keying_material(EXPORTER_LABEL, KEY_LEN,
                                             struct.pack(">HHB", PROTOCOL_NTPV4, AEAD_AES_SIV_CMAC_256, d))
                 for d in (0, 1)]
-        try:
+        with contextlib.suppress(SSL.Error):
             conn.shutdown()
-        except SSL.Error:
-            pass
-    except SSL.Error as exc:
-        raise NtsError("nts_tls", f"NTS-KE TLS with {host}:{port} failed: {_ssl_words(exc)}") from None
     finally:
         sock.close()
-    return NtsSession(keys[0], keys[1], answer.server or host, answer.port or 123,
-                      list(dict.fromkeys(answer.cookies))[:COOKIE_TARGET],
-                      time.clock_gettime_ns(time.CLOCK_REALTIME), trust_of(cafile))
+    return NtsSession(keys[0], keys[1], answer.server or host, answer.port or DEFAULT_NTP_PORT,
+                      list(dict.fromkeys(answer.cookies))[:COOKIE_TARGET], realtime_ns(), trust_of(cafile))
 
 
 def _tls_loop(fn: Callable[[], T], sock: socket.socket, deadline: float) -> T:

@@ -33,7 +33,7 @@ class ServerState:
     hold_reason: str | None = None  # 'kod_rate' | 'kod_deny' | 'kod_rstr'
     kod_backoff_s: float = 0.0
     last_query_ns: int = 0
-    nts: NtsSession | None = None  # an NTS server's keys and cookies (stored apart: table nts_sessions)
+    nts: NtsSession | None = None  # an NTS server's keys and cookies (kept apart: `<db>.nts`, 0600)
 
     def held(self, now_ns: int) -> Literal["rate_limited", "denied"] | None:
         """Error code to record instead of querying now ('rate_limited'/'denied'), or None."""

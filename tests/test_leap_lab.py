@@ -27,7 +27,7 @@ from tests.conftest import record_figure, require_lab, run_cli
 from timekit.collectors.clocks import realtime_ns
 from timekit.lab.chrony import ChronyServer, lab_prerequisites
 from timekit.lab.faultserver import PortSpec, leap_applied_at
-from timekit.lab.manager import _free_udp_port, reap, start_fault_server
+from timekit.lab.manager import free_port, reap, start_fault_server
 from timekit.units import NS_PER_S
 
 LEAP_END_NS = 1_483_228_800 * NS_PER_S  # 2017-01-01 00:00:00 UTC: the end of the inserted second
@@ -102,7 +102,7 @@ def leap_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeapRun]:
         up_port = next(p["port"] for p in ready["ports"] if p["name"] == "upstream")
         since_s = (realtime_ns() - start_ns) / NS_PER_S
         chrony = ChronyServer.start(
-            _free_udp_port(), offset_s + common["drift_ppm"] * 1e-6 * since_s, common["drift_ppm"],
+            free_port(), offset_s + common["drift_ppm"] * 1e-6 * since_s, common["drift_ppm"],
             tmp / "chrony-smear", stratum=2, check_truth=False,
             extra_conf=(f"server 127.0.0.1 port {up_port} iburst minpoll -4 maxpoll -4\n"
                         "leapsecmode slew\nmaxslewrate 1000\n"

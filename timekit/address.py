@@ -11,6 +11,8 @@ from timekit.errors import UsageError
 from timekit.lab_names import LAB_PREFIX
 
 DEFAULT_NTP_PORT = 123
+NTS_SCHEME = "nts://"
+NTS_KE_DEFAULT_PORT = 4460
 # \Z, not $: `$` also matches before a trailing newline, and "6\n" was once accepted as a host name
 # (found by the address fuzzer, fuzz/targets.py)
 _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
@@ -33,7 +35,7 @@ class ServerAddress:
     @property
     def name(self) -> str:
         """Normalised `host:port` (`[v6]:port` for IPv6 literals); `nts://host:ke_port` for NTS."""
-        return ("nts://" if self.nts else "") + format_hostport(self.host, self.port)
+        return (NTS_SCHEME if self.nts else "") + format_hostport(self.host, self.port)
 
     @property
     def is_loopback(self) -> bool:
@@ -92,10 +94,6 @@ def parse_named_server(text: str) -> NamedServer:
     if not NODE_NAME.fullmatch(fields[0]):
         raise UsageError(f"node name {fields[0]!r}: use letters, digits and _.:@- (at most 128)")
     return NamedServer(fields[0], address)
-
-
-NTS_SCHEME = "nts://"
-NTS_KE_DEFAULT_PORT = 4460
 
 
 def parse_server(text: str, default_port: int = DEFAULT_NTP_PORT) -> ServerAddress:

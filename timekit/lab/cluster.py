@@ -68,14 +68,14 @@ def node_env(skew_s: float, workdir: Path, base: Mapping[str, str] | None = None
 def start_cluster(workdir: Path, skews: Mapping[str, float]) -> list[ClusterNode]:
     """Start one chronyd per node on a free loopback port, at the node's skew; stop them all on a
     failure. Each node's directory under `workdir` holds its chronyd and its timekit files."""
-    from timekit.lab.manager import _free_udp_port
+    from timekit.lab.manager import free_port
 
     nodes: list[ClusterNode] = []
     try:
         for name, skew_s in skews.items():
             d = Path(workdir) / name
             d.mkdir(parents=True, exist_ok=True)
-            server = ChronyServer.start(_free_udp_port(), skew_s, 0.0, d / "chronyd")
+            server = ChronyServer.start(free_port(), skew_s, 0.0, d / "chronyd")
             nodes.append(ClusterNode(name, skew_s, server, node_env(skew_s, d)))
     except BaseException:
         stop_cluster(nodes)

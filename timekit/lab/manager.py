@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from timekit.address import format_hostport
+from timekit.address import NTS_SCHEME, format_hostport
 from timekit.atomic_files import pid_alive
 from timekit.errors import CollectorError, UsageError
 from timekit.lab.faultserver import (
@@ -31,6 +32,9 @@ from timekit.lab.faultserver import (
 )
 from timekit.lab_names import STATE_FILE, default_lab_dir
 from timekit.units import NS_PER_S, PPM
+
+if TYPE_CHECKING:
+    from timekit.lab.chrony import ChronyServer
 
 _CHILDREN: dict[int, Any] = {}  # our children (Popen or ChronyServer), reaped by Lab.stop
 READY_TIMEOUT_S = 15.0
@@ -287,23 +291,14 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
     t0_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)  # every offset is given at this instant
     try:
         if chrony:
-            from timekit.lab.chrony import ChronyServer, lab_prerequisites
+            from timekit.lab.chrony import lab_prerequisites
 
             missing = lab_prerequisites()
             if missing:
                 raise CollectorError("cannot start chronyd servers: " + "; ".join(missing))
             for spec in chrony:
-                # libfaketime anchors at exec: the offset then, on the spec's line through t0
-                since_t0_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - t0_ns) / NS_PER_S
-                offset_s = spec.offset_s + spec.server_drift_ppm * PPM * since_t0_s
-                srv = ChronyServer.start(_free_udp_port(), offset_s, spec.server_drift_ppm,
-                                         directory / spec.name, detach=detach)
-                _CHILDREN[srv.pid] = srv
-                lab.servers.append(LabServer(
-                    spec.name, format_hostport("127.0.0.1", srv.port), "chrony", srv.pid,
-                    offset_s=srv.truth.offset_s, server_drift_ppm=srv.truth.drift_ppm,
-                    start_ns=srv.truth.start_ns))
-                lab.save()
+                srv = _start_chronyd(directory, spec, t0_ns, detach)
+                _add_chronyd(lab, spec, srv, format_hostport("127.0.0.1", srv.port))
         if nts is not None:
             _start_nts(lab, directory, nts, t0_ns, detach)
         kinds = [k for k in FAULT_KINDS if k != "good"] if fault_kinds is None else list(fault_kinds)
@@ -329,32 +324,41 @@ def start_lab(directory: Path | None = None, *, chrony: tuple[ChronySpec, ...] |
 NTS_CA_FILE = Path("nts-ca") / "ca.pem"
 
 
+def _start_chronyd(directory: Path, spec: ChronySpec, t0_ns: int, detach: bool,
+                   extra_conf: str = "") -> ChronyServer:
+    """A lab chronyd on a free port, its offset on the spec's line through the lab's start `t0_ns`
+    (libfaketime anchors at exec: the offset then)."""
+    from timekit.lab.chrony import ChronyServer
+
+    since_t0_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - t0_ns) / NS_PER_S
+    srv = ChronyServer.start(free_port(), spec.offset_s + spec.server_drift_ppm * PPM * since_t0_s,
+                             spec.server_drift_ppm, directory / spec.name, detach=detach,
+                             extra_conf=extra_conf)
+    _CHILDREN[srv.pid] = srv
+    return srv
+
+
+def _add_chronyd(lab: Lab, spec: ChronySpec, srv: ChronyServer, address: str) -> None:
+    lab.servers.append(LabServer(spec.name, address, "chrony", srv.pid, offset_s=srv.truth.offset_s,
+                                 server_drift_ppm=srv.truth.drift_ppm, start_ns=srv.truth.start_ns))
+    lab.save()
+
+
 def _start_nts(lab: Lab, directory: Path, spec: ChronySpec, t0_ns: int, detach: bool) -> None:
     """The lab's NTS server: a CA, a certificate for localhost and 127.0.0.1, chronyd serving NTS-KE."""
-    import socket
-
-    from timekit.lab.chrony import ChronyServer
     from timekit.lab.nts_lab import issue, make_ca, nts_conf
 
     ca = make_ca(directory / NTS_CA_FILE.parent)
     cert, key = issue(ca, directory / spec.name / "cert", ("localhost", "127.0.0.1"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        ke_port = int(s.getsockname()[1])
-    since_t0_s = (time.clock_gettime_ns(time.CLOCK_REALTIME) - t0_ns) / NS_PER_S
-    srv = ChronyServer.start(_free_udp_port(), spec.offset_s + spec.server_drift_ppm * PPM * since_t0_s,
-                             spec.server_drift_ppm, directory / spec.name, detach=detach,
-                             extra_conf=nts_conf(cert, key, ke_port, directory / spec.name / "ntsdump"))
-    _CHILDREN[srv.pid] = srv
-    lab.servers.append(LabServer(spec.name, f"nts://127.0.0.1:{ke_port}", "chrony", srv.pid,
-                                 offset_s=srv.truth.offset_s, server_drift_ppm=srv.truth.drift_ppm,
-                                 start_ns=srv.truth.start_ns))
-    lab.save()
+    ke_port = free_port(socket.SOCK_STREAM)
+    srv = _start_chronyd(directory, spec, t0_ns, detach,
+                         extra_conf=nts_conf(cert, key, ke_port, directory / spec.name / "ntsdump"))
+    _add_chronyd(lab, spec, srv, NTS_SCHEME + format_hostport("127.0.0.1", ke_port))
 
 
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A free loopback port for UDP (`SOCK_DGRAM`, NTP) or TCP (`SOCK_STREAM`, NTS-KE)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+

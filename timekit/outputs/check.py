@@ -132,13 +132,12 @@ def check_servers(store: Store, servers: Sequence[ServerAddress], policy: Policy
 def check_store(store: Store, policy: Policy, *, now: tuple[int, int] | None = None) -> CheckVerdict:
     """Judge what the store holds now (every server in it); stale beyond `max_age_s`: the verdict of
     the one assessment (`Assessment.verdict`)."""
-    from timekit.address import NTS_SCHEME
     from timekit.pipeline.assess import assess_store
 
-    if policy.interval.authenticated_only and not any(s.startswith(NTS_SCHEME) for s in store.servers()):
+    found = assess_store(store, policy, now=now, window_s=max(DEFAULT_WINDOW_S, policy.thresholds.max_age_s))
+    if policy.interval.authenticated_only and not found.servers:  # the assessment kept NTS servers only
         return not_authenticated("store", "not authenticated: the store holds no NTS server's samples, and "
                                  "--require-nts asks for authenticated time")
-    found = assess_store(store, policy, now=now, window_s=max(DEFAULT_WINDOW_S, policy.thresholds.max_age_s))
     assert found.verdict is not None
     return found.verdict
 

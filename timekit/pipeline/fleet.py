@@ -39,6 +39,7 @@ from timekit.collectors.ntp_client import QueryPlan, sample_servers
 from timekit.collectors.server_policy import ServerState
 from timekit.config import check_hook
 from timekit.errors import UsageError
+from timekit.pipeline.sampling import BestReplies
 from timekit.pipeline.skewcheck import SCOPE_FLEET, _run_hook
 from timekit.samples import NtpSample
 
@@ -152,24 +153,11 @@ def _measure(nodes: Sequence[FleetNode], plan: QueryPlan,
              states: dict[str, ServerState]) -> tuple[dict[str, NtpSample], dict[str, str]]:
     """Every node's endpoint once (a burst of plan.count), concurrently: the lowest-delay good reply
     per node, and the last error of the nodes with none."""
-    by_address = {n.address.name: n.name for n in nodes}
-    best: dict[str, NtpSample] = {}
-    failed: dict[str, str] = {}
-
-    def emit(sample: NtpSample, _state: ServerState) -> None:
-        name = by_address.get(sample.server)
-        if name is None:
-            return
-        if sample.ok and sample.offset_s is not None and sample.delay_s is not None:
-            old = best.get(name)
-            if old is None or (old.delay_s is not None and sample.delay_s < old.delay_s):
-                best[name] = sample
-        else:
-            failed[name] = sample.error or "error"
-
+    replies = BestReplies(nodes)
     unique = list({n.address.name: n.address for n in nodes}.values())
-    asyncio.run(sample_servers(unique, plan, states, emit, max_in_flight=max(256, min(len(unique), 4096))))
-    return best, {k: v for k, v in failed.items() if k not in best}
+    asyncio.run(sample_servers(unique, plan, states, lambda s, _st: replies.add(s),
+                               max_in_flight=max(256, min(len(unique), 4096))))
+    return replies.best, replies.failures()
 
 
 def sweep(store: Store, nodes: Sequence[FleetNode], policy: FleetPolicy, *, plan: QueryPlan,

@@ -97,16 +97,20 @@ async def _sampling(coro: Any, committer: _Committer, budget_s: float | None) ->
         ticker.cancel()
 
 
-class _PeerBest:
-    """Each cluster peer's lowest-delay good reply of the run, else its last attempt's error."""
+class BestReplies:
+    """Per named node (a cluster peer, a fleet node): its lowest-delay good reply of the run, else its
+    last attempt's failure. A burst counts as one reading, as chrony's clock filter keeps one."""
 
-    def __init__(self, peers: Sequence[NamedServer]) -> None:
-        self.by_address = {p.address.name: p.name for p in peers}
+    def __init__(self, nodes: Sequence[NamedServer]) -> None:
+        self.by_address = {n.address.name: n.name for n in nodes}
         self.best: dict[str, NtpSample] = {}
         self.failed: dict[str, NtpSample] = {}
 
     def add(self, sample: NtpSample) -> None:
-        name = self.by_address[sample.server]
+        """Take one attempt of a node's endpoint (others are ignored)."""
+        name = self.by_address.get(sample.server)
+        if name is None:
+            return
         if sample.ok and sample.offset_s is not None and sample.delay_s is not None:
             old = self.best.get(name)
             if old is None or (old.delay_s is not None and sample.delay_s < old.delay_s):
@@ -114,15 +118,19 @@ class _PeerBest:
         else:
             self.failed[name] = sample
 
+    def failures(self) -> dict[str, str]:
+        """The error code of each node without a good reply (one asked and never answered)."""
+        return {n: s.error or "error" for n, s in self.failed.items() if n not in self.best}
+
     def readings(self) -> list[PeerReading]:
+        """One reading per node asked (a node never asked, after Ctrl-C or the budget: none)."""
+        failures = self.failures()
         out = []
         for address, name in self.by_address.items():
             s = self.best.get(name) or self.failed.get(name)
-            if s is None:
-                continue  # never asked (Ctrl-C, the budget): no reading, not a failure
-            out.append(PeerReading(name, address, s.t_local_ns, s.boottime_ns, s.boot_id,
-                                   s is self.best.get(name), s.offset_s, s.delay_s,
-                                   None if s is self.best.get(name) else (s.error or "error")))
+            if s is not None:
+                out.append(PeerReading(name, address, s.t_local_ns, s.boottime_ns, s.boot_id,
+                                       name in self.best, s.offset_s, s.delay_s, failures.get(name)))
         return out
 
 
@@ -132,13 +140,13 @@ def sample_ntp(store: Store, servers: Sequence[ServerAddress], plan: QueryPlan, 
                peers: Sequence[NamedServer] = ()) -> NtpRun:
     """Query `servers` per `plan`; commit the attempts as they complete (in batches, `_Committer`);
     persist server state with them. `peers` (the cluster's, `[cluster] peers`) are queried in the
-    same run by the same client, but never stored as references: one reading each (`_PeerBest`)."""
+    same run by the same client, but never stored as references: one reading each (`BestReplies`)."""
     run = NtpRun()
     states = store.server_states()
     everyone: list[ServerAddress] = []
     run_id = store.begin_run(command, realtime_ns())
     committer = _Committer(store, run_id)
-    peer_best = _PeerBest(peers)
+    peer_best = BestReplies(peers)
 
     def emit(sample: NtpSample, state: ServerState) -> None:
         if sample.server in peer_best.by_address:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from timekit.analysis.assessment import Assessment, Policy, skew_hold_reason, stale_references
 from timekit.analysis.cluster import ClusterAssessment, PeerReading, assess_cluster, diagnose
-from timekit.analysis.quarantine import FleetUpdate, NodeHealth, QuarantinePolicy, update_fleet
+from timekit.analysis.quarantine import FleetUpdate, QuarantinePolicy, update_fleet
 from timekit.analysis.skew import SELF_NODE, SkewAssessment
 from timekit.config import check_hook
 from timekit.pipeline.assess import assess_store
@@ -108,18 +108,18 @@ class SkewReport:
                 "cluster": self.cluster.to_json() if self.cluster is not None else None}
 
 
-def _health(rows: Any) -> dict[str, NodeHealth]:
-    return {r.node: NodeHealth(r.node, r.status, r.bad_streak, r.good_streak, r.since_ns, r.last_offset_s)
-            for r in rows}
+def _self_verdict(skew: SkewAssessment) -> str | None:
+    """`self`'s verdict when there is a majority to judge it against, else None."""
+    return next((v.verdict for v in skew.nodes if v.node == SELF_NODE), None) if skew.quorum else None
 
 
-def _cluster_check(store: Store, policy: Policy, a: Assessment, self_from_refs: str | None,
+def _cluster_check(policy: Policy, a: Assessment, self_from_refs: str | None,
                    peers: Sequence[str] | None, peers_sampled: bool) -> ClusterReport | None:
-    """`self` and each peer against the peers' majority, from each peer's newest stored reading (of the
-    configured `peers` only, when they are known)."""
+    """`self` and each peer against the peers' majority, from each peer's newest stored reading (read
+    with the assessment's evidence; of the configured `peers` only, when they are known)."""
     from timekit.collectors.clocks import boot_id
 
-    readings = [r for r in store.newest_peer_readings() if peers is None or r.peer in peers]
+    readings = [r for r in a.peers if peers is None or r.peer in peers]
     if not readings:
         return None
     skew = policy.skew
@@ -137,9 +137,7 @@ def _cluster_check(store: Store, policy: Policy, a: Assessment, self_from_refs: 
     update = update_fleet(previous, found.skew, now_ns=a.as_of_ns,
                           policy=QuarantinePolicy(enter_after=skew.enter_after, leave_after=skew.leave_after),
                           hold_reason=hold)
-    me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
-          if found.skew.quorum else None)
-    return ClusterReport(found, update, readings, diagnose(self_from_refs, me))
+    return ClusterReport(found, update, readings, diagnose(self_from_refs, _self_verdict(found.skew)))
 
 
 NO_NEW_REFERENCE_SAMPLE = ("no new reference sample this run (every reference was queried less than "
@@ -170,9 +168,7 @@ def run_skew_check(store: Store, policy: Policy | None = None, *, hook: str | No
     rows = [(h.node, h.status, h.bad_streak, h.good_streak, h.since_ns, h.last_offset_s, found.as_of_ns)
             for h in update.health]
     events = [(t.t_ns, t.node, t.from_status, t.to_status, t.offset_s, t.reason) for t in update.transitions]
-    me = (next((v.verdict for v in found.skew.nodes if v.node == SELF_NODE), None)
-          if found.skew.quorum else None)
-    cluster = _cluster_check(store, policy, found, me, peers, peers_sampled)
+    cluster = _cluster_check(policy, found, _self_verdict(found.skew), peers, peers_sampled)
     report = SkewReport(found.skew, update, stale=stale_references(found, skew), committed=commit,
                         cluster=cluster)
     if not commit:

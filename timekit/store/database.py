@@ -21,6 +21,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from timekit.address import NTS_SCHEME
 from timekit.analysis.cluster import PeerReading
 from timekit.collectors.server_policy import ServerState
 from timekit.daemon_samples import SAMPLE_COLUMNS, SOURCE_COLUMNS, DaemonSample, DaemonSource
@@ -150,7 +151,7 @@ MIGRATIONS: list[str] = [
 PAUSE_COLUMNS = ["t_local_ns", "boottime_ns", "interval_s", "n_wakeups", "p50_s", "p90_s", "p99_s", "p999_s",
                  "max_s", "suspend_s"]
 SCHEMA_VERSION = len(MIGRATIONS)
-_STATE_COLUMNS = [f.name for f in fields(ServerState) if f.name != "nts"]  # NTS sessions: nts_sessions
+_STATE_COLUMNS = [f.name for f in fields(ServerState) if f.name != "nts"]  # sessions: `<db>.nts`
 
 
 class NodeHealthRow(NamedTuple):
@@ -672,12 +673,32 @@ class Store:
                 "ORDER BY t_local_ns", (since_ns or 0,))]
 
     # --- node health (quarantine) ------------------------------------------------------------
-    def node_health_rows(self) -> list[NodeHealthRow]:
-        """The stored health of every node, by name."""
+    # node_health, cluster_health and fleet_health share one shape, as health_events, cluster_events and
+    # fleet_events do: one reader, one writer, one log reader for the three
+    def _health_rows(self, table: str) -> list[NodeHealthRow]:
         with self.reading() as c:
             return [NodeHealthRow(*r) for r in c.execute(
                 "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
-                " FROM node_health ORDER BY node")]
+                f" FROM {table} ORDER BY node")]
+
+    @staticmethod
+    def _put_health(c: sqlite3.Connection, table: str, rows: Iterable[tuple[Any, ...]], log: str,
+                    events: Iterable[tuple[Any, ...]]) -> None:
+        c.executemany(f"INSERT OR REPLACE INTO {table}(node, status, bad_streak, good_streak, since_ns,"
+                      " last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
+        c.executemany(f"INSERT INTO {log}(t_ns, node, from_status, to_status, offset_s, reason)"
+                      " VALUES (?, ?, ?, ?, ?, ?)", list(events))
+
+    def _transitions(self, log: str, node: str | None) -> list[tuple[Any, ...]]:
+        """(t_ns, node, from_status, to_status, offset_s, reason) of `log`, oldest first."""
+        with self.reading() as c:
+            where, args = (" WHERE node = ?", (node,)) if node is not None else ("", ())
+            return c.execute(f"SELECT t_ns, node, from_status, to_status, offset_s, reason FROM {log}"
+                             + where + " ORDER BY id", args).fetchall()
+
+    def node_health_rows(self) -> list[NodeHealthRow]:
+        """The stored health of every node, by name."""
+        return self._health_rows("node_health")
 
     def save_node_health(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]],
                          cluster_rows: Iterable[tuple[Any, ...]] = (),
@@ -687,14 +708,8 @@ class Store:
         and the cluster check's (against the peers), in one transaction, so a check's verdicts and
         their evidence land together."""
         with self.write() as c:
-            for table, table_rows, log, log_rows in (("node_health", rows, "health_events", events),
-                                                     ("cluster_health", cluster_rows, "cluster_events",
-                                                      cluster_events)):
-                c.executemany(f"INSERT OR REPLACE INTO {table}(node, status, bad_streak, good_streak,"
-                              " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              list(table_rows))
-                c.executemany(f"INSERT INTO {log}(t_ns, node, from_status, to_status, offset_s, reason)"
-                              " VALUES (?, ?, ?, ?, ?, ?)", list(log_rows))
+            self._put_health(c, "node_health", rows, "health_events", events)
+            self._put_health(c, "cluster_health", cluster_rows, "cluster_events", cluster_events)
             # a peer no longer configured (or every node, when none is): its state goes, not its log
             c.executemany("DELETE FROM cluster_health WHERE node = ?", [(n,) for n in cluster_retired])
 
@@ -722,35 +737,20 @@ class Store:
 
     def cluster_health_rows(self) -> list[NodeHealthRow]:
         """The stored health of `self` and each peer against the peers' majority, by name."""
-        with self.reading() as c:
-            return [NodeHealthRow(*r) for r in c.execute(
-                "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
-                " FROM cluster_health ORDER BY node")]
+        return self._health_rows("cluster_health")
 
     def cluster_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
-        """The cluster check's transitions (t_ns, node, from_status, to_status, offset_s, reason), oldest
-        first."""
-        with self.reading() as c:
-            where, args = (" WHERE node = ?", (node,)) if node is not None else ("", ())
-            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason FROM cluster_events"
-                             + where + " ORDER BY id", args).fetchall()
+        """The cluster check's transitions, oldest first."""
+        return self._transitions("cluster_events", node)
 
     def health_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
-        """(t_ns, node, from_status, to_status, offset_s, reason), oldest first."""
-        with self.reading() as c:
-            if node is None:
-                return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
-                                 " FROM health_events ORDER BY id").fetchall()
-            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason"
-                             " FROM health_events WHERE node = ? ORDER BY id", (node,)).fetchall()
+        """The references' skew check's transitions (t_ns, node, from, to, offset_s, reason), oldest first."""
+        return self._transitions("health_events", node)
 
     # --- fleet sweeper (its nodes, apart from the skew check's) ------------------------------------
     def fleet_health_rows(self) -> list[NodeHealthRow]:
         """The stored health of every fleet node the sweeper has judged, by name."""
-        with self.reading() as c:
-            return [NodeHealthRow(*r) for r in c.execute(
-                "SELECT node, status, bad_streak, good_streak, since_ns, last_offset_s, updated_ns"
-                " FROM fleet_health ORDER BY node")]
+        return self._health_rows("fleet_health")
 
     def save_fleet_sweep(self, rows: Iterable[tuple[Any, ...]], events: Iterable[tuple[Any, ...]],
                          summary: tuple[Any, ...]) -> None:
@@ -758,19 +758,13 @@ class Store:
         reason) and the summary (t_ns, nodes, answered, quorum, quarantined, median_offset_s,
         spread_s, wall_s, reason)."""
         with self.write() as c:
-            c.executemany("INSERT OR REPLACE INTO fleet_health(node, status, bad_streak, good_streak,"
-                          " since_ns, last_offset_s, updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
-            c.executemany("INSERT INTO fleet_events(t_ns, node, from_status, to_status, offset_s, reason)"
-                          " VALUES (?, ?, ?, ?, ?, ?)", list(events))
+            self._put_health(c, "fleet_health", rows, "fleet_events", events)
             c.execute("INSERT INTO fleet_sweeps(t_ns, nodes, answered, quorum, quarantined, median_offset_s,"
                       " spread_s, wall_s, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", summary)
 
     def fleet_events(self, node: str | None = None) -> list[tuple[Any, ...]]:
-        """The sweeper's transitions (t_ns, node, from_status, to_status, offset_s, reason), oldest first."""
-        with self.reading() as c:
-            where, args = (" WHERE node = ?", (node,)) if node is not None else ("", ())
-            return c.execute("SELECT t_ns, node, from_status, to_status, offset_s, reason FROM fleet_events"
-                             + where + " ORDER BY id", args).fetchall()
+        """The sweeper's transitions, oldest first."""
+        return self._transitions("fleet_events", node)
 
     def fleet_sweeps(self) -> list[tuple[Any, ...]]:
         """Every sweep's summary row, oldest first."""
@@ -883,7 +877,7 @@ class Store:
         """Keep the NTS servers' sessions (a dropped one is forgotten) in `<db>.nts`, mode 0600."""
         from timekit.store.nts_sessions import save_sessions, sessions_path_for
 
-        changed = {s.server: s.nts for s in states if s.server.startswith("nts://")}
+        changed = {s.server: s.nts for s in states if s.server.startswith(NTS_SCHEME)}
         if changed and not self.readonly:
             save_sessions(sessions_path_for(self.path), changed)
 
@@ -896,7 +890,7 @@ class Store:
                                   ("server_state", "server"), ("node_health", "node"),
                                   ("health_events", "node")):
                 deleted[table] = c.execute(f"DELETE FROM {table} WHERE {column} = ?", (server,)).rowcount
-        if server.startswith("nts://"):  # its keys and cookies too
+        if server.startswith(NTS_SCHEME):  # its keys and cookies too
             from timekit.store.nts_sessions import load_sessions, save_sessions, sessions_path_for
 
             path = sessions_path_for(self.path)
